@@ -1,0 +1,520 @@
+"""Public Python API: ``restore`` and ``restore_iter``.
+
+Both take the same arguments. ``restore_iter`` returns a :class:`RestorationRun`:
+iterate it for :class:`Snapshot` objects (one every ``snapshot_every``
+iterations, and a final one), call ``run.stop()`` to end early, and read
+``run.result`` afterwards. Inputs are checked before anything runs, and the
+caller's arrays are never modified.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DIPInputError, DIPMemoryError
+
+MIN_SIDE = 8  # smallest image side (pixels) that a run accepts
+
+
+@dataclass
+class Snapshot:
+    """One look at a running restoration.
+
+    ``image`` is the whole result so far in the input's layout and intensity
+    units (float32; planes not yet processed hold the input, enlarged by
+    ``factor`` for super-resolution). ``iteration`` and ``total`` count within
+    the current plane.
+    """
+
+    iteration: int
+    total: int
+    loss: float
+    image: np.ndarray
+    seconds: float
+    plane: int = 0
+    planes: int = 1
+    metrics: dict = field(default_factory=dict)
+    backtracks: int = 0
+    done: bool = False
+    stop_reason: str | None = None
+    record: dict | None = None
+
+
+@dataclass
+class Restoration:
+    """The result: ``image`` (float32, input units) and the run ``record``."""
+
+    image: np.ndarray
+    record: dict
+
+
+class RestorationRun:
+    """An iterable of snapshots with ``stop()``; ``result`` is set once it is exhausted."""
+
+    def __init__(self, snapshots_factory, planes: int, iterations: int, device_description: str):
+        self._stop = threading.Event()
+        self.planes = planes
+        self.iterations = iterations
+        self.device_description = device_description
+        self.result: Restoration | None = None
+        self.last: Snapshot | None = None
+        self._gen = snapshots_factory(self)
+
+    def stop(self):
+        """Ask the run to end; a final snapshot with the best result so far follows within one iteration."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Snapshot:
+        snapshot = next(self._gen)
+        self.last = snapshot
+        return snapshot
+
+    def close(self):
+        self._gen.close()
+
+
+def restore(image, task: str = "denoise", **kwargs) -> Restoration:
+    """Restore ``image`` by Deep Image Prior and return a :class:`Restoration`.
+
+    Parameters
+    ----------
+    image : array_like
+        The degraded image, any numeric dtype: (Y, X), (Y, X) with a channel axis,
+        or a stack (…, Y, X) restored plane by plane (``volumetric=True`` for
+        (…, Z, Y, X) volumes). NaN and inf pixels are treated as missing.
+    task : {'denoise', 'inpaint', 'superres', 'deconvolve', 'guided'}
+    preset : str, default 'fast'
+        Named settings; see ``napari_dip.core.presets.PRESETS``. 'paper'
+        reproduces the official implementation (a GPU setting).
+    mask : array_like, optional
+        Nonzero = missing pixel to fill. Shape of the image without its channel
+        axis, or of the whole image. Required for 'inpaint' unless the image has
+        NaN pixels; optional elsewhere (the pixels are left out of the fit).
+    factor : int, optional
+        Super-resolution factor 2, 4 or 8 (default 4 for 'superres'); for
+        'deconvolve' and 'guided', the measurement is also downsampled.
+    psf : array_like, optional
+        Point-spread function for 'deconvolve' (normalised to unit sum).
+    psf_sigma : float, optional
+        Gaussian PSF standard deviation in pixels, instead of ``psf``.
+    guide : array_like, optional
+        Guide image for 'guided' (flash photo; panchromatic band). It is the
+        network input and must have the output's Y/X size.
+    noise : {'gaussian', 'poisson'}
+        Noise model: squared error, or Poisson likelihood for photon counts.
+    channel_axis : int, optional
+        Axis of colour channels or bands; None means no channel axis.
+    volumetric : bool
+        Restore (…, Z, Y, X) with a 3D network instead of plane by plane.
+    iterations : int, optional
+        Overrides the preset's iteration count.
+    seed : int
+        Seeds the network weights, input and jitter: the same seed gives the
+        same result on the CPU.
+    device : str
+        'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.
+    ground_truth : array_like, optional
+        Clean image of the output's shape: PSNR and SSIM are then reported.
+    snapshot_every : int, optional
+        Iterations between snapshots.
+    early_stopping : bool, optional
+        Turn ES-WMV automatic early stopping on or off.
+    percentiles : (float, float)
+        Intensity percentiles mapped to 0 and 1 for the network.
+    **settings
+        Any field of :class:`napari_dip.core.presets.Settings` (``lr``,
+        ``reg_noise_std``, ``ema``, ``network_kind``, ``network_down`` …).
+
+    Returns
+    -------
+    Restoration
+        ``.image``: float32 in the input's units and layout (×factor in Y/X
+        for super-resolution); ``.record``: how it was made.
+    """
+    run = restore_iter(image, task, **kwargs)
+    for _ in run:
+        pass
+    return run.result
+
+
+def restore_iter(image, task: str = "denoise", *, preset: str = "fast", mask=None, factor: int | None = None,
+                 psf=None, psf_sigma: float | None = None, guide=None, noise: str = "gaussian",
+                 channel_axis: int | None = None, volumetric: bool = False, iterations: int | None = None,
+                 seed: int = 0, device: str = "auto", ground_truth=None, snapshot_every: int | None = None,
+                 early_stopping: bool | None = None, percentiles=(0.0, 100.0), **settings) -> RestorationRun:
+    """Like :func:`restore`, but returns a :class:`RestorationRun` that yields snapshots."""
+    from .core.device import describe_device, resolve_device
+
+    job = _prepare(image, task, preset=preset, mask=mask, factor=factor, psf=psf, psf_sigma=psf_sigma,
+                   guide=guide, noise=noise, channel_axis=channel_axis, volumetric=volumetric,
+                   iterations=iterations, seed=seed, ground_truth=ground_truth, snapshot_every=snapshot_every,
+                   early_stopping=early_stopping, percentiles=percentiles, overrides=settings)
+    torch_device = resolve_device(device)
+    job.device = torch_device
+    description = describe_device(torch_device)
+    return RestorationRun(lambda run: _snapshots(job, run, description), job.layout.planes,
+                          job.settings.iterations, description)
+
+
+# ---------------------------------------------------------------------------------------------
+# preparation: every check happens here, before any optimisation starts
+
+
+@dataclass
+class _Job:
+    task: str
+    preset: str
+    settings: object
+    layout: object
+    planes: np.ndarray  # (P, C, *spatial) normalised measurement, NaN where missing
+    known: np.ndarray | None  # (P, 1 or C, *spatial) 1 = measured
+    normalisation: object
+    factor: int
+    operator: object
+    noise: str
+    seed: int
+    guide_planes: np.ndarray | None
+    ground_truth: np.ndarray | None
+    input_image: np.ndarray
+    parameters: dict
+    device: object = None
+
+
+def _check_task(task):
+    from .core.presets import TASKS
+
+    if task not in TASKS:
+        raise DIPInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+
+
+def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise, channel_axis, volumetric,
+             iterations, seed, ground_truth, snapshot_every, early_stopping, percentiles, overrides) -> _Job:
+    from .core import data
+    from .core.operators import (BlurOperator, ComposedOperator, DownsampleOperator, IdentityOperator,
+                                 gaussian_psf)
+    from .core.presets import apply_overrides, get_settings
+
+    _check_task(task)
+    image = data.as_image(image)
+    if noise not in ("gaussian", "poisson"):
+        raise DIPInputError(f"unknown noise model {noise!r}; use 'gaussian' or 'poisson'")
+
+    # --- factor
+    if task == "superres":
+        factor = 4 if factor is None else factor
+    if factor not in (None, 1, 2, 4, 8):
+        raise DIPInputError(f"factor must be 2, 4 or 8; got {factor!r}")
+    if factor not in (None, 1) and task in ("denoise", "inpaint"):
+        raise DIPInputError(f"task {task!r} takes no factor; use task='superres' to enlarge the image")
+    factor = factor or 1
+    if task == "superres" and factor == 1:
+        raise DIPInputError("super-resolution needs factor 2, 4 or 8")
+
+    # --- settings
+    try:
+        settings = get_settings(task, preset, factor)
+        changes = dict(overrides)
+        if iterations is not None:
+            changes["iterations"] = iterations
+        if snapshot_every is not None:
+            changes["snapshot_every"] = snapshot_every
+        if early_stopping is not None:
+            changes["early_stopping"] = bool(early_stopping)
+        settings = apply_overrides(settings, changes)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
+    if settings.iterations < 1:
+        raise DIPInputError(f"iterations must be at least 1; got {settings.iterations}")
+    if settings.snapshot_every < 1:
+        raise DIPInputError(f"snapshot_every must be at least 1; got {settings.snapshot_every}")
+
+    # --- layout
+    channel_axis = data.normalise_channel_axis(channel_axis, image.ndim)
+    spatial_dims = 3 if volumetric else 2
+    needed = spatial_dims + (channel_axis is not None)
+    if image.ndim < needed:
+        what = "a volume (Z, Y, X)" if volumetric else "an image (Y, X)"
+        raise DIPInputError(f"expected {what}{' with a channel axis' if channel_axis is not None else ''}; "
+                            f"got an array of shape {image.shape}")
+    layout = data.PlaneLayout(image.shape, channel_axis, spatial_dims)
+    small = [s for s in layout.spatial_shape[-2:] if s < MIN_SIDE]
+    if small:
+        hint = ""
+        if channel_axis is None and image.ndim >= 3 and image.shape[-1] in (3, 4):
+            hint = " It looks like an RGB(A) image: pass channel_axis=-1."
+        raise DIPInputError(f"the image is too small to restore: Y/X size {layout.spatial_shape[-2:]}, "
+                            f"need at least {MIN_SIDE} pixels per side.{hint}")
+
+    # --- missing pixels: the mask and non-finite values
+    planes = layout.to_planes(image)  # new float32 array: the caller's image is not touched
+    missing = ~np.isfinite(planes)
+    if mask is not None:
+        mask_planes = _mask_planes(mask, image.shape, layout, channel_axis)
+        missing = missing | mask_planes
+    if task == "inpaint" and not missing.any():
+        raise DIPInputError("the mask marks no pixel as missing: paint the region to fill "
+                            "(nonzero = missing) or pass NaN pixels")
+    if missing.all():
+        raise DIPInputError("the mask hides every pixel: nothing is left to fit; "
+                            "nonzero mask values mark the pixels to fill, so invert your mask")
+    known = None if not missing.any() else (~missing).astype(np.float32)
+    if known is not None and known.shape[1] > 1 and (known == known[:, :1]).all():
+        known = known[:, :1].copy()
+
+    # --- intensities
+    values = planes[~missing]
+    if noise == "poisson" and values.size and values.min() < 0:
+        raise DIPInputError("the Poisson noise model needs photon counts ≥ 0, but the image has negative "
+                            "values; use noise='gaussian' or remove the offset first")
+    normalisation = data.fit_normalisation(values, percentiles, zero_low=(noise == "poisson"))
+    planes = normalisation.forward(planes)
+    planes[missing] = 0.0
+
+    # --- operator
+    operator = IdentityOperator()
+    psf_description = None
+    if task == "deconvolve":
+        if psf is None and psf_sigma is None:
+            raise DIPInputError("deconvolution needs a PSF: pass psf=array or psf_sigma=pixels")
+        if psf is not None:
+            psf_array = data.as_image(psf, "psf").astype(np.float64)
+            if psf_array.ndim not in (2, spatial_dims):
+                raise DIPInputError(f"the PSF must be 2D{' or 3D' if volumetric else ''}; got shape {psf_array.shape}")
+            psf_description = f"array {psf_array.shape}"
+        else:
+            if psf_sigma <= 0:
+                raise DIPInputError(f"psf_sigma must be positive; got {psf_sigma}")
+            psf_array = gaussian_psf(psf_sigma, 2)
+            psf_description = f"gaussian sigma {psf_sigma}"
+        hr_spatial = tuple(s * (factor if i >= spatial_dims - 2 else 1) for i, s in enumerate(layout.spatial_shape))
+        if any(p > s for p, s in zip(psf_array.shape[::-1], hr_spatial[::-1])):
+            raise DIPInputError(f"the PSF ({psf_array.shape}) is larger than the image ({hr_spatial}); "
+                                "crop the PSF to its central part")
+        try:
+            operator = BlurOperator(psf_array)
+        except ValueError as exc:
+            raise DIPInputError(str(exc)) from None
+    if factor > 1:
+        down = DownsampleOperator(factor, spatial_dims)
+        operator = down if isinstance(operator, IdentityOperator) else ComposedOperator(operator, down)
+
+    out_shape = layout.output_shape(factor)
+
+    # --- guide
+    guide_planes = None
+    if task == "guided":
+        if guide is None:
+            raise DIPInputError("guided restoration needs a guide image (the flash photo, or the panchromatic band)")
+        guide_planes = _guide_planes(data.as_image(guide, "guide"), layout, out_shape, channel_axis, factor)
+    elif guide is not None:
+        raise DIPInputError(f"task {task!r} takes no guide; use task='guided'")
+
+    # --- ground truth
+    truth = None
+    if ground_truth is not None:
+        truth = data.as_image(ground_truth, "ground_truth")
+        if truth.shape != out_shape:
+            raise DIPInputError(f"ground_truth has shape {truth.shape} but the result will have shape {out_shape}")
+        truth = truth.astype(np.float32)
+
+    parameters = {
+        "settings": settings.as_dict(), "factor": factor, "noise": noise, "channel_axis": channel_axis,
+        "volumetric": volumetric, "seed": seed, "psf": psf_description, "operator": operator.describe(),
+        "missing_pixels": int(missing.sum()) if known is not None else 0,
+        "normalisation": {"low": normalisation.low, "high": normalisation.high, "percentiles": list(percentiles)},
+    }
+    return _Job(task, preset, settings, layout, planes, known, normalisation, factor, operator, noise, seed,
+                guide_planes, truth, image, parameters)
+
+
+def _mask_planes(mask, image_shape, layout, channel_axis):
+    from .core import data
+
+    mask = data.as_image(mask, "mask")
+    if mask.shape == image_shape:
+        return layout.to_planes(mask != 0) > 0
+    without_channels = tuple(s for i, s in enumerate(image_shape) if i != channel_axis)
+    if mask.shape == without_channels:
+        mask_layout = data.PlaneLayout(mask.shape, None, layout.spatial_dims)
+        return mask_layout.to_planes(mask != 0) > 0
+    raise DIPInputError(f"the mask has shape {mask.shape} but the image has shape {image_shape}; "
+                        f"the mask must have shape {without_channels} (or {image_shape})")
+
+
+def _guide_planes(guide, layout, out_shape, channel_axis, factor):
+    from .core import data
+
+    out_without_channels = tuple(s for i, s in enumerate(out_shape) if i != channel_axis)
+    if guide.shape == out_without_channels:
+        guide_layout = data.PlaneLayout(guide.shape, None, layout.spatial_dims)
+    elif guide.ndim == len(out_without_channels) + 1 and (
+            guide.shape[:-1] == out_without_channels or (channel_axis is not None and guide.shape[
+                :channel_axis] + guide.shape[channel_axis + 1:] == out_without_channels)):
+        axis = -1 if guide.shape[:-1] == out_without_channels else channel_axis
+        guide_layout = data.PlaneLayout(guide.shape, axis % guide.ndim, layout.spatial_dims)
+    else:
+        raise DIPInputError(f"the guide has shape {guide.shape}; it must cover the result's grid "
+                            f"{out_without_channels} (optionally with a channel axis)"
+                            + (f", i.e. {factor}x the image's Y/X size" if factor > 1 else ""))
+    planes = guide_layout.to_planes(guide)
+    if guide_layout.planes != layout.planes:
+        raise DIPInputError("the guide must have as many planes as the image")
+    if not np.isfinite(planes).all():
+        raise DIPInputError("the guide has NaN or inf pixels; fill them first")
+    return data.fit_normalisation(planes).forward(planes)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def _snapshots(job: _Job, run: RestorationRun, device_description: str):
+    import torch
+
+    from . import __version__
+    from .core import data
+    from .core.loop import Problem, fit
+
+    layout, settings, factor = job.layout, job.settings, job.factor
+    spatial_dims = layout.spatial_dims
+    axis_factor = [factor if i >= spatial_dims - 2 else 1 for i in range(spatial_dims)]
+    multiple = settings.network.multiple
+    minimum = multiple * (settings.network.filter_down // 2 + 1) if settings.network.kind != "light" else multiple
+    # pad the measurement so that factor × its size suits the network
+    meas_pads = []
+    for n, f in zip(layout.spatial_shape, axis_factor):
+        meas_multiple = max(1, multiple // f)
+        meas_pads.append(data.pad_amounts((n,), meas_multiple, -(-minimum // f))[0])
+    out_pads = [(b * f, a * f) for (b, a), f in zip(meas_pads, axis_factor)]
+
+    # the result so far: the input (enlarged for super-resolution) until a plane is restored
+    current = job.normalisation.inverse(job.planes.copy())
+    if job.known is not None:
+        current = np.where(job.known > 0, current, np.nan)
+        current = np.where(np.isnan(current), np.nanmean(current) if np.isfinite(current).any() else 0, current)
+    for axis, f in enumerate(axis_factor):
+        if f > 1:
+            current = np.repeat(current, f, axis=2 + axis)
+    current = current.astype(np.float32)
+
+    start = time.perf_counter()
+    iterations_done = []
+    stop_reason = None
+    backtracks = 0
+    metrics = {}
+    for p in range(layout.planes):
+        target = data.pad_reflect(job.planes[p:p + 1], meas_pads)
+        known = data.pad_reflect(job.known[p:p + 1], meas_pads) if job.known is not None else None
+        guide = data.pad_reflect(job.guide_planes[p:p + 1], out_pads) if job.guide_planes is not None else None
+        problem = Problem(
+            target=torch.from_numpy(target), out_channels=layout.channels,
+            out_spatial=tuple(s * f for s, f in zip(target.shape[2:], axis_factor)),
+            operator=job.operator, known=None if known is None else torch.from_numpy(known),
+            noise=job.noise, guide=None if guide is None else torch.from_numpy(guide))
+        states = fit(problem, settings, seed=job.seed, device=job.device, should_stop=lambda: run.stop_requested)
+        try:
+            for state in states:
+                estimate = state.estimate.detach().float().cpu().numpy()
+                current[p] = job.normalisation.inverse(data.crop(estimate, out_pads)[0])
+                image = layout.from_planes(current).copy()
+                metrics = _metrics(current[p], job, layout, p) if job.ground_truth is not None else {}
+                snapshot = Snapshot(state.iteration, state.total, state.loss, image,
+                                    time.perf_counter() - start, p, layout.planes, metrics,
+                                    backtracks + state.backtracks)
+                if state.done:
+                    iterations_done.append(state.iteration)
+                    backtracks += state.backtracks
+                    stop_reason = state.stop_reason
+                    if run.stop_requested or p == layout.planes - 1:
+                        break
+                yield snapshot
+        except Exception as exc:  # out of memory becomes a message that says what to do
+            _raise_if_out_of_memory(exc, job)
+            raise
+        if run.stop_requested:
+            if layout.planes > 1:
+                stop_reason = f"stopped by user at plane {p + 1} of {layout.planes}"
+            break
+
+    image = layout.from_planes(current).copy()
+    if job.ground_truth is not None:
+        metrics = _metrics_all(image, job)
+    record = {
+        "task": job.task, "preset": job.preset, "parameters": job.parameters,
+        "iterations": int(sum(iterations_done)), "iterations_per_plane": iterations_done,
+        "planes": layout.planes, "stop_reason": stop_reason, "backtracks": backtracks,
+        "seconds": round(time.perf_counter() - start, 3), "device": device_description,
+        "version": {"napari_dip": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "metrics": metrics, "input": {"shape": list(job.input_image.shape), "dtype": str(job.input_image.dtype)},
+        "output": {"shape": list(image.shape), "dtype": "float32"},
+        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    run.result = Restoration(image, record)
+    yield Snapshot(iterations_done[-1] if iterations_done else 0, settings.iterations, snapshot.loss, image,
+                   record["seconds"], snapshot.plane, layout.planes,
+                   metrics, backtracks, True, stop_reason, record)
+
+
+def _metric_pair(result, truth, channel_axis):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    data_range = float(truth.max() - truth.min()) or 1.0
+    psnr = peak_signal_noise_ratio(truth, result, data_range=data_range)
+    min_side = min(truth.shape[-2:]) if channel_axis is None else min(
+        s for i, s in enumerate(truth.shape) if i != channel_axis % truth.ndim)
+    win = min(7, min_side if min_side % 2 else min_side - 1)
+    ssim = structural_similarity(truth, result, data_range=data_range, channel_axis=channel_axis, win_size=win)
+    return {"psnr": float(psnr), "ssim": float(ssim)}
+
+
+def _metrics(plane_result, job, layout, p):
+    """PSNR/SSIM of one plane (C, *spatial) against the same plane of the ground truth."""
+    truth = layout.to_planes(job.ground_truth)[p]
+    if layout.spatial_dims == 2:
+        return _metric_pair(plane_result, truth, 0)
+    return _metric_pair(plane_result[0], truth[0], None)  # volumes: the first channel
+
+
+def _metrics_all(image, job):
+    truth = job.ground_truth
+    channel_axis = job.layout.channel_axis
+    metrics = _metric_pair(image.astype(np.float32), truth, channel_axis)
+    if job.input_image.shape == truth.shape:
+        degraded = job.input_image.astype(np.float32)
+        finite = np.isfinite(degraded)
+        if finite.all():
+            base = _metric_pair(degraded, truth, channel_axis)
+            metrics.update({"psnr_input": base["psnr"], "ssim_input": base["ssim"]})
+    return metrics
+
+
+def _raise_if_out_of_memory(exc: Exception, job: _Job):
+    text = str(exc)
+    if not ("out of memory" in text.lower() or "can't allocate memory" in text.lower()
+            or type(exc).__name__ == "OutOfMemoryError"):
+        return
+    needed = None
+    match = re.search(r"Tried to allocate ([\d.]+ [KMGT]i?B)", text)
+    if match:
+        needed = match.group(1)
+    match = re.search(r"you tried to allocate (\d+) bytes", text)
+    if match:
+        needed = f"{int(match.group(1)) / 2**30:.2f} GiB"
+    shape = "x".join(map(str, job.layout.spatial_shape))
+    raise DIPMemoryError(
+        f"out of memory on {job.device}: one more block of {needed or 'unknown size'} was needed for a "
+        f"{shape} image with the {job.preset!r} preset. Try preset='fast', restore a smaller region, "
+        f"use tiling, or device='cpu' (slower, but has more memory).") from None

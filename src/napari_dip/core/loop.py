@@ -1,0 +1,227 @@
+"""The DIP optimisation as a generator of loop states.
+
+``fit`` builds the network and input, then runs Adam on the data term
+``E(A(f(z + jitter)); x0)``. It yields a :class:`LoopState` every
+``snapshot_every`` iterations and once more at the end. Between yields it keeps
+the exponential moving average of outputs, backtracks when the fit collapses,
+and watches the windowed moving variance of the iterates for early stopping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .inputs import input_channels, make_input
+from .networks import build_network
+from .operators import IdentityOperator, Operator
+from .presets import Settings
+
+
+@dataclass
+class Problem:
+    """One restoration problem in normalised units, channels first, with a batch axis of 1."""
+
+    target: torch.Tensor  # measurement x0, (1, C, *spatial of the measurement)
+    out_channels: int
+    out_spatial: tuple  # network output size (padded)
+    operator: Operator = field(default_factory=IdentityOperator)
+    known: torch.Tensor | None = None  # 1 where x0 was measured, broadcastable to target
+    noise: str = "gaussian"  # gaussian (MSE) | poisson (negative log-likelihood)
+    guide: torch.Tensor | None = None  # network input for guided restoration, (1, Cg, *out_spatial)
+
+    @property
+    def dims(self) -> int:
+        return len(self.out_spatial)
+
+
+@dataclass
+class LoopState:
+    """What the loop reports; tensors are detached, on the run's device, in normalised units."""
+
+    iteration: int
+    total: int
+    loss: float
+    output: torch.Tensor  # f(z) at this iteration
+    estimate: torch.Tensor  # the result if the run stopped now (EMA and early stopping applied)
+    seconds: float
+    backtracks: int = 0
+    best_iteration: int | None = None  # early stopping: iteration of the minimum moving variance
+    stop_reason: str | None = None  # set on the final state only
+    done: bool = False
+
+
+def data_term(prediction, target, known, noise: str):
+    """Mean data fidelity over the measured pixels.
+
+    gaussian: squared error. poisson: the Poisson deviance / 2, ``a − y − y·log(a / y)``,
+    which is the negative log-likelihood minus its minimum, so it is 0 for a perfect fit.
+    """
+    if noise == "gaussian":
+        per_pixel = (prediction - target) ** 2
+    elif noise == "poisson":
+        eps = 1e-6
+        per_pixel = prediction - target - target * torch.log((prediction + eps) / (target + eps))
+    else:
+        raise ValueError(f"unknown noise model {noise!r}; use 'gaussian' or 'poisson'")
+    if known is None:
+        return per_pixel.mean()
+    weight = known.expand_as(per_pixel)
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(1)
+
+
+class MovingVariance:
+    """ES-WMV (Wang et al., TMLR 2023): variance of the last ``window`` iterates.
+
+    Running sums make each update O(pixels); they are recomputed exactly once per
+    window so float rounding cannot accumulate.
+    """
+
+    def __init__(self, window: int):
+        self.window = window
+        self.buffer: list[torch.Tensor] = []
+        self.sum = None
+        self.sum_sq = None
+        self.count = 0
+
+    def update(self, x: torch.Tensor) -> float | None:
+        x = x.detach().float()
+        self.count += 1
+        if self.sum is None:
+            self.sum = torch.zeros_like(x)
+            self.sum_sq = torch.zeros_like(x)
+        self.buffer.append(x)
+        self.sum += x
+        self.sum_sq += x * x
+        if len(self.buffer) > self.window:
+            old = self.buffer.pop(0)
+            self.sum -= old
+            self.sum_sq -= old * old
+        if self.count % self.window == 0:
+            stack = torch.stack(self.buffer)
+            self.sum = stack.sum(0)
+            self.sum_sq = (stack * stack).sum(0)
+        if len(self.buffer) < self.window:
+            return None
+        mean = self.sum / self.window
+        return float((self.sum_sq / self.window - mean * mean).clamp_min(0).mean())
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.device | str = "cpu",
+        should_stop: Callable[[], bool] = lambda: False, on_iteration: Callable | None = None):
+    """Run the optimisation; a generator of :class:`LoopState`.
+
+    ``should_stop`` is polled every iteration: when it returns True the loop ends
+    and yields its final state at once. ``on_iteration(iteration, network)`` is
+    called before each step (used by tests to inject faults).
+    """
+    device = torch.device(device)
+    dims = problem.dims
+    guide_channels = problem.guide.shape[1] if problem.guide is not None else None
+    n_in = input_channels(settings.input, settings.input_channels, dims, guide_channels)
+    noise_gen = torch.Generator().manual_seed(seed)
+    # Seed the global generator only inside this block so the caller's random state is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_network(settings.network, n_in, problem.out_channels, dims)
+    spatial = problem.out_spatial
+    if settings.network.kind == "light":
+        spatial = tuple(s // net.input_downscale for s in spatial)
+    z = make_input(settings.input, n_in, spatial, noise_gen, problem.guide).to(device)
+    net = net.to(device)
+    target = problem.target.to(device)
+    known = problem.known.to(device) if problem.known is not None else None
+    operator = problem.operator.to(device)
+    # the jitter comes from its own seeded generator, on the device, so runs repeat
+    jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
+
+    optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    start = time.perf_counter()
+    total = settings.iterations
+    average = None
+    variance = MovingVariance(settings.es_window) if settings.early_stopping else None
+    best_var, best_iteration, best_estimate = math.inf, None, None
+    last_good = [p.detach().clone() for p in net.parameters()] if settings.backtracking else None
+    last_good_fidelity = None
+    backtracks = 0
+    loss_value = float("nan")
+    output = None
+    stop_reason = f"completed {total} iterations"
+    iteration = 0
+
+    def estimate():
+        if best_estimate is not None:
+            return best_estimate
+        return average if average is not None else output
+
+    while iteration < total:
+        if should_stop():
+            stop_reason = "stopped by user"
+            break
+        if on_iteration is not None:
+            on_iteration(iteration + 1, net)
+        net_input = z
+        if settings.reg_noise_std > 0:
+            jitter = torch.randn(z.shape, generator=jitter_gen, device=device, dtype=z.dtype)
+            net_input = z + settings.reg_noise_std * jitter
+        with _autocast(device, settings.amp):
+            out = net(net_input)
+        out = out.float()
+        prediction = operator(out)
+        loss = data_term(prediction, target, known, problem.noise)
+
+        if settings.backtracking and (iteration + 1) % settings.backtrack_every == 0:
+            # PSNR(data, output) dropping by d dB is the MSE growing by 10^(d/10).
+            fidelity = float(data_term(prediction.detach(), target, known, "gaussian"))
+            jumped = last_good_fidelity is not None and (
+                not math.isfinite(fidelity) or fidelity > last_good_fidelity * 10 ** (settings.backtrack_drop_db / 10))
+            if jumped:
+                with torch.no_grad():
+                    for p, saved in zip(net.parameters(), last_good):
+                        p.copy_(saved)
+                backtracks += 1
+                iteration += 1
+                continue
+            with torch.no_grad():
+                for p, saved in zip(net.parameters(), last_good):
+                    saved.copy_(p)
+            last_good_fidelity = fidelity
+
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        iteration += 1
+        output = out.detach()
+        if settings.ema is not None:
+            average = output.clone() if average is None else average.mul_(settings.ema).add_(output, alpha=1 - settings.ema)
+        if variance is not None:
+            var = variance.update(output)
+            if var is not None and var < best_var:
+                best_var, best_iteration = var, iteration
+                best_estimate = (average if average is not None else output).clone()
+            if best_iteration is not None and iteration - best_iteration >= settings.es_patience:
+                stop_reason = f"early stopping (ES-WMV): best at iteration {best_iteration}"
+                break
+        if iteration % settings.snapshot_every == 0 and iteration < total:
+            loss_value = float(loss.detach())
+            yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
+                            backtracks, best_iteration)
+
+    if output is None:  # stopped before the first step: report the untrained network's output
+        with torch.no_grad():
+            output = net(z).float()
+    else:
+        loss_value = float(loss.detach())
+    yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
+                    backtracks, best_iteration, stop_reason, done=True)

@@ -1,0 +1,203 @@
+"""Generator networks f_θ: the paper's skip encoder-decoder, the hourglass, a light decoder.
+
+All work in 2D (Conv2d) or 3D (Conv3d) through ``dims``. The structure follows
+Ulyanov et al. (2018), supplementary material: stride-2 convolutions go down,
+bilinear or nearest upsampling goes up, BatchNorm and LeakyReLU(0.2) after every
+convolution, optional skip branches of 1×1 convolutions, a 1×1 convolution after
+each up block and a sigmoid output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def _layers(dims: int):
+    if dims == 2:
+        return nn.Conv2d, nn.BatchNorm2d, nn.ReflectionPad2d, nn.ReplicationPad2d
+    if dims == 3:
+        return nn.Conv3d, nn.BatchNorm3d, nn.ReflectionPad3d, nn.ReplicationPad3d
+    raise ValueError(f"dims must be 2 or 3, got {dims}")
+
+
+def _conv(dims, c_in, c_out, kernel, stride=1, pad="reflection"):
+    conv, _, reflect, replicate = _layers(dims)
+    layers = []
+    amount = (kernel - 1) // 2
+    if amount and pad in ("reflection", "replication"):
+        layers.append((reflect if pad == "reflection" else replicate)(amount))
+        amount = 0
+    layers.append(conv(c_in, c_out, kernel, stride=stride, padding=amount, bias=True))
+    return layers
+
+
+def _block(dims, c_in, c_out, kernel, stride=1, pad="reflection"):
+    """conv → BatchNorm → LeakyReLU(0.2)"""
+    _, bn, _, _ = _layers(dims)
+    return _conv(dims, c_in, c_out, kernel, stride, pad) + [bn(c_out), nn.LeakyReLU(0.2, inplace=True)]
+
+
+def _upsample_mode(mode: str, dims: int) -> str:
+    if mode == "bilinear" and dims == 3:
+        return "trilinear"
+    return mode
+
+
+class _Level(nn.Module):
+    """One level of the skip net: skip branch ‖ (down, deeper, up), then the up convolutions."""
+
+    def __init__(self, dims, c_in, down, up, skip, deeper_out, deeper, k_down, k_up, k_skip, upsample, pad):
+        super().__init__()
+        _, bn, _, _ = _layers(dims)
+        self.skip = nn.Sequential(*_block(dims, c_in, skip, k_skip, pad=pad)) if skip else None
+        down_layers = _block(dims, c_in, down, k_down, stride=2, pad=pad) + _block(dims, down, down, k_down, pad=pad)
+        if deeper is not None:
+            down_layers.append(deeper)
+        mode = _upsample_mode(upsample, dims)
+        align = False if mode in ("bilinear", "trilinear") else None
+        down_layers.append(nn.Upsample(scale_factor=2, mode=mode, align_corners=align))
+        self.deeper = nn.Sequential(*down_layers)
+        merged = skip + deeper_out
+        self.merge = nn.Sequential(
+            bn(merged),
+            *_block(dims, merged, up, k_up, pad=pad),
+            *_block(dims, up, up, 1, pad=pad),
+        )
+
+    def forward(self, x):
+        deep = self.deeper(x)
+        if self.skip is not None:
+            deep = torch.cat([self.skip(x), deep], dim=1)
+        return self.merge(deep)
+
+
+class SkipNet(nn.Module):
+    """The paper's encoder-decoder with skip connections (``skip`` in the official code).
+
+    ``down``, ``up`` and ``skip`` give the channels per level (finest first);
+    ``skip`` entries of 0 remove that skip branch, so all-zero skips give the
+    hourglass. ``upsample`` is one mode or one per level. Input sides must be divisible by 2**levels.
+    """
+
+    def __init__(self, in_channels, out_channels, down=(128,) * 5, up=(128,) * 5, skip=(4,) * 5,
+                 filter_down=3, filter_up=3, filter_skip=1, upsample="bilinear", pad="reflection",
+                 dims=2, sigmoid=True):
+        super().__init__()
+        if not (len(down) == len(up) == len(skip)):
+            raise ValueError("down, up and skip need one entry per level")
+        self.levels = len(down)
+        self.dims = dims
+        modes = (upsample,) * self.levels if isinstance(upsample, str) else tuple(upsample)
+        level = None
+        # build from the coarsest level outwards so each level can hold the one below
+        for i in reversed(range(self.levels)):
+            c_in = in_channels if i == 0 else down[i - 1]
+            deeper_out = down[i] if level is None else up[i + 1]
+            level = _Level(dims, c_in, down[i], up[i], skip[i], deeper_out, level,
+                           filter_down, filter_up, filter_skip, modes[i], pad)
+        self.body = level
+        out = _conv(dims, up[0], out_channels, 1, pad=pad)
+        if sigmoid:
+            out.append(nn.Sigmoid())
+        self.head = nn.Sequential(*out)
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this."""
+        return 2 ** self.levels
+
+    def forward(self, z):
+        return self.head(self.body(z))
+
+
+class LightDecoder(nn.Module):
+    """Under-parameterised decoder in the style of the Deep Decoder (Heckel & Hand, ICLR 2019).
+
+    A small input tensor at 1/2**levels of the output size goes through
+    ``levels`` blocks of [1×1 conv → upsample ×2 → ReLU → BatchNorm], then a
+    1×1 convolution and a sigmoid. With few channels it has fewer weights than
+    the image has pixels, so it cannot fit the noise: cheap on a CPU and hard
+    to over-fit.
+    """
+
+    def __init__(self, in_channels, out_channels, channels=64, levels=4, upsample="bilinear", dims=2,
+                 sigmoid=True, kernel=1):
+        super().__init__()
+        conv, bn, _, _ = _layers(dims)
+        mode = _upsample_mode(upsample, dims)
+        align = False if mode in ("bilinear", "trilinear") else None
+        layers = []
+        c = in_channels
+        for _ in range(levels):
+            layers += _conv(dims, c, channels, kernel, pad="reflection")
+            layers += [nn.Upsample(scale_factor=2, mode=mode, align_corners=align), nn.ReLU(inplace=True), bn(channels)]
+            c = channels
+        layers += _conv(dims, channels, channels, kernel, pad="reflection") + [nn.ReLU(inplace=True), bn(channels)]
+        layers += _conv(dims, channels, out_channels, 1)
+        if sigmoid:
+            layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+        self.levels = levels
+        self.dims = dims
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** self.levels
+
+    @property
+    def input_downscale(self) -> int:
+        """The input is this many times smaller than the output per axis."""
+        return 2 ** self.levels
+
+    def forward(self, z):
+        return self.net(z)
+
+
+@dataclass
+class NetworkSpec:
+    """What network to build; part of the settings and of the run record."""
+
+    kind: str = "skip"  # skip | hourglass | light
+    down: tuple = (128,) * 5
+    up: tuple = (128,) * 5
+    skip: tuple = (4,) * 5
+    filter_down: int = 3
+    filter_up: int = 3
+    filter_skip: int = 1
+    upsample: str | tuple = "bilinear"  # one mode, or one per level (finest first)
+    pad: str = "reflection"
+    channels: int = 64  # light decoder width
+    levels: int = 4  # light decoder depth
+    kernel: int = 1  # light decoder filter size
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (self.levels if self.kind == "light" else len(self.down))
+
+    def as_dict(self) -> dict:
+        if self.kind == "light":
+            return {"kind": self.kind, "channels": self.channels, "levels": self.levels,
+                    "kernel": self.kernel, "upsample": self.upsample}
+        return {"kind": self.kind, "down": list(self.down), "up": list(self.up), "skip": list(self.skip),
+                "filter_down": self.filter_down, "filter_up": self.filter_up,
+                "filter_skip": self.filter_skip,
+                "upsample": self.upsample if isinstance(self.upsample, str) else list(self.upsample), "pad": self.pad}
+
+
+def build_network(spec: NetworkSpec, in_channels: int, out_channels: int, dims: int = 2) -> nn.Module:
+    """Build the generator a spec describes."""
+    if spec.kind in ("skip", "hourglass"):
+        skip = spec.skip if spec.kind == "skip" else (0,) * len(spec.down)
+        return SkipNet(in_channels, out_channels, spec.down, spec.up, skip, spec.filter_down,
+                       spec.filter_up, spec.filter_skip, spec.upsample, spec.pad, dims)
+    if spec.kind == "light":
+        return LightDecoder(in_channels, out_channels, spec.channels, spec.levels, spec.upsample, dims,
+                            kernel=spec.kernel)
+    raise ValueError(f"unknown network kind {spec.kind!r}; use 'skip', 'hourglass' or 'light'")
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

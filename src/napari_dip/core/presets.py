@@ -1,0 +1,159 @@
+"""Per-task settings: ``paper`` reproduces the official implementation, ``fast`` is for CPUs.
+
+Figures for ``paper`` come from the official code (DmitryUlyanov/deep-image-prior),
+summarised in the table of docs/presets.md. ``fast`` presets trade the paper's
+big networks for small ones that finish in about a minute on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .networks import NetworkSpec
+
+TASKS = ("denoise", "inpaint", "superres", "deconvolve", "guided")
+
+
+@dataclass
+class Settings:
+    """Everything that drives one optimisation. Saved whole in the run record."""
+
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    input: str = "noise"  # noise | meshgrid | guide
+    input_channels: int = 32
+    reg_noise_std: float = 1.0 / 30.0  # input jitter σ added to z at each iteration
+    lr: float = 0.01
+    iterations: int = 3000
+    ema: float | None = 0.99  # weight of the exponential moving average of outputs; None = off
+    backtracking: bool = True  # reload the last good weights when the fit collapses
+    backtrack_drop_db: float = 5.0  # ... i.e. when PSNR(data, output) drops by more than this
+    backtrack_every: int = 1  # check every this many iterations
+    early_stopping: bool = False  # ES-WMV (Wang et al. 2023)
+    es_window: int = 100  # iterations in the moving-variance window
+    es_patience: int = 1000  # iterations without a new variance minimum before stopping
+    snapshot_every: int = 50
+    amp: bool = True  # mixed precision where the device supports it (CUDA)
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["network"] = self.network.as_dict()
+        return d
+
+
+_SKIP_PAPER = dict(kind="skip", down=(128,) * 5, up=(128,) * 5, skip=(4,) * 5)
+# Small skip net for CPUs: a quarter of the paper's widths at the fine levels.
+_SKIP_FAST = dict(kind="skip", down=(16, 32, 64, 64, 128), up=(16, 32, 64, 64, 128), skip=(4, 4, 4, 4, 4))
+
+
+def _net(**kw) -> NetworkSpec:
+    return NetworkSpec(**kw)
+
+
+def _denoise(name: str, factor: int | None) -> Settings:
+    if name == "paper":
+        return Settings(network=_net(**_SKIP_PAPER), iterations=3000)
+    if name == "paper-sigma50":
+        return Settings(network=_net(**_SKIP_PAPER), iterations=3000, reg_noise_std=1.0 / 20.0)
+    if name == "jpeg":
+        return Settings(network=_net(kind="skip", down=(8, 16, 32, 64, 128), up=(8, 16, 32, 64, 128),
+                                     skip=(0, 0, 0, 4, 4)), input_channels=3, iterations=2400)
+    if name == "fast":
+        return Settings(network=_net(**_SKIP_FAST), input_channels=8, iterations=800, snapshot_every=25,
+                        early_stopping=True, es_window=50, es_patience=250)
+    raise KeyError(name)
+
+
+def _inpaint(name: str, factor: int | None) -> Settings:
+    common = dict(reg_noise_std=0.03, ema=None, backtracking=False)
+    if name in ("paper", "text"):
+        return Settings(network=_net(kind="skip", down=(128,) * 5, up=(128,) * 5, skip=(128,) * 5,
+                                     upsample="nearest"), iterations=6001, **common)
+    if name == "large-hole":
+        return Settings(network=_net(kind="hourglass", down=(128,) * 5, up=(128,) * 5, skip=(0,) * 5,
+                                     upsample="nearest"), input="meshgrid", input_channels=2,
+                        iterations=5001, **common)
+    if name == "region":
+        depth6 = (16, 32, 64, 128, 128, 128)
+        return Settings(network=_net(kind="hourglass", down=depth6, up=depth6, skip=(0,) * 6, filter_down=5),
+                        input_channels=1, iterations=3001, reg_noise_std=0.0, ema=None, backtracking=False)
+    if name == "missing-pixels":
+        return Settings(network=_net(**_SKIP_PAPER), iterations=11000, lr=0.001, reg_noise_std=0.03,
+                        ema=None, backtracking=True, backtrack_every=50)
+    if name == "fast":
+        return Settings(network=_net(kind="skip", down=(16, 32, 64, 64, 128), up=(16, 32, 64, 64, 128),
+                                     skip=(16, 16, 16, 16, 16), upsample="nearest"),
+                        input_channels=8, iterations=1000, snapshot_every=25, **common)
+    raise KeyError(name)
+
+
+def _superres(name: str, factor: int | None) -> Settings:
+    factor = factor or 4
+    if name == "paper":
+        return Settings(network=_net(**_SKIP_PAPER), reg_noise_std=0.05 if factor >= 8 else 0.03,
+                        iterations=4000 if factor >= 8 else 2000, ema=None, backtracking=False)
+    if name == "fast":
+        return Settings(network=_net(**_SKIP_FAST), input_channels=8, reg_noise_std=0.03, iterations=600,
+                        ema=0.99, backtracking=False, snapshot_every=25)
+    raise KeyError(name)
+
+
+def _deconvolve(name: str, factor: int | None) -> Settings:
+    # Not in the paper: the denoising settings, since deconvolution inverts a blur
+    # and must not fit the noise it amplifies.
+    if name == "paper":
+        return Settings(network=_net(**_SKIP_PAPER), iterations=3000)
+    if name == "fast":
+        return dataclasses.replace(_denoise("fast", factor), early_stopping=False, iterations=800)
+    raise KeyError(name)
+
+
+def _guided(name: str, factor: int | None) -> Settings:
+    common = dict(input="guide", reg_noise_std=0.0, ema=None, backtracking=False)
+    if name == "paper":
+        # flash/no-flash: nearest upsampling in the two coarsest levels, bilinear elsewhere
+        return Settings(network=_net(**_SKIP_PAPER, upsample=("nearest", "nearest", "bilinear", "bilinear", "bilinear")), lr=0.1,
+                        iterations=601, snapshot_every=25, **common)
+    if name == "fast":
+        return Settings(network=_net(**_SKIP_FAST), lr=0.01, iterations=400, snapshot_every=25, **common)
+    raise KeyError(name)
+
+
+_BUILDERS = {"denoise": _denoise, "inpaint": _inpaint, "superres": _superres,
+             "deconvolve": _deconvolve, "guided": _guided}
+
+PRESETS = {
+    "denoise": ("fast", "paper", "paper-sigma50", "jpeg"),
+    "inpaint": ("fast", "paper", "text", "large-hole", "region", "missing-pixels"),
+    "superres": ("fast", "paper"),
+    "deconvolve": ("fast", "paper"),
+    "guided": ("fast", "paper"),
+}
+
+
+def get_settings(task: str, preset: str = "fast", factor: int | None = None) -> Settings:
+    """The settings of a named preset; raises ValueError naming the choices."""
+    if task not in _BUILDERS:
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    if preset not in PRESETS[task]:
+        raise ValueError(f"unknown preset {preset!r} for task {task!r}; choose one of: {', '.join(PRESETS[task])}")
+    return _BUILDERS[task](preset, factor)
+
+
+def apply_overrides(settings: Settings, overrides: dict) -> Settings:
+    """Replace settings fields by name; network fields may be given as ``network_<field>`` or in ``network``."""
+    net_changes = dict(overrides.pop("network", {}) or {})
+    for key in list(overrides):
+        if key.startswith("network_"):
+            net_changes[key[len("network_"):]] = overrides.pop(key)
+    valid = {f.name for f in dataclasses.fields(Settings)}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}")
+    valid_net = {f.name for f in dataclasses.fields(NetworkSpec)}
+    bad_net = set(net_changes) - valid_net
+    if bad_net:
+        raise ValueError(f"unknown network setting(s) {', '.join(sorted(bad_net))}; valid: {', '.join(sorted(valid_net))}")
+    net = dataclasses.replace(settings.network, **{k: tuple(v) if isinstance(v, list) else v
+                                                   for k, v in net_changes.items()})
+    return dataclasses.replace(settings, network=net, **overrides)
