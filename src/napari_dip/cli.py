@@ -1,0 +1,429 @@
+"""The ``napari-dip`` command line: ``restore`` an image file, or run the ``demo``.
+
+Each subcommand is registered by a small ``add_*_command`` function that sets
+the ``handler`` it runs. The options that control a restoration are added by
+:func:`add_restore_options` and turned into arguments of
+:func:`napari_dip.restore_iter` by :func:`restore_kwargs`, so that other
+commands take the same options with the same meaning.
+
+Exit codes: 0 done; 2 bad input or usage (one line on stderr, no traceback);
+1 a file could not be written; 130 interrupted by Ctrl-C (after writing the
+best result so far, when a run had started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import DIPInputError, DIPMemoryError
+from .io import format_for, read_image, write_image, write_json
+
+EXIT_ERROR = 1
+EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+TASKS = ("denoise", "inpaint", "superres", "deconvolve", "guided")  # as napari_dip.core.presets.TASKS
+# --set cannot pass arrays: these come from files through their own options
+_ARRAY_ARGUMENTS = {"image": "INPUT", "mask": "--mask", "psf": "--psf", "guide": "--guide",
+                    "ground_truth": "--ground-truth"}
+
+
+def main(argv=None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.handler(args)
+    except (DIPInputError, DIPMemoryError) as exc:
+        return _fail(exc, EXIT_INPUT)
+    except OSError as exc:  # a folder that cannot be written to, a full disk
+        return _fail(exc, EXIT_ERROR)
+    except KeyboardInterrupt:  # before a run started, or a second Ctrl-C
+        return _fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _fail(message, code: int) -> int:
+    text = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"napari-dip: error: {text}", file=sys.stderr)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="napari-dip",
+        description="Deep Image Prior restoration: denoising, inpainting, super-resolution, "
+                    "deconvolution and guided restoration of one image, with no training data.")
+    parser.add_argument("--version", action="version", version=f"napari-dip {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_restore_command(commands)
+    add_demo_command(commands)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# options shared by the commands that run a restoration
+
+
+def add_run_options(parser) -> None:
+    """Options of any run: preset, iterations, seed, device, extra settings, quiet."""
+    parser.add_argument("--preset", default="fast",
+                        help="named settings (default: fast, for CPUs). denoise: fast, paper, paper-sigma50, "
+                             "jpeg; inpaint: fast, paper, text, large-hole, region, missing-pixels; "
+                             "superres, deconvolve, guided: fast, paper")
+    parser.add_argument("--iterations", type=int, metavar="N", help="iterations per plane (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result "
+                                                            "on the CPU (default: 0)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="any further setting of restore(), repeatable; values are Python literals, e.g. "
+                             "--set lr=0.005 --set network_down=8,16 --set early_stopping=False "
+                             "--set percentiles=1,99.5")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+
+
+def add_restore_options(parser) -> None:
+    """Every option that controls a restoration (not the input and output files)."""
+    parser.add_argument("--task", choices=TASKS, default="denoise", help="what to restore (default: denoise)")
+    parser.add_argument("--mask", metavar="FILE", help="missing pixels to fill: nonzero = missing "
+                                                       "(required for inpaint unless the image has NaN pixels)")
+    parser.add_argument("--factor", type=int, metavar="F",
+                        help="super-resolution factor 2, 4 or 8 (superres default 4); for deconvolve and "
+                             "guided, the measurement is also downsampled by F")
+    psf = parser.add_mutually_exclusive_group()
+    psf.add_argument("--psf", metavar="FILE", help="point-spread function image for deconvolve")
+    psf.add_argument("--psf-sigma", type=float, metavar="S", help="Gaussian PSF sigma in pixels, for deconvolve")
+    parser.add_argument("--guide", metavar="FILE", help="guide image for guided (flash photo, panchromatic band), "
+                                                        "at the result's size")
+    parser.add_argument("--noise", choices=("gaussian", "poisson"), default="gaussian",
+                        help="noise model: gaussian (squared error) or poisson (photon counts)")
+    parser.add_argument("--channel-axis", type=_channel_axis, default="auto", metavar="N",
+                        help="axis of colour channels or bands, or 'none' (default: from the file: the last "
+                             "axis of RGB(A) PNG/JPEG, the S or C axis of a TIFF)")
+    parser.add_argument("--volumetric", action="store_true",
+                        help="restore (..., Z, Y, X) as volumes with a 3D network, not plane by plane")
+    parser.add_argument("--ground-truth", metavar="FILE", help="clean image of the result's size: "
+                                                               "PSNR and SSIM are reported")
+    add_run_options(parser)
+
+
+def _channel_axis(text: str):
+    """An axis number, None for 'none', or 'auto' (the default: from the file)."""
+    if text.lower() in ("none", "auto"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an axis number, 'none' or 'auto', got {text!r}") from None
+
+
+def parse_settings(pairs) -> dict:
+    """``['lr=0.005', 'network_kind=hourglass']`` -> ``{'lr': 0.005, 'network_kind': 'hourglass'}``."""
+    settings = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not equals or not key:
+            raise DIPInputError(f"--set takes KEY=VALUE, got {pair!r}")
+        if key in _ARRAY_ARGUMENTS:
+            raise DIPInputError(f"--set {key}: give it as a file with {_ARRAY_ARGUMENTS[key]}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):  # a plain word such as 'hourglass' is a string
+            value = text.strip()
+        settings[key] = value
+    return settings
+
+
+def run_kwargs(args) -> dict:
+    """Arguments of ``restore_iter`` from the options of :func:`add_run_options`."""
+    return {"preset": args.preset, "iterations": args.iterations, "seed": args.seed, "device": args.device,
+            **parse_settings(args.settings)}
+
+
+def restore_kwargs(args, metadata: dict, files: dict) -> dict:
+    """Arguments of ``restore_iter`` from the options of :func:`add_restore_options`.
+
+    Reads the mask, PSF, guide and ground-truth files (adding their paths to
+    ``files``) and takes the channel axis from the input's ``metadata`` unless
+    ``--channel-axis`` was given.
+    """
+    kwargs = {"task": args.task, "factor": args.factor, "psf_sigma": args.psf_sigma, "noise": args.noise,
+              "volumetric": args.volumetric}
+    for name in ("mask", "psf", "guide", "ground_truth"):
+        path = getattr(args, name)
+        if path is not None:
+            kwargs[name] = read_image(path)[0]
+            files[name] = str(path)
+    kwargs["channel_axis"] = args.channel_axis
+    if args.channel_axis == "auto":
+        kwargs["channel_axis"] = metadata.get("channel_axis")
+        if kwargs["channel_axis"] is not None and not args.quiet:
+            axis = kwargs["channel_axis"]
+            print(f"note: {files['input']} has {metadata['shape'][axis]} colour channels on axis {axis}: "
+                  "restoring them together (--channel-axis none treats that axis as separate planes)",
+                  file=sys.stderr)
+    kwargs.update(run_kwargs(args))
+    return kwargs
+
+
+# ---------------------------------------------------------------------------------------------
+# running with a progress bar and Ctrl-C
+
+
+def run_with_progress(image, kwargs: dict, *, label: str = "restoring", quiet: bool = False):
+    """Run ``restore_iter(image, **kwargs)`` with a progress bar.
+
+    The first Ctrl-C asks the run to stop, which then ends with the best result
+    so far; a second one aborts at once (KeyboardInterrupt).
+
+    Returns
+    -------
+    result : napari_dip.api.Restoration
+    interrupted : bool
+        Whether Ctrl-C ended the run early.
+    """
+    from tqdm import tqdm
+
+    from .api import restore_iter
+
+    run = restore_iter(image, **kwargs)
+    total = run.planes * run.iterations
+    with tqdm(total=total, desc=label, unit="it", disable=quiet, dynamic_ncols=True) as bar, \
+            _stop_on_interrupt(run, bar) as interrupt:
+        for snapshot in run:
+            bar.n = snapshot.plane * snapshot.total + snapshot.iteration
+            postfix = {"loss": f"{snapshot.loss:.4g}"}
+            if run.planes > 1:
+                postfix["plane"] = f"{snapshot.plane + 1}/{snapshot.planes}"
+            if "psnr" in snapshot.metrics:
+                postfix["psnr"] = f"{snapshot.metrics['psnr']:.2f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.refresh()
+    return run.result, interrupt["requested"]
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(run, bar):
+    """While inside, Ctrl-C calls ``run.stop()`` instead of raising, once."""
+    interrupt = {"requested": False}
+
+    def stop(signum, frame):
+        # A KeyboardInterrupt raised inside the run would end it with no result: ask it to stop instead.
+        interrupt["requested"] = True
+        run.stop()
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C aborts at once
+        bar.write("napari-dip: stopping; the best result so far will be written (Ctrl-C again to abort)",
+                  file=sys.stderr)
+
+    try:
+        previous = signal.signal(signal.SIGINT, stop)
+    except ValueError:  # not the main thread: signals cannot be caught here
+        previous = None
+    try:
+        yield interrupt
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def record_path(output) -> Path:
+    """Where the run record of ``output`` goes: ``out.tif`` -> ``out.json``."""
+    return Path(output).with_suffix(".json")
+
+
+def write_result(output, result, metadata: dict, record_extra: dict) -> Path:
+    """Write ``result.image`` to ``output`` and its record (plus ``record_extra``) beside it."""
+    metadata = dict(metadata)
+    factor = result.record["parameters"].get("factor", 1)
+    if factor > 1 and metadata.get("pixel_size"):  # super-resolution: pixels are factor times smaller
+        metadata["pixel_size"] = {axis: size / factor if axis in "YX" else size
+                                  for axis, size in metadata["pixel_size"].items()}
+    write_image(output, result.image, metadata)
+    path = record_path(output)
+    write_json(path, {**result.record, **record_extra})
+    return path
+
+
+def _summary(result) -> str:
+    record = result.record
+    text = f"{record['iterations']} iterations in {record['seconds']:.1f} s on {record['device']} " \
+           f"({record['stop_reason']})"
+    if "psnr" in record["metrics"]:
+        text += f"; PSNR {record['metrics']['psnr']:.2f} dB"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# napari-dip restore
+
+
+def add_restore_command(commands) -> None:
+    parser = commands.add_parser(
+        "restore", help="restore one image file",
+        description="Restore INPUT (TIFF, PNG, JPEG or .npy) and write the result to OUTPUT, "
+                    "with the run record beside it (OUTPUT with the suffix .json).")
+    parser.add_argument("input", metavar="INPUT", help="the degraded image")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                        help="result file; .tif keeps float32 values, .png/.jpg are rounded to integers")
+    add_restore_options(parser)
+    parser.set_defaults(handler=restore_command)
+
+
+def restore_command(args) -> int:
+    format_for(args.output)  # an unknown output type fails now, not after the run
+    image, metadata = read_image(args.input)
+    files = {"input": str(args.input), "output": str(args.output)}
+    kwargs = restore_kwargs(args, metadata, files)
+    result, interrupted = run_with_progress(image, kwargs, label=args.task, quiet=args.quiet)
+    record = write_result(args.output, result, metadata,
+                          {"files": files, "command": shlex.join(["napari-dip", *args.argv])})
+    print(f"wrote {args.output} and {record}: {_summary(result)}")
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# napari-dip demo
+
+
+def add_demo_command(commands) -> None:
+    parser = commands.add_parser(
+        "demo", help="restore a degraded crop of a bundled sample image (no download)",
+        description="Degrade a crop of scikit-image's bundled 'camera' photo (for denoise: Gaussian "
+                    "noise, sigma 25, seeded), restore it, and write into DIR the input, the result, "
+                    "a side-by-side PNG with the PSNR in its title, and the run record.")
+    parser.add_argument("-o", "--output", default="demo_output", metavar="DIR",
+                        help="folder for the files (default: demo_output)")
+    parser.add_argument("--task", choices=TASKS, default="denoise", help="what to demonstrate (default: denoise)")
+    parser.add_argument("--size", type=int, default=128, metavar="PX",
+                        help="side of the square crop, 16 to 512 (default: 128)")
+    add_run_options(parser)
+    parser.set_defaults(handler=demo_command)
+
+
+def demo_command(args) -> int:
+    from skimage.metrics import peak_signal_noise_ratio
+
+    out = Path(args.output)
+    demo = demo_problem(args.task, args.size, args.seed)
+    kwargs = {"task": args.task, **demo["kwargs"], "ground_truth": demo["clean"], **run_kwargs(args)}
+    result, interrupted = run_with_progress(demo["degraded"], kwargs, label=f"demo {args.task}", quiet=args.quiet)
+
+    clean = demo["clean"]
+    data_range = float(clean.max() - clean.min())
+    psnr_input = float(peak_signal_noise_ratio(clean, demo["shown"], data_range=data_range))
+    psnr_result = float(peak_signal_noise_ratio(clean, result.image, data_range=data_range))
+
+    files = {"input": out / f"{args.task}_input.tif", "result": out / f"{args.task}_result.tif",
+             "comparison": out / f"{args.task}_comparison.png"}
+    for name, array in demo["kwargs"].items():  # the mask or guide: needed to re-run on these files
+        if isinstance(array, np.ndarray):
+            files[name] = out / f"{args.task}_{name}.tif"
+            write_image(files[name], array)
+    write_image(files["input"], demo["degraded"])
+    title = (f"napari-dip demo: {args.task}, {args.preset} preset, {result.record['iterations']} iterations "
+             f"in {result.record['seconds']:.0f} s\nPSNR {psnr_input:.2f} dB -> {psnr_result:.2f} dB")
+    write_image(files["comparison"], side_by_side(
+        [demo["shown"], result.image, clean],
+        [f"{demo['shown_label']}: {psnr_input:.2f} dB", f"result: {psnr_result:.2f} dB", "clean"], title,
+        display_range=(float(clean.min()), float(clean.max()))))
+    demo_record = {"image": "skimage.data.camera()", "crop": demo["crop"], "degradation": demo["degradation"],
+                   "psnr_input": psnr_input, "psnr_result": psnr_result, "input_shown": demo["shown_label"]}
+    record = write_result(files["result"], result, {},
+                          {"files": {k: str(v) for k, v in files.items()}, "demo": demo_record,
+                           "command": shlex.join(["napari-dip", *args.argv])})
+    print(f"PSNR {psnr_input:.2f} dB ({demo['shown_label']}) -> {psnr_result:.2f} dB (result); "
+          f"{_summary(result)}")
+    print("wrote " + ", ".join(str(p) for p in [files["input"], files["result"], files["comparison"], record]))
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def demo_problem(task: str, size: int = 128, seed: int = 0) -> dict:
+    """A clean crop of ``skimage.data.camera()``, its degraded version for ``task`` and the arguments to restore it.
+
+    Returns a dict: ``clean`` and ``degraded`` (float32, 0-255 units),
+    ``kwargs`` for ``restore`` (mask, factor, psf_sigma or guide), ``shown``
+    (the degraded image at the result's size, to compare against),
+    ``shown_label``, ``degradation`` and ``crop`` (for the record).
+    """
+    from skimage import data, filters, transform
+
+    if not 16 <= size <= 512:
+        raise DIPInputError(f"--size must be between 16 and 512, got {size}")
+    if task == "superres" and size % 4:
+        raise DIPInputError(f"--size must be a multiple of 4 for superres, got {size}")
+    photo = data.camera()
+    # centred on the photographer's face and camera, moved inwards where the crop would leave the photo
+    top = int(np.clip(128 - size // 2, 0, photo.shape[0] - size))
+    left = int(np.clip(240 - size // 2, 0, photo.shape[1] - size))
+    clean = photo[top:top + size, left:left + size].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, 1.0, clean.shape).astype(np.float32)
+    shown_label = "input"
+    if task == "denoise":
+        degraded, kwargs, degradation = clean + 25 * noise, {}, "Gaussian noise, sigma 25"
+    elif task == "inpaint":
+        mask = (rng.random(clean.shape) < 0.5).astype(np.uint8)  # nonzero = missing
+        degraded, kwargs, degradation = np.where(mask > 0, 0, clean), {"mask": mask}, "50% of the pixels missing"
+    elif task == "superres":
+        degraded = transform.resize(clean, (size // 4, size // 4), anti_aliasing=True, preserve_range=True)
+        kwargs, degradation = {"factor": 4}, "downsampled 4 times (anti-aliased)"
+        shown_label = "bicubic x4"
+        shown = transform.resize(degraded, clean.shape, order=3, preserve_range=True)
+    elif task == "deconvolve":
+        degraded = filters.gaussian(clean, sigma=2, preserve_range=True) + 2 * noise
+        kwargs, degradation = {"psf_sigma": 2.0}, "Gaussian blur, sigma 2, and Gaussian noise, sigma 2"
+    elif task == "guided":
+        # flash/no-flash: a noisy, dim photo, and a clean one under other lighting as the guide
+        degraded = 0.5 * clean + 15 * noise
+        guide = 255 * (clean / 255) ** 0.5
+        clean = 0.5 * clean
+        kwargs, degradation = {"guide": guide.astype(np.float32)}, \
+            "dimmed by half and Gaussian noise, sigma 15; guide: clean, gamma 0.5"
+    else:
+        raise DIPInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    degraded = degraded.astype(np.float32)
+    if task != "superres":
+        shown = degraded
+    return {"clean": clean, "degraded": degraded, "kwargs": kwargs, "shown": shown.astype(np.float32),
+            "shown_label": shown_label, "degradation": degradation,
+            "crop": {"top": top, "left": left, "size": size}}
+
+
+def side_by_side(images, labels, title: str, display_range) -> np.ndarray:
+    """Grey images of one size in a row, each labelled, under a title of up to two lines: RGB uint8.
+
+    ``display_range`` (low, high) is shown black to white in every panel, so they compare fairly.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    low, high = display_range
+    zoom = max(1, 256 // images[0].shape[0])  # small crops are enlarged (nearest) to be seen
+    panels = [np.clip((np.asarray(im, np.float32) - low) / (high - low) * 255, 0, 255).astype(np.uint8)
+              .repeat(zoom, 0).repeat(zoom, 1) for im in images]
+    height, width = panels[0].shape
+    gap, top, font_size = 8, 72, 14
+    canvas = Image.new("RGB", (len(panels) * (width + gap) + gap, height + top + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=font_size)
+    draw.multiline_text((gap, 8), title, fill="black", font=font, spacing=6)
+    for i, (panel, label) in enumerate(zip(panels, labels)):
+        x = gap + i * (width + gap)
+        draw.text((x, top - font_size - 8), label, fill="black", font=font)
+        canvas.paste(Image.fromarray(panel).convert("RGB"), (x, top))
+    return np.asarray(canvas)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Reading and writing image files for the command line and batch runs.
+
+``read_image(path)`` returns ``(array, metadata)``; ``write_image(path, array,
+metadata)`` writes an array, using the metadata of the file it came from to keep
+axes and pixel sizes (TIFF) or to pick the integer type (PNG/JPEG). The format
+follows the file name's extension: each format is one entry of ``FORMATS``, so a
+new format is a reader, a writer and one :func:`register_format` call.
+
+Metadata keys (all optional except ``format``, ``dtype`` and ``shape``):
+
+``format``
+    'tiff', 'png', 'jpeg' or 'npy'.
+``dtype``, ``shape``
+    Of the array as stored in the file.
+``axes``
+    TIFF axes letters, e.g. 'YX', 'ZYX', 'YXS' (S = RGB samples).
+``pixel_size``, ``unit``
+    Size of a pixel per axis letter, e.g. ``{'Y': 0.1, 'X': 0.1, 'Z': 0.5}``,
+    in ``unit`` (e.g. 'um'); from the TIFF resolution tags and ImageJ spacing.
+``channel_axis``
+    The axis holding colour channels when the file says so (RGB(A) PNG/JPEG,
+    TIFF axes 'S' or 'C'), else None.
+
+Writing PNG or JPEG (integers only): values are rounded and clipped to
+
+1. the input file's type when it was uint8 or uint16 (``metadata['dtype']``);
+2. otherwise, by the array's own range: within [0, 1] (floats) scaled to 0-255
+   uint8; within [0, 255] uint8; within [0, 65535] uint16; any other range is
+   stretched linearly from its minimum and maximum to the full uint16 range.
+
+JPEG, and PNG with several channels, hold 8 bits only: 16-bit values are scaled
+to 8 bits (divided by 257). For exact values, write TIFF (floats are written as
+float32) or ``.npy``.
+
+Every write goes to a temporary file in the same folder, then ``os.replace``
+gives it its name: a file under the final name is always complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import DIPInputError
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """A file format: ``read(path) -> (array, metadata)``, ``write(path, array, metadata)``."""
+
+    name: str
+    read: Callable
+    write: Callable
+
+
+FORMATS: dict[str, ImageFormat] = {}  # lower-case extension ('.tif', '.ome.tif' …) -> format
+
+
+def register_format(name: str, extensions, read: Callable, write: Callable) -> None:
+    """Make ``read_image``/``write_image`` handle files whose names end in one of ``extensions``."""
+    image_format = ImageFormat(name, read, write)
+    for extension in extensions:
+        FORMATS[extension.lower()] = image_format
+
+
+def format_for(path) -> ImageFormat:
+    """The format of ``path`` from its extension; the longest match wins ('.ome.tif' before '.tif')."""
+    name = Path(path).name.lower()
+    for extension in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith(extension):
+            return FORMATS[extension]
+    known = ", ".join(sorted(FORMATS))
+    raise DIPInputError(f"{path}: unknown file type {Path(path).suffix or '(no extension)'!r}; "
+                        f"use one of {known}")
+
+
+def read_image(path):
+    """Read an image file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file whose extension names its format (see ``FORMATS``).
+
+    Returns
+    -------
+    array : numpy.ndarray
+        The pixels as stored (dtype unchanged).
+    metadata : dict
+        See the module docstring.
+
+    Raises
+    ------
+    DIPInputError
+        The file is missing, its extension unknown, or it cannot be read.
+    """
+    image_format = format_for(path)
+    if not os.path.exists(path):
+        raise DIPInputError(f"{path}: no such file")
+    try:
+        array, metadata = image_format.read(path)
+    except Exception as exc:  # each library raises its own types; the user needs the file name and why
+        raise DIPInputError(f"{path}: cannot read it as {image_format.name}: {exc}") from None
+    metadata = {"format": image_format.name, "dtype": str(array.dtype), "shape": list(array.shape), **metadata}
+    return array, metadata
+
+
+def write_image(path, array, metadata=None) -> None:
+    """Write ``array`` to ``path`` in the format its extension names.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file; missing parent folders are created.
+    array : array_like
+        The image, e.g. a restoration result (float32, input units).
+    metadata : dict, optional
+        Metadata of the file the data came from (from :func:`read_image`):
+        TIFF keeps its axes, pixel size and unit; PNG/JPEG use its dtype to
+        choose the integer type (see the module docstring).
+
+    Raises
+    ------
+    DIPInputError
+        The extension is unknown, or the format cannot hold this array.
+    """
+    image_format = format_for(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as partial:
+        image_format.write(partial, np.asarray(array), dict(metadata or {}))
+
+
+def write_json(path, record: dict) -> None:
+    """Write a run record as indented JSON, atomically; numpy values become plain numbers and lists."""
+    def plain(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        return str(value)
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as partial:
+        with open(partial, "w", encoding="utf-8") as file:
+            json.dump(record, file, indent=2, default=plain)
+            file.write("\n")
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# TIFF
+
+_TIFF_UNITS = {2: "inch", 3: "cm", 4: "mm", 5: "um"}  # ResolutionUnit tag values
+
+
+def _read_tiff(path):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array = series.asarray()
+        axes = series.axes
+        page = tif.pages[0]  # a full page with tags (later pages may be light frames)
+        imagej = tif.imagej_metadata or {}
+        shaped = (tif.shaped_metadata or ({},))[0] or {}
+        pixel_size = {}
+        if "XResolution" in page.tags and "YResolution" in page.tags:
+            x_res, y_res = page.resolution
+            if x_res and y_res:
+                pixel_size = {"Y": 1.0 / y_res, "X": 1.0 / x_res}
+        spacing = imagej.get("spacing", shaped.get("spacing"))
+        if spacing:
+            pixel_size["Z"] = float(spacing)
+        unit = imagej.get("unit") or shaped.get("unit") or _TIFF_UNITS.get(int(page.resolutionunit))
+    if len(axes) != array.ndim:  # series with squeezed axes: the letters no longer fit
+        axes = None
+    channel_axis = next((i for i, a in enumerate(axes or "") if a in "SC"), None)
+    return array, {"axes": axes, "pixel_size": pixel_size, "unit": unit if pixel_size else None,
+                   "channel_axis": channel_axis}
+
+
+def _write_tiff(path, array, metadata):
+    import tifffile
+
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    elif array.dtype.kind in "fc":
+        array = array.real.astype(np.float32)  # results are float32 in input units: keep them exact
+    axes = metadata.get("axes")
+    description = {"axes": axes} if axes and len(axes) == array.ndim else {}
+    pixel_size = metadata.get("pixel_size") or {}
+    unit = metadata.get("unit")
+    if unit:
+        description["unit"] = unit
+    if "Z" in pixel_size:
+        description["spacing"] = pixel_size["Z"]
+    options = {}
+    if "X" in pixel_size and "Y" in pixel_size:
+        options["resolution"] = (1.0 / pixel_size["X"], 1.0 / pixel_size["Y"])
+        standard = {v: k for k, v in _TIFF_UNITS.items()}
+        options["resolutionunit"] = standard.get(unit, 1)  # 1 = none: the unit is in the description
+    channel_axis = metadata.get("channel_axis")
+    rgb = (channel_axis is not None and channel_axis % array.ndim == array.ndim - 1
+           and array.shape[-1] in (3, 4))
+    tifffile.imwrite(path, array, photometric="rgb" if rgb else "minisblack", metadata=description, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG and JPEG
+
+
+def _read_picture(path):
+    import imageio.v3 as iio
+
+    array = iio.imread(path)
+    # a picture with a third axis has it for colours (RGB, RGBA, grey + alpha)
+    channel_axis = -1 if array.ndim == 3 and array.shape[-1] in (2, 3, 4) else None
+    return array, {"channel_axis": channel_axis}
+
+
+def _write_picture(path, array, metadata, extension, eight_bit_only):
+    import imageio.v3 as iio
+
+    if extension == ".jpg" and array.ndim == 3 and array.shape[-1] in (2, 4):
+        raise DIPInputError(f"{path}: JPEG cannot store an alpha channel; write PNG or TIFF instead")
+    several_channels = array.ndim == 3 and array.shape[-1] in (2, 3, 4)
+    pixels = to_integer_image(array, metadata.get("dtype"), eight_bit_only or several_channels)
+    options = {"quality": 95} if extension == ".jpg" else {}
+    iio.imwrite(path, pixels, extension=extension, **options)
+
+
+def to_integer_image(array, source_dtype=None, eight_bit_only=False) -> np.ndarray:
+    """Round and clip ``array`` to uint8 or uint16 by the rule in the module docstring."""
+    values = np.asarray(array, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    if source_dtype in ("uint8", "uint16"):
+        dtype = np.dtype(source_dtype)
+    elif low >= 0 and high <= 1 and np.asarray(array).dtype.kind == "f":
+        values, dtype = values * 255, np.dtype(np.uint8)
+    elif low >= 0 and high <= 255:
+        dtype = np.dtype(np.uint8)
+    elif low >= 0 and high <= 65535:
+        dtype = np.dtype(np.uint16)
+    else:  # no integer type holds these values: stretch them over the full 16-bit range
+        values, dtype = (values - low) / ((high - low) or 1.0) * 65535, np.dtype(np.uint16)
+    if dtype == np.uint16 and eight_bit_only:
+        values, dtype = values / 257, np.dtype(np.uint8)
+    return np.clip(np.rint(values), 0, np.iinfo(dtype).max).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy
+
+
+def _read_npy(path):
+    return np.load(path, allow_pickle=False), {}
+
+
+def _write_npy(path, array, metadata):
+    with open(path, "wb") as file:  # np.save on a name would append '.npy' to the temporary name
+        np.save(file, array, allow_pickle=False)
+
+
+register_format("tiff", (".tif", ".tiff"), _read_tiff, _write_tiff)
+register_format("png", (".png",), _read_picture,
+                lambda path, array, metadata: _write_picture(path, array, metadata, ".png", False))
+register_format("jpeg", (".jpg", ".jpeg"), _read_picture,
+                lambda path, array, metadata: _write_picture(path, array, metadata, ".jpg", True))
+register_format("npy", (".npy",), _read_npy, _write_npy)
