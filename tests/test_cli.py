@@ -97,10 +97,13 @@ def test_set_values_are_python_literals_or_words():
         "lr": 0.005, "network_kind": "hourglass", "network_down": (8, 16), "ema": None}
 
 
-def test_cli_task_names_match_the_engine():
-    from napari_dip.core.presets import TASKS
+def test_cli_task_and_preset_names_match_the_engine():
+    from napari_dip.core.presets import PRESETS, TASKS
 
     assert cli.TASKS == TASKS
+    for task, names in PRESETS.items():
+        listed = next(part for part in cli.PRESET_NAMES.split("; ") if task in part.split(":")[0])
+        assert listed.split(": ")[1].split(", ") == list(names)
 
 
 def test_demo_writes_its_files(tmp_path, capsys):

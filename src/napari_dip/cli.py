@@ -31,7 +31,10 @@ EXIT_ERROR = 1
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
 
-TASKS = ("denoise", "inpaint", "superres", "deconvolve", "guided")  # as napari_dip.core.presets.TASKS
+# As napari_dip.core.presets.TASKS and PRESETS, which import torch: too slow to load for --help.
+TASKS = ("denoise", "inpaint", "superres", "deconvolve", "guided")
+PRESET_NAMES = ("denoise: fast, paper, paper-sigma50, jpeg; inpaint: fast, paper, text, large-hole, region, "
+                "missing-pixels; superres, deconvolve, guided: fast, paper")
 # --set cannot pass arrays: these come from files through their own options
 _ARRAY_ARGUMENTS = {"image": "INPUT", "mask": "--mask", "psf": "--psf", "guide": "--guide",
                     "ground_truth": "--ground-truth"}
@@ -78,9 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_run_options(parser) -> None:
     """Options of any run: preset, iterations, seed, device, extra settings, quiet."""
     parser.add_argument("--preset", default="fast",
-                        help="named settings (default: fast, for CPUs). denoise: fast, paper, paper-sigma50, "
-                             "jpeg; inpaint: fast, paper, text, large-hole, region, missing-pixels; "
-                             "superres, deconvolve, guided: fast, paper")
+                        help=f"named settings (default: fast, for CPUs). {PRESET_NAMES}")
     parser.add_argument("--iterations", type=int, metavar="N", help="iterations per plane (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result "
                                                             "on the CPU (default: 0)")
