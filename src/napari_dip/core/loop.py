@@ -75,7 +75,7 @@ def data_term(prediction, target, known, noise: str):
 
 
 class MovingVariance:
-    """ES-WMV (Wang et al., TMLR 2023): variance of the last ``window`` iterates.
+    """Variance of the last ``window`` iterates, averaged over pixels.
 
     Running sums make each update O(pixels); they are recomputed exactly once per
     window so float rounding cannot accumulate.
@@ -89,6 +89,7 @@ class MovingVariance:
         self.count = 0
 
     def update(self, x: torch.Tensor) -> float | None:
+        """Add an iterate; returns the window's variance once the window is full."""
         x = x.detach().float()
         self.count += 1
         if self.sum is None:
@@ -109,6 +110,30 @@ class MovingVariance:
             return None
         mean = self.sum / self.window
         return float((self.sum_sq / self.window - mean * mean).clamp_min(0).mean())
+
+
+class EarlyStopping:
+    """ES-WMV (Wang et al., TMLR 2023): stop when the moving variance of the iterates
+    has not reached a new minimum for ``patience`` iterations; the iterate at the
+    minimum is the result.
+    """
+
+    def __init__(self, window: int = 100, patience: int = 1000):
+        self.variance = MovingVariance(window)
+        self.patience = patience
+        self.best_variance = math.inf
+        self.best_iteration: int | None = None
+
+    def update(self, iteration: int, iterate: torch.Tensor) -> bool:
+        """Record an iterate; True when it sets a new variance minimum (keep it as the best)."""
+        var = self.variance.update(iterate)
+        if var is not None and var < self.best_variance:
+            self.best_variance, self.best_iteration = var, iteration
+            return True
+        return False
+
+    def should_stop(self, iteration: int) -> bool:
+        return self.best_iteration is not None and iteration - self.best_iteration >= self.patience
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -150,8 +175,8 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     start = time.perf_counter()
     total = settings.iterations
     average = None
-    variance = MovingVariance(settings.es_window) if settings.early_stopping else None
-    best_var, best_iteration, best_estimate = math.inf, None, None
+    stopper = EarlyStopping(settings.es_window, settings.es_patience) if settings.early_stopping else None
+    best_estimate = None
     last_good = [p.detach().clone() for p in net.parameters()] if settings.backtracking else None
     last_good_fidelity = None
     backtracks = 0
@@ -205,18 +230,16 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         output = out.detach()
         if settings.ema is not None:
             average = output.clone() if average is None else average.mul_(settings.ema).add_(output, alpha=1 - settings.ema)
-        if variance is not None:
-            var = variance.update(output)
-            if var is not None and var < best_var:
-                best_var, best_iteration = var, iteration
+        if stopper is not None:
+            if stopper.update(iteration, output):
                 best_estimate = (average if average is not None else output).clone()
-            if best_iteration is not None and iteration - best_iteration >= settings.es_patience:
-                stop_reason = f"early stopping (ES-WMV): best at iteration {best_iteration}"
+            if stopper.should_stop(iteration):
+                stop_reason = f"early stopping (ES-WMV): best at iteration {stopper.best_iteration}"
                 break
         if iteration % settings.snapshot_every == 0 and iteration < total:
             loss_value = float(loss.detach())
             yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
-                            backtracks, best_iteration)
+                            backtracks, stopper and stopper.best_iteration)
 
     if output is None:  # stopped before the first step: report the untrained network's output
         with torch.no_grad():
@@ -224,4 +247,4 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     else:
         loss_value = float(loss.detach())
     yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
-                    backtracks, best_iteration, stop_reason, done=True)
+                    backtracks, stopper and stopper.best_iteration, stop_reason, done=True)
