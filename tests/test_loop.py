@@ -130,3 +130,16 @@ def test_poisson_data_term_is_zero_at_the_data_and_positive_elsewhere():
     assert float(data_term(y + 0.1, y, None, "poisson")) > 0
     known = torch.tensor([1.0, 0.0, 1.0])
     assert float(data_term(torch.tensor([0.0, 9.0, 2.0]), y, known, "gaussian")) == 0.0
+
+
+def test_ema_warmup_weights_recent_outputs_early_in_the_run():
+    w = 0.99
+    outputs, estimates = [], []
+    for state in fit(_problem(), _settings(iterations=30, snapshot_every=1, ema=w, ema_warmup=True)):
+        outputs.append(state.output.clone())
+        estimates.append(state.estimate.clone())
+    average = outputs[0]
+    for t, (out, est) in enumerate(zip(outputs[1:], estimates[1:]), start=2):
+        weight = min(w, t / (t + 10))
+        average = weight * average + (1 - weight) * out
+        torch.testing.assert_close(est, average)

@@ -229,7 +229,8 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         iteration += 1
         output = out.detach()
         if settings.ema is not None:
-            average = output.clone() if average is None else average.mul_(settings.ema).add_(output, alpha=1 - settings.ema)
+            weight = min(settings.ema, iteration / (iteration + 10)) if settings.ema_warmup else settings.ema
+            average = output.clone() if average is None else average.mul_(weight).add_(output, alpha=1 - weight)
         if stopper is not None:
             if stopper.update(iteration, output):
                 best_estimate = (average if average is not None else output).clone()

@@ -26,6 +26,9 @@ class Settings:
     lr: float = 0.01
     iterations: int = 3000
     ema: float | None = 0.99  # weight of the exponential moving average of outputs; None = off
+    # Warm-up: weight min(ema, t / (t + 10)) at iteration t, so the average spans about a tenth of
+    # the run so far and the poor first outputs do not drag short runs down.
+    ema_warmup: bool = False
     backtracking: bool = True  # reload the last good weights when the fit collapses
     backtrack_drop_db: float = 5.0  # ... i.e. when PSNR(data, output) drops by more than this
     backtrack_every: int = 1  # check every this many iterations
@@ -60,7 +63,7 @@ def _denoise(name: str, factor: int | None) -> Settings:
                                      skip=(0, 0, 0, 4, 4)), input_channels=3, iterations=2400)
     if name == "fast":
         return Settings(network=_net(**_SKIP_FAST), input_channels=8, iterations=800, snapshot_every=25,
-                        early_stopping=True, es_window=50, es_patience=250)
+                        ema_warmup=True, early_stopping=True, es_window=50, es_patience=250)
     raise KeyError(name)
 
 
@@ -94,7 +97,7 @@ def _superres(name: str, factor: int | None) -> Settings:
                         iterations=4000 if factor >= 8 else 2000, ema=None, backtracking=False)
     if name == "fast":
         return Settings(network=_net(**_SKIP_FAST), input_channels=8, reg_noise_std=0.03, iterations=600,
-                        ema=0.99, backtracking=False, snapshot_every=25)
+                        ema=0.99, ema_warmup=True, backtracking=False, snapshot_every=25)
     raise KeyError(name)
 
 
@@ -157,3 +160,27 @@ def apply_overrides(settings: Settings, overrides: dict) -> Settings:
     net = dataclasses.replace(settings.network, **{k: tuple(v) if isinstance(v, list) else v
                                                    for k, v in net_changes.items()})
     return dataclasses.replace(settings, network=net, **overrides)
+
+
+def preset_table() -> str:
+    """The presets as a Markdown table (docs/presets.md is made from it)."""
+    rows = ["| task | preset | network | input z | jitter σ | LR | iterations | EMA | backtracking | early stopping |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for task, names in PRESETS.items():
+        for name in names:
+            s = get_settings(task, name, 4)
+            net = s.network
+            if net.kind == "light":
+                arch = f"light, {net.channels} channels × {net.levels} levels"
+            else:
+                up = net.upsample if isinstance(net.upsample, str) else "/".join(net.upsample)
+                arch = f"{net.kind}, down {list(net.down)}, skip {list(net.skip)}, {up}"
+            z = f"noise, {s.input_channels} ch" if s.input == "noise" else s.input
+            rows.append(f"| {task} | {name} | {arch} | {z} | {s.reg_noise_std:.3g} | {s.lr:g} | {s.iterations} "
+                        f"| {s.ema if s.ema is not None else 'off'} | {'yes' if s.backtracking else 'no'} "
+                        f"| {'yes' if s.early_stopping else 'no'} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(preset_table())
