@@ -1,11 +1,13 @@
 """The command line: restore writes a result and its record, bad input exits 2 in one line, the demo, Ctrl-C."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,7 +138,12 @@ def test_ctrl_c_stops_the_run_and_writes_the_best_result(tmp_path):
     args = ["restore", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out.tif"), *TINY]
     args[args.index("--iterations") + 1] = "100000"
     args.remove("--quiet")
-    process = subprocess.Popen([sys.executable, "-m", "napari_dip.cli", *args], stderr=subprocess.PIPE, text=True)
+    # the child runs the code under test (not whatever copy is installed), with the default Ctrl-C
+    # handling even where this test runs with SIGINT ignored (a background job)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(cli.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "napari_dip.cli", *args], stderr=subprocess.PIPE, text=True,
+                               env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
     reader.start()
