@@ -1,0 +1,552 @@
+"""The parts every napari-dip dock widget shares.
+
+A widget reads layers into ``restore_iter`` arguments, starts the run in a
+thread worker and writes the snapshots back as layers. Task widgets (tasks.py)
+add their own fields and arguments through ``task_widgets`` and
+``task_arguments``. torch is imported when the widget opens (for the preset
+defaults and the device list), never when napari starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import napari.layers
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from ..errors import DIPInputError
+from .layer_data import (CURRENT_PLANE, PLANE_MODES, VOLUME, InputSelection, Placement, companion_array,
+                         layer_array, result_placement, select_input, spatial_axes)
+from .loss_plot import LossPlot
+from .result_layers import ResultLayers
+from .worker import RunFailed, restoration_steps, seconds_per_iteration, start
+
+NETWORK_KINDS = ("skip", "hourglass", "light")
+
+# Runs in progress in this process, across all widgets: one at a time, since two
+# runs would share the same CPU cores or GPU and both crawl.
+ACTIVE_RUNS: list[RunState] = []
+
+
+class RunState:
+    """One run's worker, engine handle and activity-dock progress, kept outside the
+    widget so that a viewer closing (which deletes the widget) can still stop it."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.worker = None
+        self.run = None
+        self.progress_bar = None
+        self.stop_requested = False
+        self.completed = False  # the final snapshot arrived
+
+    def stop(self):
+        """The engine finishes the current iteration and sends its final, best snapshot."""
+        self.stop_requested = True
+        if self.run is not None:
+            self.run.stop()
+
+    def abort(self, *_):
+        """The viewer is closing: stop, and drop what the worker would still send."""
+        self.stop()
+        if self.worker is not None:
+            self.worker.quit()
+
+
+class CurrentRun:
+    """Holds the widget's current RunState for the close handlers (connected once)."""
+
+    state: RunState | None = None
+    widget_deleted = False
+
+    def abort(self, *_):
+        if self.state is not None:
+            self.state.abort()
+
+    def on_widget_deleted(self, *_):
+        self.widget_deleted = True
+        self.abort()
+
+
+@dataclass
+class RunRequest:
+    selection: InputSelection
+    kwargs: dict
+    placement: Placement
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def layer_choice(viewer, layer_type, label, nullable=False, tooltip=None) -> ComboBox:
+    """A drop-down of the viewer's layers of one type; visible layers first, so hidden ground truths are not the default."""
+
+    def choices(_widget):
+        layers = [layer for layer in viewer.layers if isinstance(layer, layer_type)]
+        layers.sort(key=lambda layer: not layer.visible)
+        return [(layer.name, layer) for layer in layers]
+
+    return ComboBox(label=label, choices=choices, nullable=nullable, tooltip=tooltip)
+
+
+def qt_object_deleted(qt_object) -> bool:
+    """True once Qt has deleted the C++ side of a widget (e.g. with its viewer); works for every Qt binding."""
+    try:
+        qt_object.objectName()
+    except RuntimeError:
+        return True
+    return False
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:02.0f} min"
+
+
+class RestorationWidget(QWidget):
+    """Common form, run control, progress, device line and live plot of the task widgets."""
+
+    task = "denoise"  # the engine's task name
+    title = "Denoise"
+
+    snapshot_shown = Signal(object)  # a Snapshot, once it is in the viewer
+    run_finished = Signal()
+
+    def __init__(self, napari_viewer):
+        from ..core.presets import PRESETS
+
+        super().__init__()
+        self.viewer = napari_viewer
+        # restore_iter settings applied on top of the form (scripts and tests use a tiny network this way)
+        self.extra_settings: dict = {}
+        self._current = CurrentRun()
+        self._results: ResultLayers | None = None
+        self._is_stack = False  # the layer has axes beyond Y/X and channels: the plane choice applies
+        self._preset_values: dict = {}
+        self._estimates: dict = {}
+
+        self.image = layer_choice(napari_viewer, napari.layers.Image, "image",
+                                  tooltip="The degraded image. RGB layers are restored as colour images.")
+        self.channel_axis = ComboBox(label="channel axis", choices=self._channel_axis_choices,
+                                     tooltip="Axis of colour channels or spectral bands, restored together.")
+        self.planes = ComboBox(label="planes", choices=PLANE_MODES, value=CURRENT_PLANE,
+                               tooltip="For stacks: the plane on screen, every plane one after the other, "
+                                       "or the whole volume with a 3D network.")
+        self.ground_truth = layer_choice(napari_viewer, napari.layers.Image, "ground truth", nullable=True,
+                                         tooltip="Optional clean image of the result's size: PSNR and SSIM "
+                                                 "are then shown live and saved in the run record.")
+        self.preset = ComboBox(label="preset", choices=PRESETS[self.task], value="fast",
+                               tooltip="'fast' suits a CPU; 'paper' reproduces the paper's settings (GPU).")
+        self.iterations = SpinBox(label="iterations", min=1, max=1_000_000)
+        self.history = CheckBox(text="keep every snapshot in a history layer", value=False)
+        self.main = Container(widgets=[self.image, *self.task_widgets(), self.channel_axis, self.planes,
+                                       self.ground_truth, self.preset, self.iterations, self.history])
+
+        self.network = ComboBox(label="network", choices=NETWORK_KINDS,
+                                tooltip="skip: the paper's encoder-decoder; hourglass: the same without "
+                                        "skips; light: a small decoder, fast on a CPU and hard to over-fit.")
+        self.lr = FloatSpinBox(label="learning rate", min=1e-5, max=1.0, step=0.0001)
+        self.jitter = FloatSpinBox(label="input jitter σ", min=0.0, max=1.0, step=0.001,
+                                   tooltip="Noise added to the network input at each iteration; "
+                                           "regularises the fit.")
+        self.ema = FloatSpinBox(label="EMA weight", min=0.0, max=0.9999, step=0.001,
+                                tooltip="Show the exponential moving average of the outputs with this "
+                                        "weight; 0 turns it off.")
+        self.early_stopping = CheckBox(text="early stopping (ES-WMV)",
+                                       tooltip="Stop when the running variance of the output stops "
+                                               "falling and keep the best iterate.")
+        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0,
+                            tooltip="The same seed gives the same result on the CPU.")
+        self.device = ComboBox(label="device", choices=available_devices(), value="auto")
+        self.display_every = SpinBox(label="display every", min=1, max=100_000,
+                                     tooltip="Iterations between updates of the result layer and the curve.")
+        self.advanced = Container(widgets=[self.network, self.lr, self.jitter, self.ema, self.early_stopping,
+                                           self.seed, self.device, self.display_every])
+        collapsible = QCollapsible("Advanced")
+        collapsible.addWidget(self.advanced.native)
+
+        self.device_label = QLabel()
+        self.device_label.setWordWrap(True)
+        self.run_button = QPushButton("Run")
+        self.progress = QProgressBar()
+        self.progress.setFormat("ready")
+        self.progress.setValue(0)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+
+        layout = QVBoxLayout(self)
+        for part in (self.main.native, collapsible, self.device_label, self.run_button, self.progress,
+                     self.status, self.plot):
+            layout.addWidget(part)
+        layout.addStretch()
+
+        self._estimate_timer = QTimer(self)
+        self._estimate_timer.setSingleShot(True)
+        self._estimate_timer.setInterval(400)
+        self._estimate_timer.timeout.connect(self.update_device_line)
+
+        self.run_button.clicked.connect(self._on_run_button)
+        self.preset.changed.connect(self.apply_preset_defaults)
+        self.image.changed.connect(self._on_image_changed)
+        self.channel_axis.changed.connect(self._update_plane_choice)
+        for widget in (self.preset, self.planes, self.network, self.device):
+            widget.changed.connect(self._schedule_estimate)
+
+        # closing the viewer deletes this widget: stop the run so its thread ends cleanly
+        self.destroyed.connect(self._current.on_widget_deleted)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._current.abort)
+
+        active = napari_viewer.layers.selection.active
+        if isinstance(active, napari.layers.Image) and active.visible:
+            self.image.value = active
+        self.apply_preset_defaults()
+        self._on_image_changed()
+        self.device_label.setText(self._describe_device())
+
+    # ----------------------------------------------------------------------------------------------
+    # what task widgets provide
+
+    def task_widgets(self) -> list:
+        """Extra fields shown under the image choice."""
+        return []
+
+    def task_arguments(self, selection: InputSelection) -> dict:
+        """Task arguments for restore_iter (mask, factor, psf, guide, noise); raise DIPInputError if incomplete."""
+        return {}
+
+    def factor(self) -> int | None:
+        """The enlargement factor the form asks for (None: the task has none)."""
+        return None
+
+    def result_name(self, layer_name: str) -> str:
+        return f"{layer_name} [{self.task}]"
+
+    # ----------------------------------------------------------------------------------------------
+    # the form
+
+    def reset_choices(self, *_):
+        """napari calls this when layers are added, removed, renamed or reordered."""
+        self.main.reset_choices()
+        self._on_image_changed()
+
+    def _channel_axis_choices(self, _widget):
+        layer = self.image.value if hasattr(self, "image") else None
+        if layer is None:
+            return [("none", None)]
+        if layer.rgb:
+            return [("RGB(A): last axis", -1)]
+        shape = layer.data.shape
+        return [("none", None)] + [(f"axis {axis} (size {size})", axis) for axis, size in enumerate(shape[:-2])]
+
+    def _on_image_changed(self, *_):
+        self.channel_axis.reset_choices()
+        self._update_plane_choice()
+
+    def _update_plane_choice(self, *_):
+        layer = self.image.value
+        self._is_stack = False
+        if layer is not None:
+            ndim = len(layer.data.shape)
+            channel_axis = ndim - 1 if layer.rgb else self.channel_axis.value
+            self._is_stack = len([a for a in range(ndim) if a != channel_axis]) > 2
+        self.planes.visible = self._is_stack
+        self._schedule_estimate()
+
+    def apply_preset_defaults(self, *_):
+        """Fill iterations and the advanced fields from the preset; only fields the user changes are sent."""
+        from ..core.presets import get_settings
+
+        settings = get_settings(self.task, self.preset.value, self.factor())
+        values = {
+            self.iterations: settings.iterations, self.network: settings.network.kind, self.lr: settings.lr,
+            self.jitter: settings.reg_noise_std, self.ema: settings.ema or 0.0,
+            self.early_stopping: settings.early_stopping, self.display_every: settings.snapshot_every,
+        }
+        for widget, value in values.items():
+            widget.value = value
+        # what the widgets show (rounded to their decimals), to spot the user's changes later
+        self._preset_values = {id(widget): widget.value for widget in values}
+
+    def _changed(self, widget) -> bool:
+        return widget.value != self._preset_values.get(id(widget))
+
+    def build_request(self) -> RunRequest:
+        """The engine's arguments from the form; raises DIPInputError when something is missing."""
+        layer = self.image.value
+        if layer is None:
+            raise DIPInputError("choose an image layer to restore (File → Open Sample → napari-dip has examples)")
+        plane_mode = self.planes.value if self._is_stack else CURRENT_PLANE
+        selection = select_input(layer, self.viewer, plane_mode, self.channel_axis.value)
+        kwargs = dict(preset=self.preset.value, iterations=self.iterations.value, seed=self.seed.value,
+                      device=self.device.value, channel_axis=selection.channel_axis,
+                      volumetric=selection.volumetric, snapshot_every=self.display_every.value)
+        if self._changed(self.network):
+            kwargs["network_kind"] = self.network.value
+        if self._changed(self.lr):
+            kwargs["lr"] = self.lr.value
+        if self._changed(self.jitter):
+            kwargs["reg_noise_std"] = self.jitter.value
+        if self._changed(self.ema):
+            kwargs["ema"] = self.ema.value or None
+        if self._changed(self.early_stopping):
+            kwargs["early_stopping"] = self.early_stopping.value
+        if self.ground_truth.value is not None:
+            kwargs["ground_truth"] = companion_array(layer_array(self.ground_truth.value), selection)
+        kwargs.update(self.task_arguments(selection))
+        kwargs.update(self.extra_settings)
+        placement = result_placement(selection, self.result_name(layer.name), kwargs.get("factor") or 1)
+        return RunRequest(selection, kwargs, placement)
+
+    # ----------------------------------------------------------------------------------------------
+    # the device line
+
+    def _describe_device(self) -> str:
+        from ..core.device import describe_device, resolve_device
+
+        try:
+            return describe_device(resolve_device(self.device.value))
+        except DIPInputError as exc:
+            return str(exc)
+
+    def _output_plane(self):
+        """(spatial shape of one restored plane or volume, channels), for the estimate."""
+        layer = self.image.value
+        shape = layer.data.shape
+        channel_axis = len(shape) - 1 if layer.rgb else self.channel_axis.value
+        volumetric = self._is_stack and self.planes.value == VOLUME
+        spatial = [shape[a] for a in spatial_axes(len(shape), channel_axis, volumetric)]
+        factor = self.factor() or 1
+        spatial[-2:] = [s * factor for s in spatial[-2:]]
+        return tuple(spatial), 1 if channel_axis is None else shape[channel_axis]
+
+    def _schedule_estimate(self, *_):
+        if self.isVisible():
+            self._estimate_timer.start()
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        self._schedule_estimate()
+
+    def update_device_line(self):
+        """'CPU, 2 threads: expect about 0.4 s per iteration (estimate)', timed in a worker thread."""
+        description = self._describe_device()
+        layer = self.image.value
+        if layer is None or self._current.state is not None:
+            self.device_label.setText(description)
+            return
+        try:
+            output_shape, channels = self._output_plane()
+        except Exception:  # an odd layer shape: the run itself will say what is wrong
+            self.device_label.setText(description)
+            return
+        overrides = dict(self.extra_settings)
+        if self._changed(self.network):
+            overrides["network_kind"] = self.network.value
+        key = (self.task, self.preset.value, self.factor(), repr(sorted(overrides.items())), output_shape,
+               channels, self.device.value)
+        if key in self._estimates:
+            self._show_estimate(key, self._estimates[key])
+            return
+        self.device_label.setText(f"{description}: timing a few iterations…")
+
+        def done(result):
+            self._estimates[key] = result
+            self._show_estimate(key, result)
+
+        start(self._estimate, key, overrides, on_returned=done)
+
+    @staticmethod
+    def _estimate(key, overrides):
+        task, preset, factor, _, output_shape, channels, device = key
+        try:
+            return seconds_per_iteration(task, preset, factor, overrides, output_shape, channels, device)
+        except Exception as exc:  # the estimate is a courtesy: never an error dialog
+            return None, str(exc)
+
+    def _show_estimate(self, key, result):
+        seconds, description = result
+        if seconds is None:
+            self.device_label.setText(self._describe_device())
+            return
+        size = "×".join(map(str, key[4]))
+        self.device_label.setText(
+            f"{description}: expect about {seconds:.2g} s per iteration at {size} "
+            f"(estimate from a short timing)")
+
+    # ----------------------------------------------------------------------------------------------
+    # running
+
+    @property
+    def running(self) -> bool:
+        return self._current.state is not None
+
+    def _on_run_button(self):
+        if self.running:
+            self.stop_restoration()
+        else:
+            self.run_restoration()
+
+    def run_restoration(self):
+        """Start a run from the form. Refused, with a message, while another run is active."""
+        if ACTIVE_RUNS:
+            show_info(f"napari-dip: {ACTIVE_RUNS[0].description} is still running; stop it first "
+                      "(one run at a time: two would share the same processor and both crawl)")
+            return
+        try:
+            request = self.build_request()
+        except DIPInputError as exc:
+            show_error(f"napari-dip: {exc}")
+            return
+        state = RunState(f"{self.title} on {request.selection.layer.name!r}")
+        self._current.state = state
+        ACTIVE_RUNS.append(state)
+        self._results = ResultLayers(self.viewer, request.placement, self.history.value)
+        self._plane, self._iterations_before_plane, self._last_iteration = 0, 0, 0
+        self._nominal_done = 0
+        self._total = self._iterations_per_plane = 0
+        self.plot.clear()
+        self.progress.setValue(0)
+        self.progress.setFormat("starting…")
+        self.status.setText("")
+        self.run_button.setText("Stop")
+        self.main.enabled = self.advanced.enabled = False
+
+        deliver = InOrder(lambda item: self._on_worker_item(state, item),
+                          lambda: not self._current.widget_deleted and not qt_object_deleted(self.plot))
+
+        def finished():
+            if state in ACTIVE_RUNS:
+                ACTIVE_RUNS.remove(state)
+            if state.progress_bar is not None:
+                state.progress_bar.close()
+                state.progress_bar = None
+            deliver(FINISHED)
+
+        state.worker = start(restoration_steps, request.selection.data, self.task, request.kwargs,
+                             on_yielded=deliver, on_finished=finished)
+
+    def stop_restoration(self):
+        """End the run after the current iteration; its best result so far stays in the viewer."""
+        if self._current.state is not None:
+            self._current.state.stop()
+            self.run_button.setText("Stopping…")
+            self.run_button.setEnabled(False)
+
+    def _on_worker_item(self, state: RunState, item):
+        from ..api import RestorationRun
+
+        if item is FINISHED:
+            self._on_finished(state)
+        elif isinstance(item, RunFailed):
+            self.status.setText(f"Not run: {item.message}")
+            show_error(f"napari-dip: {item.message}")
+        elif isinstance(item, RestorationRun):
+            self._start_progress(state, item)
+        else:
+            self._show_snapshot(state, item)
+
+    def _start_progress(self, state: RunState, run):
+        state.run = run
+        if state.stop_requested:
+            run.stop()
+        self._total = run.planes * run.iterations
+        self._iterations_per_plane = run.iterations
+        self.progress.setRange(0, self._total)
+        self.status.setText(f"Running on {run.device_description}")
+        state.progress_bar = progress(total=self._total, desc=f"napari-dip: {state.description}")
+
+    def _show_snapshot(self, state: RunState, snapshot):
+        if snapshot.plane != self._plane:  # a new plane: count the last plane's iterations as done
+            self._iterations_before_plane += self._last_iteration
+            self._plane = snapshot.plane
+        self._last_iteration = snapshot.iteration
+        iterations_done = self._iterations_before_plane + snapshot.iteration
+        nominal = self._total if snapshot.done else snapshot.plane * self._iterations_per_plane + snapshot.iteration
+        nominal_step, self._nominal_done = max(nominal - self._nominal_done, 0), nominal
+
+        # the dock first: napari calls below may process Qt events (and a closing viewer with them)
+        self.plot.add_point(iterations_done, snapshot.loss, snapshot.metrics.get("psnr"))
+        self.progress.setValue(nominal)
+        if snapshot.done:
+            state.completed = True
+            self.progress.setFormat(f"done · {iterations_done} iterations in {format_seconds(snapshot.seconds)}")
+            metrics = snapshot.metrics
+            quality = f" · PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}" if "psnr" in metrics else ""
+            self.status.setText(f"Finished: {snapshot.stop_reason}{quality}. The run record is in the "
+                                f"layer's metadata['napari_dip'].")
+        else:
+            rate = iterations_done / snapshot.seconds if snapshot.seconds > 0 else float("nan")
+            eta = (self._total - nominal) / rate if rate > 0 else float("nan")
+            plane = f"plane {snapshot.plane + 1}/{snapshot.planes} · " if snapshot.planes > 1 else ""
+            self.progress.setFormat(f"{plane}iteration {snapshot.iteration}/{snapshot.total} · "
+                                    f"{rate:.2f} it/s · ETA {format_seconds(eta)}")
+            if state.stop_requested:
+                self.status.setText("Stopping after this iteration…")
+
+        self._results.show(snapshot, iterations_done)
+        if snapshot.done:
+            self._results.finish(snapshot.record)
+        if state.progress_bar is not None:
+            state.progress_bar.update(nominal_step)
+        if not qt_object_deleted(self):
+            self.snapshot_shown.emit(snapshot)
+
+    def _on_finished(self, state: RunState):
+        if self._current.state is state:
+            self._current.state = None
+            self.run_button.setText("Run")
+            self.run_button.setEnabled(True)
+            self.main.enabled = self.advanced.enabled = True
+            if not state.completed:
+                self.progress.setFormat("not finished")
+            self._schedule_estimate()
+        self.run_finished.emit()
+
+
+FINISHED = object()  # the worker's last item: the thread has ended
+
+
+class InOrder:
+    """Hands worker items to the widget one at a time, in order, while it exists.
+
+    Showing an item calls napari (adding a layer, moving a progress bar), which
+    may process Qt events and so deliver the next item in the middle of this
+    one; the next item waits here instead.
+    """
+
+    def __init__(self, handle, widget_exists):
+        self.handle = handle
+        self.widget_exists = widget_exists
+        self.waiting: list = []
+        self.busy = False
+
+    def __call__(self, item):
+        self.waiting.append(item)
+        if self.busy:
+            return
+        self.busy = True
+        try:
+            while self.waiting and self.widget_exists():
+                self.handle(self.waiting.pop(0))
+        finally:
+            self.busy = False

@@ -1,0 +1,149 @@
+"""The five dock widgets: each adds its own fields to the shared form and turns them into engine arguments."""
+
+from __future__ import annotations
+
+import napari.layers
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
+
+from ..errors import DIPInputError
+from .base import RestorationWidget, layer_choice
+from .layer_data import InputSelection, companion_array, layer_array
+
+
+def noise_model_choice() -> ComboBox:
+    return ComboBox(label="noise model", value="gaussian",
+                    choices=[("Gaussian (squared error)", "gaussian"), ("Poisson (photon counts)", "poisson")],
+                    tooltip="Poisson suits photon-counting data (fluorescence, low-light cameras) "
+                            "whose values are counts ≥ 0.")
+
+
+class DenoiseWidget(RestorationWidget):
+    """Removes noise: the network fits the image's structure before it fits the noise."""
+
+    task = "denoise"
+    title = "Denoise"
+
+    def task_widgets(self):
+        self.noise = noise_model_choice()
+        return [self.noise]
+
+    def task_arguments(self, selection):
+        return {"noise": self.noise.value}
+
+
+class InpaintWidget(RestorationWidget):
+    """Fills missing pixels (painted in a Labels layer, zeros or NaN) from the rest of the image."""
+
+    task = "inpaint"
+    title = "Inpaint"
+
+    def task_widgets(self):
+        self.mask = layer_choice(self.viewer, napari.layers.Labels, "mask", nullable=True,
+                                 tooltip="Labels layer: painted pixels (label > 0) are filled in.")
+        self.invert_mask = CheckBox(text="invert: painted pixels are the good ones", value=False)
+        self.zeros_missing = CheckBox(text="pixels equal to 0 are missing", value=False,
+                                      tooltip="For fill values such as Landsat's 0 (all channels 0). "
+                                              "NaN pixels are always treated as missing.")
+        if self.mask.choices[1:]:  # the usual case: one mask painted for this image
+            self.mask.value = self.mask.choices[1]
+        return [self.mask, self.invert_mask, self.zeros_missing]
+
+    def task_arguments(self, selection: InputSelection):
+        missing = None
+        if self.mask.value is not None:
+            labels = companion_array(layer_array(self.mask.value), selection)
+            missing = labels == 0 if self.invert_mask.value else labels > 0
+        if self.zeros_missing.value:
+            zeros = selection.data == 0
+            if selection.channel_axis is not None:
+                zeros = zeros.all(axis=selection.channel_axis)
+            missing = zeros if missing is None else missing | zeros
+        if missing is None and not np.isnan(selection.data).any():
+            raise DIPInputError("nothing to fill: choose a mask (a Labels layer painted over the pixels to "
+                                "fill), or tick 'pixels equal to 0 are missing'")
+        return {} if missing is None else {"mask": missing}
+
+
+class SuperResolveWidget(RestorationWidget):
+    """Enlarges the image ×2, ×4 or ×8: the network's output, shrunk, must match the input."""
+
+    task = "superres"
+    title = "Super-resolve"
+
+    def task_widgets(self):
+        self.factor_choice = ComboBox(label="factor", value=4, choices=[("×2", 2), ("×4", 4), ("×8", 8)],
+                                      tooltip="The result has this many times more pixels along Y and X.")
+        self.factor_choice.changed.connect(self.apply_preset_defaults)
+        self.factor_choice.changed.connect(self._schedule_estimate)
+        return [self.factor_choice]
+
+    def factor(self):
+        return self.factor_choice.value
+
+    def task_arguments(self, selection):
+        return {"factor": self.factor_choice.value}
+
+    def result_name(self, layer_name):
+        return f"{layer_name} [super-resolved ×{self.factor_choice.value}]"
+
+
+class DeconvolveWidget(RestorationWidget):
+    """Removes a known blur (the point-spread function) and the noise with it."""
+
+    task = "deconvolve"
+    title = "Deconvolve"
+
+    def task_widgets(self):
+        self.psf = layer_choice(self.viewer, napari.layers.Image, "PSF", nullable=True,
+                                tooltip="An image of the point-spread function (a bead, or a computed "
+                                        "PSF), centred; normalised to unit sum. Leave empty to use a "
+                                        "Gaussian of the σ below.")
+        self.psf_sigma = FloatSpinBox(label="Gaussian PSF σ", value=1.5, min=0.1, max=50.0, step=0.1,
+                                      tooltip="Standard deviation of a Gaussian blur, in pixels; used when "
+                                              "no PSF layer is chosen.")
+        self.noise = noise_model_choice()
+        self.psf.changed.connect(lambda value: setattr(self.psf_sigma, "enabled", value is None))
+        return [self.psf, self.psf_sigma, self.noise]
+
+    def task_arguments(self, selection):
+        arguments = {"noise": self.noise.value}
+        if self.psf.value is not None:
+            arguments["psf"] = np.asarray(layer_array(self.psf.value))
+        else:
+            arguments["psf_sigma"] = self.psf_sigma.value
+        return arguments
+
+
+class GuidedWidget(RestorationWidget):
+    """Restores an image with a second, sharper image as the network input (flash/no-flash, pansharpening)."""
+
+    task = "guided"
+    title = "Guided restoration"
+
+    def task_widgets(self):
+        self.guide = layer_choice(self.viewer, napari.layers.Image, "guide",
+                                  tooltip="The sharp image whose structure guides the result: the flash "
+                                          "photo, or the panchromatic band. It must cover the result's grid.")
+        self.factor_choice = ComboBox(label="factor", value=1,
+                                      choices=[("same size", 1), ("×2", 2), ("×4", 4), ("×8", 8)],
+                                      tooltip="How many times larger (along Y and X) the guide is than the "
+                                              "image; the result has the guide's size.")
+        self.factor_choice.changed.connect(self._schedule_estimate)
+        return [self.guide, self.factor_choice]
+
+    def factor(self):
+        return self.factor_choice.value if self.factor_choice.value > 1 else None
+
+    def task_arguments(self, selection):
+        if self.guide.value is None:
+            raise DIPInputError("choose the guide layer (the flash photo, or the panchromatic band)")
+        if self.guide.value is selection.layer:
+            raise DIPInputError("the guide must be another layer than the image to restore")
+        arguments = {"guide": companion_array(layer_array(self.guide.value), selection)}
+        if self.factor_choice.value > 1:
+            arguments["factor"] = self.factor_choice.value
+        return arguments
+
+    def result_name(self, layer_name):
+        return f"{layer_name} [guided by {self.guide.value.name}]"

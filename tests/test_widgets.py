@@ -1,0 +1,314 @@
+"""GUI tests of the dock widgets, through the manifest, in a real (Xvfb) viewer.
+
+Each run uses a tiny network for a few iterations on a small image. Most tests
+run the worker synchronously (NAPARI_DIP_SYNC=1); the threaded path has its
+own tests with ``qtbot.waitUntil``.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from napari.utils.notifications import notification_manager  # noqa: E402
+
+from napari_dip.widgets import base  # noqa: E402
+from napari_dip.widgets.layer_data import ALL_PLANES, CURRENT_PLANE, VOLUME  # noqa: E402
+
+ITERATIONS = 6
+
+
+@pytest.fixture
+def sync_runs(monkeypatch):
+    monkeypatch.setenv("NAPARI_DIP_SYNC", "1")
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    yield make_napari_viewer()
+    assert not base.ACTIVE_RUNS, "a run outlived its test"
+
+
+def open_widget(viewer, name, tiny_network, iterations=ITERATIONS, every=2):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dip", name)
+    widget.extra_settings = dict(tiny_network)
+    widget.iterations.value = iterations
+    widget.display_every.value = every
+    return widget
+
+
+def noisy_image(shape=(32, 32), seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random(shape) * 100).astype(np.float32)
+
+
+def error_count():
+    return sum(1 for n in notification_manager.records if n.severity.name == "ERROR")
+
+
+def test_denoise_run_makes_a_result_layer(viewer, sync_runs, tiny_network):
+    data = noisy_image()
+    original = data.copy()
+    layer = viewer.add_image(data, name="noisy", scale=(0.5, 0.25), translate=(3, 4), units=("um", "um"))
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    shown = []
+    widget.snapshot_shown.connect(shown.append)
+    widget.run_restoration()
+
+    result = viewer.layers["noisy [denoise]"]
+    assert result.data.shape == (32, 32) and result.data.dtype == np.float32
+    assert tuple(result.scale) == (0.5, 0.25) and tuple(result.translate) == (3, 4)
+    assert [str(u) for u in result.units] == ["micrometer", "micrometer"]
+    assert tuple(result.contrast_limits) == tuple(layer.contrast_limits)
+    record = result.metadata["napari_dip"]
+    assert record["task"] == "denoise" and record["iterations"] == ITERATIONS
+    assert record["parameters"]["settings"]["network"]["down"] == [8, 16]
+    assert np.array_equal(layer.data, original)
+    # a snapshot every 2 iterations, the last one final, all in the same layer
+    assert [s.iteration for s in shown] == [2, 4, 6] and shown[-1].done
+    assert len(widget.plot.losses) == 3
+    assert widget.progress.value() == widget.progress.maximum()
+    assert not widget.running and widget.run_button.text() == "Run"
+
+
+def test_poisson_option_reaches_the_engine(viewer, sync_runs, tiny_network):
+    viewer.add_image(np.random.default_rng(1).poisson(5, (32, 32)).astype(np.float32), name="counts")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    widget.noise.value = "poisson"
+    widget.run_restoration()
+    assert viewer.layers["counts [denoise]"].metadata["napari_dip"]["parameters"]["noise"] == "poisson"
+
+
+def test_threaded_run_streams_snapshots(viewer, qtbot, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
+        widget.run_button.click()
+        assert widget.running and widget.run_button.text() == "Stop"
+    assert "napari_dip" in viewer.layers["noisy [denoise]"].metadata
+    assert widget.run_button.text() == "Run" and not base.ACTIVE_RUNS
+
+
+def test_stop_mid_run_keeps_the_best_result(viewer, qtbot, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network, iterations=10_000, every=1)
+    widget.snapshot_shown.connect(lambda s: widget.run_button.click() if s.iteration == 2 else None)
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
+        widget.run_restoration()
+    record = viewer.layers["noisy [denoise]"].metadata["napari_dip"]
+    assert record["stop_reason"] == "stopped by user"
+    assert record["iterations"] < 100
+
+
+def test_second_run_is_refused_while_one_is_active(viewer, qtbot, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network, iterations=10_000)
+    other = open_widget(viewer, "Inpaint", tiny_network)
+    infos = len(notification_manager.records)
+    widget.run_restoration()
+    other.run_restoration()
+    assert len(base.ACTIVE_RUNS) == 1
+    assert "still running" in notification_manager.records[infos].message
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
+        widget.stop_restoration()
+
+
+def test_deleting_the_widget_stops_its_run(make_napari_viewer, qtbot, tiny_network):
+    viewer = make_napari_viewer()
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network, iterations=10_000, every=1)
+    with qtbot.waitSignal(widget.snapshot_shown, timeout=60_000):
+        widget.run_restoration()
+    state = widget._current.state
+    viewer.window.remove_dock_widget(widget)  # what closing the viewer does to its docks
+    widget.deleteLater()
+    qtbot.waitUntil(lambda: not base.ACTIVE_RUNS, timeout=60_000)
+    assert state.stop_requested
+
+
+def test_painted_mask_reaches_the_engine(viewer, sync_runs, tiny_network):
+    image = viewer.add_image(noisy_image(), name="photo")
+    labels = viewer.add_labels(np.zeros((32, 32), np.uint8), name="scratches")
+    labels.brush_size = 5
+    labels.paint((10, 10), 1)
+    labels.paint((20, 25), 2)
+    painted = int((labels.data > 0).sum())
+    assert painted > 0
+    widget = open_widget(viewer, "Inpaint", tiny_network)
+    assert widget.mask.value is labels  # the only Labels layer is chosen by default
+    widget.image.value = image
+    widget.run_restoration()
+    record = viewer.layers["photo [inpaint]"].metadata["napari_dip"]
+    assert record["parameters"]["missing_pixels"] == painted
+
+    widget.invert_mask.value = True
+    widget.run_restoration()
+    record = viewer.layers["photo [inpaint] [1]"].metadata["napari_dip"]
+    assert record["parameters"]["missing_pixels"] == 32 * 32 - painted
+
+
+def test_zero_pixels_are_missing_in_a_multichannel_image(viewer, sync_runs, tiny_network):
+    bands = noisy_image((4, 32, 32)) + 1
+    bands[:, ::8] = 0  # scan-line gaps in every band
+    viewer.add_image(bands, name="bands")
+    widget = open_widget(viewer, "Inpaint", tiny_network)
+    widget.channel_axis.value = 0
+    widget.zeros_missing.value = True
+    widget.run_restoration()
+    result = viewer.layers["bands [inpaint]"]
+    assert result.data.shape == (4, 32, 32)
+    parameters = result.metadata["napari_dip"]["parameters"]
+    assert parameters["channel_axis"] == 0
+    assert parameters["missing_pixels"] == 4 * 32 * 4  # 4 rows × 32 columns, in each of 4 bands
+
+
+def test_rgb_inpainting_with_ground_truth(viewer, sync_runs, tiny_network):
+    clean = (np.random.default_rng(2).random((32, 32, 3)) * 255).astype(np.uint8)
+    damaged = clean.copy()
+    damaged[10:14] = 255
+    viewer.add_image(clean, name="clean", visible=False)
+    viewer.add_image(damaged, name="damaged")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[10:14] = 1
+    viewer.add_labels(mask, name="text")
+    widget = open_widget(viewer, "Inpaint", tiny_network)
+    assert widget.image.value.name == "damaged"  # visible layers come first
+    assert widget.channel_axis.value == -1
+    widget.ground_truth.value = viewer.layers["clean"]
+    widget.run_restoration()
+    result = viewer.layers["damaged [inpaint]"]
+    assert result.rgb and result.data.shape == (32, 32, 3)
+    assert "psnr" in result.metadata["napari_dip"]["metrics"]
+    assert any(p is not None for p in widget.plot.psnrs)
+
+
+def test_stack_all_planes_current_plane_and_volume(viewer, sync_runs, tiny_network):
+    stack = viewer.add_image(noisy_image((3, 32, 32)), name="stack", scale=(2.0, 1.0, 1.0))
+    widget = open_widget(viewer, "Denoise", tiny_network, iterations=2)
+    assert widget.planes.value == CURRENT_PLANE
+
+    widget.planes.value = ALL_PLANES
+    widget.run_restoration()
+    result = viewer.layers["stack [denoise]"]
+    assert result.data.shape == (3, 32, 32)
+    assert result.metadata["napari_dip"]["planes"] == 3
+
+    viewer.dims.set_current_step(0, 2)
+    widget.planes.value = CURRENT_PLANE
+    widget.run_restoration()
+    plane = viewer.layers["stack [denoise] [1]"]
+    assert plane.data.shape == (1, 32, 32)
+    assert tuple(plane.translate) == (4.0, 0.0, 0.0)  # drawn on the plane it came from
+    assert plane.metadata["napari_dip"]["planes"] == 1
+
+    widget.planes.value = VOLUME
+    widget.run_restoration()
+    volume = viewer.layers["stack [denoise] [2]"]
+    assert volume.data.shape == (3, 32, 32)
+    assert volume.metadata["napari_dip"]["parameters"]["volumetric"] is True
+    assert np.array_equal(stack.data, noisy_image((3, 32, 32)))
+
+
+def test_history_layer_stacks_snapshots(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    widget.history.value = True
+    widget.run_restoration()
+    history = viewer.layers["noisy [denoise] history"]
+    assert history.data.shape == (3, 32, 32)
+    assert history.metadata["napari_dip"]["snapshot_iterations"] == [2, 4, 6]
+
+
+def test_super_resolution_lines_up_with_its_input(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image((16, 16)), name="small", scale=(2.0, 2.0), translate=(10.0, 0.0))
+    widget = open_widget(viewer, "Super-resolve", tiny_network)
+    widget.factor_choice.value = 2
+    widget.run_restoration()
+    result = viewer.layers["small [super-resolved ×2]"]
+    assert result.data.shape == (32, 32)
+    assert tuple(result.scale) == (1.0, 1.0)
+    # the 2 × 2 block of output pixels is centred on its input pixel
+    assert tuple(result.translate) == (9.5, -0.5)
+    assert result.metadata["napari_dip"]["parameters"]["factor"] == 2
+
+
+def test_deconvolve_with_psf_layer_or_sigma(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image(), name="blurred")
+    psf = np.zeros((5, 5), np.float32)
+    psf[1:4, 1:4] = 1
+    viewer.add_image(psf, name="bead", visible=False)
+    widget = open_widget(viewer, "Deconvolve", tiny_network)
+    widget.run_restoration()
+    assert viewer.layers["blurred [deconvolve]"].metadata["napari_dip"]["parameters"]["psf"] == "gaussian sigma 1.5"
+    widget.psf.value = viewer.layers["bead"]
+    assert not widget.psf_sigma.enabled
+    widget.run_restoration()
+    assert viewer.layers["blurred [deconvolve] [1]"].metadata["napari_dip"]["parameters"]["psf"] == "array (5, 5)"
+
+
+def test_guided_restoration_with_a_larger_guide(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image((16, 16)), name="multispectral")
+    viewer.add_image(noisy_image((32, 32), seed=3), name="panchromatic")
+    widget = open_widget(viewer, "Guided restoration", tiny_network)
+    widget.image.value = viewer.layers["multispectral"]
+    widget.guide.value = viewer.layers["panchromatic"]
+    widget.factor_choice.value = 2
+    widget.run_restoration()
+    result = viewer.layers["multispectral [guided by panchromatic]"]
+    assert result.data.shape == (32, 32)
+    assert result.metadata["napari_dip"]["parameters"]["factor"] == 2
+
+
+def test_bad_input_shows_a_notification_and_changes_no_layer(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image((4, 4)), name="tiny")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    errors = error_count()
+    widget.run_restoration()  # the engine refuses a 4 × 4 image
+    assert error_count() == errors + 1
+    assert "too small" in notification_manager.records[-1].message
+    assert [layer.name for layer in viewer.layers] == ["tiny"]
+    assert not widget.running
+
+    inpaint = open_widget(viewer, "Inpaint", tiny_network)
+    inpaint.run_restoration()  # no mask: refused before anything starts
+    assert error_count() == errors + 2
+    assert "nothing to fill" in notification_manager.records[-1].message
+    assert [layer.name for layer in viewer.layers] == ["tiny"]
+
+
+def test_failed_rerun_keeps_the_last_good_result(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    widget.run_restoration()
+    good = viewer.layers["noisy [denoise]"].data.copy()
+    widget.lr.value = 0.5
+    widget.extra_settings["lr"] = -1.0  # the engine's optimiser refuses a negative learning rate
+    widget.run_restoration()
+    assert np.array_equal(viewer.layers["noisy [denoise]"].data, good)
+
+
+def test_preset_fills_the_form_and_only_changes_are_sent(viewer, tiny_network):
+    from napari_dip.core.presets import get_settings
+
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    widget.preset.value = "paper"
+    paper = get_settings("denoise", "paper")
+    assert widget.iterations.value == paper.iterations
+    assert widget.network.value == "skip"
+    kwargs = widget.build_request().kwargs
+    assert "reg_noise_std" not in kwargs and "lr" not in kwargs  # the preset's exact values are used
+    widget.jitter.value = 0.05
+    widget.ema.value = 0.0
+    kwargs = widget.build_request().kwargs
+    assert kwargs["reg_noise_std"] == 0.05 and kwargs["ema"] is None
+
+
+def test_device_line_estimates_seconds_per_iteration(viewer, qtbot, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    assert widget.device_label.text().startswith(("CPU", "CUDA", "Apple"))
+    widget.update_device_line()
+    qtbot.waitUntil(lambda: "per iteration" in widget.device_label.text(), timeout=60_000)
+    assert "estimate" in widget.device_label.text()
