@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_restore_command(commands)
     add_demo_command(commands)
+    add_batch_command(commands)
     return parser
 
 
@@ -424,6 +425,69 @@ def side_by_side(images, labels, title: str, display_range) -> np.ndarray:
         draw.text((x, top - font_size - 8), label, fill="black", font=font)
         canvas.paste(Image.fromarray(panel).convert("RGB"), (x, top))
     return np.asarray(canvas)
+
+
+# ---------------------------------------------------------------------------------------------
+# napari-dip batch
+
+
+def add_batch_command(commands) -> None:
+    parser = commands.add_parser(
+        "batch", help="restore many files, or every plane of a stack, on a dask cluster",
+        description="Restore every INPUT with one configuration on dask.distributed: a local cluster by "
+                    "default, or an existing one with --scheduler. Each result is written into OUTDIR as soon "
+                    "as it is done, with its run record (.json); rerunning the command skips the finished "
+                    "outputs, so a killed batch resumes. A summary table ends the run; the exit code is 1 if "
+                    "any input failed. Large images are restored in overlapping tiles.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files (TIFF, OME-TIFF, GeoTIFF, zarr, PNG, JPEG, .npy), folders, or glob "
+                             "patterns (quote them: 'data/**/*.tif')")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
+    parser.add_argument("--split-planes", action="store_true",
+                        help="restore every plane (time point, Z slice) of a stack as its own task, written "
+                             "as OUTDIR/NAME_p0000.tif, ...")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="address of a running dask scheduler, e.g. tcp://host:8786 (default: start a "
+                             "local cluster)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="worker processes of the local cluster (default: one per GPU, else one per 4 CPUs)")
+    parser.add_argument("--threads-per-worker", type=int, metavar="T",
+                        help="torch threads of each task; a worker runs one task at a time (default: the CPUs "
+                             "shared out between the workers)")
+    parser.add_argument("--tile-size", type=_tile_size, default="auto", metavar="PX",
+                        help="restore images in tiles of PX x PX input pixels; 'auto' (default) tiles only "
+                             "images too large for a quarter of the device's memory, 'none' never tiles")
+    parser.add_argument("--overlap", type=int, default=64, metavar="PX",
+                        help="pixels shared by neighbouring tiles, blended smoothly (default: 64)")
+    add_restore_options(parser)
+    parser.set_defaults(handler=batch_command)
+
+
+def _tile_size(text: str):
+    """A side in pixels, None for 'none', or 'auto': the same words as --channel-axis."""
+    try:
+        return _channel_axis(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a size in pixels, 'auto' or 'none', got {text!r}") from None
+
+
+def batch_command(args) -> int:
+    from .batch import format_summary, plan_tasks, run_batch
+
+    files = {}
+    options = restore_kwargs(args, {}, files)  # mask, PSF, guide: read once, shared by every task
+    options["channel_axis"] = args.channel_axis  # 'auto': each file says where its channels are
+    tasks = plan_tasks(args.inputs, args.output, split_planes=args.split_planes, channel_axis=args.channel_axis,
+                       volumetric=args.volumetric)
+    if not args.quiet:
+        print(f"{len(tasks)} task(s) from {len(args.inputs)} input argument(s) -> {args.output}")
+    rows = run_batch(tasks, options, scheduler=args.scheduler, workers=args.workers,
+                     threads_per_worker=args.threads_per_worker, tile_size=args.tile_size, overlap=args.overlap,
+                     progress=not args.quiet,
+                     extra_record={"command": shlex.join(["napari-dip", *args.argv]), "option_files": files},
+                     write=(lambda text: None) if args.quiet else print)
+    print(format_summary(rows))
+    return EXIT_ERROR if any(row["status"] == "failed" for row in rows) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,179 @@
+"""Tiled restoration: tile plans, blending windows, and runs with no seams."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import napari_dip.tiled as tiled
+from napari_dip.api import Restoration, RestorationRun, Snapshot
+from napari_dip.core.tiling import auto_tile_size, plan_tiles
+from napari_dip.errors import DIPInputError
+
+TINY = dict(network_down=(8, 16), network_up=(8, 16), network_skip=(2, 2), input_channels=4, device="cpu")
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (64, 64), (100, 37), (131, 257)])
+@pytest.mark.parametrize("tile_size, overlap", [(16, 0), (16, 1), (32, 8), (48, 31), (33, 12)])
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_windows_sum_to_one_everywhere(shape, tile_size, overlap, factor):
+    plan = plan_tiles(shape, tile_size, overlap, factor)
+    total = np.zeros((shape[0] * factor, shape[1] * factor))
+    for tile in plan.tiles:
+        ys, xs = tile.slices(factor)
+        window = plan.window(tile)
+        assert window.shape == total[ys, xs].shape and window.min() >= 0
+        total[ys, xs] += window
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_tiles_cover_the_image_with_the_overlap_asked_for():
+    plan = plan_tiles((1000, 700), 256, 64)
+    assert plan.grid == (5, 4)
+    rows = [t.y for t in plan.tiles if t.col == 0]
+    assert rows[0][0] == 0 and rows[-1][1] == 1000
+    assert all(b - a == 256 for a, b in rows)
+    assert all(a[1] - b[0] >= 64 for a, b in zip(rows, rows[1:]))
+    assert plan_tiles((100, 80), 512, 64).grid == (1, 1)  # small images are one tile
+
+
+def test_window_gives_no_weight_near_inner_tile_edges():
+    plan = plan_tiles((200, 200), 100, 40)
+    window = plan.window(plan.tiles[0])
+    assert window[:, -10:].max() == 0 and window[-10:, :].max() == 0  # a quarter of the overlap is dropped
+    assert window[0, 0] == 1  # the image border keeps full weight
+
+
+def fake_restore_iter(process, calls=None):
+    """A stand-in for restore_iter: one snapshot, ``process(tile, kwargs)`` as the result."""
+    def restore_iter(image, task="denoise", **kwargs):
+        def snapshots(run):
+            if calls is not None:
+                calls.append({"shape": np.shape(image), **kwargs})
+            out = process(np.asarray(image, np.float32), kwargs)
+            record = {"task": task, "preset": "fake", "parameters": {"normalisation": {}}, "iterations": 1,
+                      "stop_reason": "fake", "backtracks": 0, "metrics": {}}
+            run.result = Restoration(out, record)
+            yield Snapshot(1, 1, 0.0, out, 0.0, done=True, record=record)
+        return RestorationRun(snapshots, 1, 1, "fake")
+    return restore_iter
+
+
+def seam_and_inside_masks(shape, plan, width=2, rim=10):
+    """Pixels within ``width`` of an inner tile edge, and all other pixels, both away from the image rim."""
+    border = np.zeros(shape, bool)
+    for tile in plan.tiles:
+        for edge in tile.y:
+            if 0 < edge < shape[0]:
+                border[max(edge - width, 0):edge + width] = True
+        for edge in tile.x:
+            if 0 < edge < shape[1]:
+                border[:, max(edge - width, 0):edge + width] = True
+    away = np.zeros(shape, bool)
+    away[rim:-rim, rim:-rim] = True
+    return border & away, ~border & away
+
+
+def test_blending_hides_the_edge_artefacts_of_each_tile(monkeypatch):
+    # a "restorer" with strong edge artefacts: a blur that pads with a constant
+    blur = fake_restore_iter(lambda tile, kw: ndimage.gaussian_filter(tile, 2, mode="constant", cval=tile.mean()))
+    monkeypatch.setattr(tiled, "restore_iter", blur)
+    y, x = np.mgrid[0:100, 0:140].astype(np.float32)
+    gradient = 50 + y + 2 * x  # smooth: the blur is exact on it away from any edge
+
+    hard = tiled.restore_tiled(gradient, tile_size=48, overlap=0)
+    border, inside = seam_and_inside_masks(gradient.shape, plan_tiles(gradient.shape, 48, 0))
+    error = np.abs(hard.image - gradient)
+    assert error[border].mean() > 10 * (error[inside].mean() + 0.01)  # without overlap the seams show
+
+    blended = tiled.restore_tiled(gradient, tile_size=48, overlap=32)
+    border, inside = seam_and_inside_masks(gradient.shape, plan_tiles(gradient.shape, 48, 32))
+    error = np.abs(blended.image - gradient)
+    assert error[border].max() <= error[inside].max() + 1e-3
+    assert error[border | inside].max() < 1e-3
+
+
+def test_identity_restorer_gives_back_the_image_and_cuts_every_array(monkeypatch):
+    calls = []
+    monkeypatch.setattr(tiled, "restore_iter", fake_restore_iter(lambda tile, kw: tile, calls))
+    image = np.random.default_rng(0).random((50, 70, 3)).astype(np.float32)
+    mask = np.zeros((50, 70), np.uint8)
+    mask[10:12, 10:60] = 1
+    result = tiled.restore_tiled(image, "denoise", channel_axis=-1, mask=mask, ground_truth=image,
+                                 tile_size=32, overlap=8)
+    np.testing.assert_allclose(result.image, image, atol=1e-5)
+    assert len(calls) == len(result.record["tiling"]["tiles"]) == 6
+    for call, entry in zip(calls, result.record["tiling"]["tiles"]):
+        height, width = entry["y"][1] - entry["y"][0], entry["x"][1] - entry["x"][0]
+        assert call["shape"] == (height, width, 3)
+        assert call["mask"].shape == (height, width) and call["ground_truth"].shape == (height, width, 3)
+        assert call["channel_axis"] == -1
+    assert image.flags.writeable and mask.sum() == 100  # the caller's arrays are untouched
+
+
+def test_super_resolution_tiles_are_factor_times_larger_in_the_output(monkeypatch):
+    calls = []
+    enlarge = fake_restore_iter(lambda tile, kw: tile.repeat(2, 0).repeat(2, 1), calls)
+    monkeypatch.setattr(tiled, "restore_iter", enlarge)
+    image = np.random.default_rng(1).random((40, 60)).astype(np.float32)
+    guide = np.zeros((80, 120), np.float32)
+    result = tiled.restore_tiled(image, "guided", factor=2, guide=guide, tile_size=24, overlap=8)
+    np.testing.assert_allclose(result.image, image.repeat(2, 0).repeat(2, 1), atol=1e-5)
+    assert all(c["guide"].shape == (2 * c["shape"][0], 2 * c["shape"][1]) for c in calls)
+
+
+def test_tiles_can_be_read_from_and_written_to_zarr(monkeypatch, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    monkeypatch.setattr(tiled, "restore_iter", fake_restore_iter(lambda tile, kw: tile * 2))
+    image = np.random.default_rng(2).random((2, 60, 50)).astype(np.float32)
+    source = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=image.shape, chunks=(1, 16, 16),
+                             dtype="f4")
+    source[...] = image
+    out = zarr.open_array(str(tmp_path / "out.zarr"), mode="w", shape=image.shape, dtype="f4", fill_value=0)
+    result = tiled.restore_tiled(source, out=out, tile_size=32, overlap=8)
+    assert result.image is out
+    np.testing.assert_allclose(out[...], 2 * image, atol=1e-5)
+
+
+def test_wrong_shapes_are_refused_before_any_run():
+    with pytest.raises(DIPInputError, match="mask"):
+        tiled.restore_tiled(np.zeros((40, 40)), "inpaint", mask=np.zeros((40, 41)), tile_size=16, overlap=4)
+    with pytest.raises(DIPInputError, match="overlap"):
+        tiled.restore_tiled(np.zeros((40, 40)), tile_size=16, overlap=16)
+
+
+def test_a_real_tiled_run_shows_no_seam():
+    y, x = np.mgrid[0:64, 0:128].astype(np.float32)
+    clean = 100 + y + 2 * x
+    noisy = clean + np.random.default_rng(0).normal(0, 10, clean.shape).astype(np.float32)
+    result = tiled.restore_tiled(noisy, tile_size=64, overlap=32, iterations=10, seed=3, **TINY)
+    assert result.image.shape == clean.shape and np.isfinite(result.image).all()
+    record = result.record
+    assert record["tiling"]["grid"] == [1, 3] and record["iterations"] == 30
+    assert record["parameters"]["seed"] == 3 and record["stop_reason"] == "completed 10 iterations"
+    plan = plan_tiles(clean.shape, 64, 32)
+    border, inside = seam_and_inside_masks(clean.shape, plan, rim=4)
+    error = np.abs(result.image - clean)
+    assert error[border].mean() <= error[inside].mean()
+
+
+def test_stop_ends_the_current_tile_and_leaves_the_rest_as_the_input():
+    image = np.random.default_rng(0).random((40, 80)).astype(np.float32)
+    run = tiled.restore_tiled_iter(image, tile_size=40, overlap=8, iterations=50, snapshot_every=2, **TINY)
+    first = next(run)
+    assert first.image.shape == image.shape and first.planes == 3 and first.plane == 0
+    run.stop()
+    snapshots = list(run)
+    assert snapshots[-1].done
+    record = run.result.record
+    assert [t["stop_reason"] for t in record["tiling"]["tiles"]] == [
+        "stopped by user", "stopped by user before this tile", "stopped by user before this tile"]
+    assert record["iterations"] < 10
+    np.testing.assert_allclose(run.result.image[:, -20:], image[:, -20:], atol=1e-5)
+
+
+def test_auto_tile_size_tiles_only_what_does_not_fit():
+    assert auto_tile_size((512, 512), 1, 1800, 16e9) is None
+    side = auto_tile_size((4000, 4000), 1, 1800, 16e9)
+    assert side % 64 == 0 and side * side * 1800 <= 0.25 * 16e9
+    assert auto_tile_size((4000, 4000), 4, 1800, 16e9) <= side // 4 + 64
+    assert tiled.auto_tile_size((64, 64), device="cpu") is None
