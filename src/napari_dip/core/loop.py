@@ -90,6 +90,11 @@ class MovingVariance:
 
     def update(self, x: torch.Tensor) -> float | None:
         """Add an iterate; returns the window's variance once the window is full."""
+        var = self.update_tensor(x)
+        return None if var is None else float(var)
+
+    def update_tensor(self, x: torch.Tensor) -> torch.Tensor | None:
+        """As :meth:`update`, but the variance stays a 0-d tensor on the iterate's device (no host sync)."""
         x = x.detach().float()
         self.count += 1
         if self.sum is None:
@@ -109,7 +114,7 @@ class MovingVariance:
         if len(self.buffer) < self.window:
             return None
         mean = self.sum / self.window
-        return float((self.sum_sq / self.window - mean * mean).clamp_min(0).mean())
+        return (self.sum_sq / self.window - mean * mean).clamp_min(0).mean()
 
 
 class EarlyStopping:
@@ -135,12 +140,64 @@ class EarlyStopping:
     def should_stop(self, iteration: int) -> bool:
         return self.best_iteration is not None and iteration - self.best_iteration >= self.patience
 
+    # Device-side variant used by ``fit``: the minimum and its iteration stay tensors, so a GPU
+    # is not stalled by a host read every iteration; ``sync`` brings ``best_iteration`` to the host.
+    _best_tensor = None
+    _best_iteration_tensor = None
+
+    def update_on_device(self, iteration: torch.Tensor, iterate: torch.Tensor) -> torch.Tensor | None:
+        """Record an iterate; returns a 0-d bool tensor, True when it sets a new variance minimum.
+
+        ``iteration`` is a 0-d integer tensor on the iterate's device.
+        """
+        var = self.variance.update_tensor(iterate)
+        if var is None:
+            return None
+        if self._best_tensor is None:
+            self._best_tensor = torch.full_like(var, math.inf)
+            self._best_iteration_tensor = torch.zeros_like(iteration)
+        improved = var < self._best_tensor
+        self._best_tensor = torch.where(improved, var, self._best_tensor)
+        self._best_iteration_tensor = torch.where(improved, iteration, self._best_iteration_tensor)
+        return improved
+
+    def sync(self) -> None:
+        """Copy the device-side minimum to ``best_variance`` and ``best_iteration`` (one host read)."""
+        if self._best_tensor is None:
+            return
+        best, at = torch.stack([self._best_tensor.double(), self._best_iteration_tensor.double()]).tolist()
+        if math.isfinite(best):
+            self.best_variance, self.best_iteration = best, int(at)
+
 
 def _autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return torch.autocast(device.type, enabled=False)
+
+
+def _optimiser(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam; the fused CUDA kernel where available (one launch for all parameters)."""
+    params = list(params)
+    if device.type == "cuda":
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(params, lr=lr)
+
+
+def _sync_interval(settings: Settings, device: torch.device) -> int:
+    """Iterations between host reads of the early-stopping and backtracking checks.
+
+    On the CPU a read costs nothing, so every iteration (exactly the rule as written);
+    on a GPU every read stalls the queue of kernels, so every ``snapshot_every`` at most 25.
+    """
+    every = getattr(settings, "sync_every", 0) or 0
+    if every > 0:
+        return every
+    return 1 if device.type == "cpu" else max(1, min(25, settings.snapshot_every))
 
 
 def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.device | str = "cpu",
@@ -165,13 +222,22 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         spatial = tuple(s // net.input_downscale for s in spatial)
     z = make_input(settings.input, n_in, spatial, noise_gen, problem.guide).to(device)
     net = net.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # same sizes every iteration: pick the fastest kernels once
+    if getattr(settings, "channels_last", False) and dims == 2:
+        # NHWC: faster convolutions with oneDNN on CPUs and with tensor cores on GPUs
+        net = net.to(memory_format=torch.channels_last)
+        z = z.contiguous(memory_format=torch.channels_last)
     target = problem.target.to(device)
     known = problem.known.to(device) if problem.known is not None else None
     operator = problem.operator.to(device)
     # the jitter comes from its own seeded generator, on the device, so runs repeat
     jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
-    optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    optimiser = _optimiser(net.parameters(), settings.lr, device)
+    sync_every = _sync_interval(settings, device)
+    backtrack_every = settings.backtrack_every if sync_every == 1 else max(settings.backtrack_every, sync_every)
+    step_counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device
     start = time.perf_counter()
     total = settings.iterations
     average = None
@@ -206,7 +272,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         prediction = operator(out)
         loss = data_term(prediction, target, known, problem.noise)
 
-        if settings.backtracking and (iteration + 1) % settings.backtrack_every == 0:
+        if settings.backtracking and (iteration + 1) % backtrack_every == 0:
             # PSNR(data, output) dropping by d dB is the MSE growing by 10^(d/10).
             fidelity = float(data_term(prediction.detach(), target, known, "gaussian"))
             jumped = last_good_fidelity is not None and (
@@ -232,16 +298,25 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
             weight = min(settings.ema, iteration / (iteration + 10)) if settings.ema_warmup else settings.ema
             average = output.clone() if average is None else average.mul_(weight).add_(output, alpha=1 - weight)
         if stopper is not None:
-            if stopper.update(iteration, output):
-                best_estimate = (average if average is not None else output).clone()
-            if stopper.should_stop(iteration):
-                stop_reason = f"early stopping (ES-WMV): best at iteration {stopper.best_iteration}"
-                break
+            step_counter.fill_(iteration)
+            current = average if average is not None else output
+            improved = stopper.update_on_device(step_counter, output)
+            if improved is not None:
+                # keep the iterate at the variance minimum without reading the decision on the host
+                best_estimate = current.clone() if best_estimate is None else torch.where(
+                    improved, current, best_estimate)
+            if iteration % sync_every == 0 or iteration % settings.snapshot_every == 0:
+                stopper.sync()
+                if stopper.should_stop(iteration):
+                    stop_reason = f"early stopping (ES-WMV): best at iteration {stopper.best_iteration}"
+                    break
         if iteration % settings.snapshot_every == 0 and iteration < total:
             loss_value = float(loss.detach())
             yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
                             backtracks, stopper and stopper.best_iteration)
 
+    if stopper is not None:
+        stopper.sync()
     if output is None:  # stopped before the first step: report the untrained network's output
         with torch.no_grad():
             output = net(z).float()
