@@ -472,12 +472,14 @@ def _metric_pair(result, truth, channel_axis):
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     data_range = float(truth.max() - truth.min()) or 1.0
-    psnr = peak_signal_noise_ratio(truth, result, data_range=data_range)
+    with np.errstate(divide="ignore"):
+        psnr = peak_signal_noise_ratio(truth, result, data_range=data_range)
+    psnr = None if not np.isfinite(psnr) else float(psnr)  # identical images: JSON has no infinity
     min_side = min(truth.shape[-2:]) if channel_axis is None else min(
         s for i, s in enumerate(truth.shape) if i != channel_axis % truth.ndim)
     win = min(7, min_side if min_side % 2 else min_side - 1)
     ssim = structural_similarity(truth, result, data_range=data_range, channel_axis=channel_axis, win_size=win)
-    return {"psnr": float(psnr), "ssim": float(ssim)}
+    return {"psnr": psnr, "ssim": float(ssim)}
 
 
 def _metrics(plane_result, job, layout, p):
