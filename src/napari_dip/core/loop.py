@@ -170,11 +170,73 @@ class EarlyStopping:
             self.best_variance, self.best_iteration = best, int(at)
 
 
-def _autocast(device: torch.device, enabled: bool):
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
     if enabled and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
+    if cpu_bf16 and device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
+
+
+def learning_rate(settings: Settings, iteration: int, total: int) -> float:
+    """The learning rate at ``iteration`` (1-based) of ``total`` under ``settings.lr_schedule``."""
+    schedule = getattr(settings, "lr_schedule", "constant")
+    if schedule == "constant":
+        return settings.lr
+    if schedule == "cosine-tail":
+        start = total * (1.0 - settings.lr_decay_fraction)
+        if iteration <= start or total <= start:
+            return settings.lr
+        progress = min(1.0, (iteration - start) / (total - start))
+        final = settings.lr * settings.lr_final
+        return final + (settings.lr - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown lr_schedule {schedule!r}; use 'constant' or 'cosine-tail'")
+
+
+def coarse_stages(settings: Settings, net, total: int) -> list[tuple[int, int]]:
+    """Coarse-to-fine plan: [(last iteration, upsamplings left out), ...] before full resolution."""
+    plan = tuple(getattr(settings, "coarse_to_fine", ()) or ())
+    if not plan or not hasattr(net, "skipped_upsamples"):
+        return []
+    stages, end = [], 0.0
+    for fraction, downscale in plan:
+        downscale = int(downscale)
+        skipped = downscale.bit_length() - 1
+        if downscale < 2 or downscale != 2 ** skipped or skipped > net.levels:
+            raise ValueError(f"coarse_to_fine downscale must be a power of two from 2 to {2 ** net.levels}; "
+                             f"got {downscale}")
+        end += float(fraction) * total
+        stages.append((int(round(end)), skipped))
+    return stages
+
+
+def _maybe_compile(net, z, device: torch.device, enabled: bool, autocast):
+    """torch.compile on CUDA when asked; the eager network when not, or when compiling fails.
+
+    One forward and backward pass on ``z`` under ``autocast`` triggers the compilation here,
+    so that a failure (no compiler, an unsupported operation) falls back before the loop starts.
+    Not measured yet: no GPU was available when this was written (docs/benchmarks.md).
+    """
+    if not enabled or device.type != "cuda" or not hasattr(torch, "compile"):
+        return net
+    try:
+        compiled = torch.compile(net)
+        with autocast:
+            out = compiled(z)
+        out.float().mean().backward()
+        net.zero_grad(set_to_none=True)
+        return compiled
+    except Exception:  # noqa: BLE001 - any failure means: run eagerly
+        net.zero_grad(set_to_none=True)
+        return net
 
 
 def _optimiser(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -234,12 +296,17 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     # the jitter comes from its own seeded generator, on the device, so runs repeat
     jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
-    optimiser = _optimiser(net.parameters(), settings.lr, device)
+    optimiser = _optimiser(net.parameters(), learning_rate(settings, 1, settings.iterations), device)
     sync_every = _sync_interval(settings, device)
     backtrack_every = settings.backtrack_every if sync_every == 1 else max(settings.backtrack_every, sync_every)
     step_counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device
     start = time.perf_counter()
     total = settings.iterations
+    stages = coarse_stages(settings, net, total)
+    cpu_bf16 = getattr(settings, "cpu_bf16", False)
+    forward = _maybe_compile(net, z, device, getattr(settings, "compile", False),
+                             _autocast(device, settings.amp, cpu_bf16))
+    ema_start = 0  # the EMA (with warm-up) restarts when the resolution changes
     average = None
     stopper = EarlyStopping(settings.es_window, settings.es_patience) if settings.early_stopping else None
     best_estimate = None
@@ -262,13 +329,25 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
             break
         if on_iteration is not None:
             on_iteration(iteration + 1, net)
+        if stages:
+            skipped = next((k for end, k in stages if iteration < end), 0)
+            if skipped != net.skipped_upsamples:
+                net.skipped_upsamples = skipped
+                if settings.ema_warmup:
+                    average, ema_start = None, iteration
+        if settings.lr_schedule != "constant":
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(settings, iteration + 1, total)
         net_input = z
         if settings.reg_noise_std > 0:
             jitter = torch.randn(z.shape, generator=jitter_gen, device=device, dtype=z.dtype)
             net_input = z + settings.reg_noise_std * jitter
-        with _autocast(device, settings.amp):
-            out = net(net_input)
+        with _autocast(device, settings.amp, cpu_bf16):
+            out = forward(net_input)
         out = out.float()
+        if stages and out.shape[2:] != tuple(problem.out_spatial):
+            out = torch.nn.functional.interpolate(out, size=tuple(problem.out_spatial),
+                                                  mode="bilinear" if dims == 2 else "trilinear", align_corners=False)
         prediction = operator(out)
         loss = data_term(prediction, target, known, problem.noise)
 
@@ -295,9 +374,10 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         iteration += 1
         output = out.detach()
         if settings.ema is not None:
-            weight = min(settings.ema, iteration / (iteration + 10)) if settings.ema_warmup else settings.ema
+            t = iteration - ema_start
+            weight = min(settings.ema, t / (t + 10)) if settings.ema_warmup else settings.ema
             average = output.clone() if average is None else average.mul_(weight).add_(output, alpha=1 - weight)
-        if stopper is not None:
+        if stopper is not None and not (stages and net.skipped_upsamples):  # ES-WMV at full resolution only
             step_counter.fill_(iteration)
             current = average if average is not None else output
             improved = stopper.update_on_device(step_counter, output)

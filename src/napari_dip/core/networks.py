@@ -142,6 +142,8 @@ class LightDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.levels = levels
         self.dims = dims
+        self._upsamplers = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Upsample)]
+        self.skipped_upsamples = 0  # coarse-to-fine: leave out the last k upsamplings (output 2**k smaller)
 
     @property
     def multiple(self) -> int:
@@ -153,7 +155,13 @@ class LightDecoder(nn.Module):
         return 2 ** self.levels
 
     def forward(self, z):
-        return self.net(z)
+        if not self.skipped_upsamples:
+            return self.net(z)
+        skipped = set(self._upsamplers[len(self._upsamplers) - self.skipped_upsamples:])
+        for i, layer in enumerate(self.net):
+            if i not in skipped:
+                z = layer(z)
+        return z
 
 
 @dataclass

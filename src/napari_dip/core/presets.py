@@ -37,6 +37,21 @@ class Settings:
     es_patience: int = 1000  # iterations without a new variance minimum before stopping
     snapshot_every: int = 50
     amp: bool = True  # mixed precision where the device supports it (CUDA)
+    # --- schedules (defaults keep the paper's plain loop)
+    # learning rate: "constant", or "cosine-tail": constant, then a half-cosine down to lr × lr_final
+    # over the last lr_decay_fraction of the iterations (a calm last stretch for the result)
+    lr_schedule: str = "constant"
+    lr_final: float = 0.1
+    lr_decay_fraction: float = 0.4
+    # coarse-to-fine (light decoder only): ((fraction of the iterations, downscale), ...) fitted first
+    # with the output downscale times smaller (its last upsamplings left out) and upsampled for the data
+    # term, e.g. ((0.3, 4), (0.3, 2)); the rest of the iterations run at full resolution
+    coarse_to_fine: tuple = ()
+    # --- speed only: the result stays the same up to rounding
+    channels_last: bool = True  # NHWC memory layout for 2D networks (faster oneDNN / cuDNN convolutions)
+    cpu_bf16: bool = False  # bfloat16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX); else ignored
+    compile: bool = False  # torch.compile the network on CUDA, falling back to eager on any failure
+    sync_every: int = 0  # iterations between host reads of early stopping / backtracking; 0 = auto
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
