@@ -110,6 +110,18 @@ def test_identity_restorer_gives_back_the_image_and_cuts_every_array(monkeypatch
     assert image.flags.writeable and mask.sum() == 100  # the caller's arrays are untouched
 
 
+def test_tiles_with_nothing_to_fit_or_nothing_to_fill_are_not_run(monkeypatch):
+    calls = []
+    monkeypatch.setattr(tiled, "restore_iter", fake_restore_iter(lambda tile, kw: tile, calls))
+    image = np.random.default_rng(3).random((40, 120)).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[:, :45] = True  # tiles start at columns 0, 27, 53, 80: the first has no measured pixel,
+    result = tiled.restore_tiled(image, "inpaint", mask=mask, tile_size=40, overlap=8)  # the last two no hole
+    reasons = [t["stop_reason"] for t in result.record["tiling"]["tiles"]]
+    assert reasons[0].startswith("no measured pixel") and reasons[2:] == ["nothing to fill in this tile"] * 2
+    assert len(calls) == 1 and np.isfinite(result.image).all()
+
+
 def test_super_resolution_tiles_are_factor_times_larger_in_the_output(monkeypatch):
     calls = []
     enlarge = fake_restore_iter(lambda tile, kw: tile.repeat(2, 0).repeat(2, 1), calls)
@@ -159,6 +171,7 @@ def test_a_real_tiled_run_shows_no_seam():
 def test_stop_ends_the_current_tile_and_leaves_the_rest_as_the_input():
     image = np.random.default_rng(0).random((40, 80)).astype(np.float32)
     run = tiled.restore_tiled_iter(image, tile_size=40, overlap=8, iterations=50, snapshot_every=2, **TINY)
+    assert run.tiling == {"tiles": 3, "grid": (1, 3), "tile_size": (40, 40), "overlap": 8}
     first = next(run)
     assert first.image.shape == image.shape and first.planes == 3 and first.plane == 0
     run.stop()

@@ -151,8 +151,8 @@ def _plane(image, metadata, layout, plane):
     metadata = dict(metadata, shape=list(pixels.shape))
     if metadata.get("axes") and len(metadata["axes"]) == len(layout.shape):
         metadata["axes"] = "".join(a for i, a in enumerate(metadata["axes"]) if i not in lead_axes)
-    if layout.channel_axis is not None:
-        metadata["channel_axis"] = layout.channel_axis - sum(a < layout.channel_axis for a in lead_axes)
+    channel_axis = layout.channel_axis
+    metadata["channel_axis"] = None if channel_axis is None else channel_axis - sum(a < channel_axis for a in lead_axes)
     return pixels, metadata
 
 
@@ -182,9 +182,8 @@ def restore_file(task: BatchTask, options: dict, *, tile_size="auto", overlap: i
         channel_axis = options.pop("channel_axis", "auto")
         layout = _layout(image.shape, metadata, channel_axis, options.get("volumetric", False))
         if task.plane is not None:
-            image, metadata = _plane(image, metadata, layout, task.plane)
-            layout = _layout(image.shape, metadata, "auto" if channel_axis == "auto" else None,
-                             options.get("volumetric", False))
+            image, metadata = _plane(image, metadata, layout, task.plane)  # its metadata has the channel axis
+            layout = _layout(image.shape, metadata, "auto", options.get("volumetric", False))
         options["channel_axis"] = layout.channel_axis
         result = _restore(image, task.output, metadata, options, tile_size, overlap)
         record = {**result.record, **(extra_record or {}),
@@ -205,8 +204,8 @@ def _restore(image, output, metadata, options, tile_size, overlap):
 
     task, channel_axis, volumetric = options.get("task", "denoise"), options["channel_axis"], options.get("volumetric")
     factor = int(options.get("factor") or (4 if task == "superres" else 1))
-    if tile_size == "auto":
-        tile_size = auto_tile_size(image.shape, **options)
+    if tile_size == "auto":  # workers of one machine share its memory: count this worker's share only
+        tile_size = auto_tile_size(image.shape, memory_limit=_worker_attribute("memory_limit", None), **options)
     tiling = {"tile_size": tile_size} if overlap is None else {"tile_size": tile_size, "overlap": overlap}
     metadata = dict(metadata)
     if factor > 1 and metadata.get("pixel_size"):  # super-resolution: pixels are factor times smaller
@@ -249,14 +248,19 @@ def _worker_device() -> str:
 
 
 def _worker_attribute(attribute, default):
-    """``name`` or ``nthreads`` of the dask worker running this task; ``default`` outside a worker."""
+    """``name``, ``nthreads`` or ``memory_limit`` of the dask worker running this task; ``default`` outside
+    a worker."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
         return default
-    return worker.state.nthreads if attribute == "nthreads" else getattr(worker, attribute)
+    if attribute == "nthreads":
+        return worker.state.nthreads
+    if attribute == "memory_limit":
+        return worker.memory_manager.memory_limit
+    return getattr(worker, attribute)
 
 
 # ---------------------------------------------------------------------------------------------

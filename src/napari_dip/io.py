@@ -381,7 +381,8 @@ def _write_tiff_or_geotiff(path, array, metadata):
     return _write_tiff(path, array, metadata)
 
 
-register_format("tiff", (".tif", ".tiff"), _read_tiff_or_geotiff, _write_tiff_or_geotiff)  # replaces the plain TIFF entry
+# GeoTIFF-aware replacement of the plain TIFF entry
+register_format("tiff", (".tif", ".tiff"), _read_tiff_or_geotiff, _write_tiff_or_geotiff)
 
 
 def _read_geotiff(path):

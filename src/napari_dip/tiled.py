@@ -63,22 +63,28 @@ def restore_tiled_iter(image, task: str = "denoise", *, tile_size=DEFAULT_TILE_S
     result so far; otherwise it is the current tile's result only, to save a
     copy of the whole image per snapshot. The final snapshot holds the result.
     ``run.stop()`` ends the current tile early and leaves the remaining tiles
-    as the input (enlarged for super-resolution).
+    as the input (enlarged for super-resolution). ``run.tiling`` says how the
+    image is cut (tiles, grid, tile_size, overlap), for a user interface to show.
     """
     from .core.device import describe_device, resolve_device
 
     job = _TiledJob(image, task, tile_size, overlap, out, kwargs)
     description = describe_device(resolve_device(kwargs.get("device", "auto")))
-    return RestorationRun(lambda run: job.snapshots(run, preview and out is None),
-                          len(job.plan.tiles) * job.layout.planes, job.iterations(), description)
+    run = RestorationRun(lambda run: job.snapshots(run, preview and out is None),
+                         len(job.plan.tiles) * job.layout.planes, job.iterations(), description)
+    plan = job.plan
+    run.tiling = {"tiles": len(plan.tiles), "grid": plan.grid, "tile_size": plan.tile_size, "overlap": plan.overlap}
+    return run
 
 
 def auto_tile_size(image_shape, task: str = "denoise", *, channel_axis=None, volumetric: bool = False,
-                   preset: str = "fast", factor=None, device="auto", **settings) -> int | None:
+                   preset: str = "fast", factor=None, device="auto", memory_limit: float | None = None,
+                   **settings) -> int | None:
     """The tile side for ``tile_size='auto'``: None when the image fits one run, else a side whose run
     needs at most a quarter of the device's free memory (estimated from the network's widths).
 
     Takes the arguments of :func:`napari_dip.restore` (those that do not change the size are ignored).
+    ``memory_limit`` (bytes) caps the CPU memory counted as free, e.g. a dask worker's share.
     """
     import psutil
     import torch
@@ -102,7 +108,7 @@ def auto_tile_size(image_shape, task: str = "denoise", *, channel_axis=None, vol
     if torch_device.type == "cuda":
         free = torch.cuda.mem_get_info(torch_device)[0]
     else:
-        free = psutil.virtual_memory().available
+        free = min(psutil.virtual_memory().available, memory_limit or float("inf"))
     return side_for(layout.spatial_shape[-2:], factor, per_pixel, free)
 
 
@@ -201,7 +207,7 @@ class _TiledJob:
                 mask = mask.any(axis=self.layout.channel_axis)
             missing = missing | mask
         if missing.all():
-            return "no measured pixel in this tile: left as the input mean"
+            return "no measured pixel in this tile: not restored (left as the input; NaN as 0)"
         if self.task == "inpaint" and not missing.any():
             return "nothing to fill in this tile"
         return None
