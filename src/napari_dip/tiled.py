@@ -14,6 +14,7 @@ the input may be lazy as well (zarr, dask): only one tile is read at a time.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -86,7 +87,6 @@ def auto_tile_size(image_shape, task: str = "denoise", *, channel_axis=None, vol
     Takes the arguments of :func:`napari_dip.restore` (those that do not change the size are ignored).
     ``memory_limit`` (bytes) caps the CPU memory counted as free, e.g. a dask worker's share.
     """
-    import psutil
     import torch
 
     from .core.device import resolve_device
@@ -108,8 +108,22 @@ def auto_tile_size(image_shape, task: str = "denoise", *, channel_axis=None, vol
     if torch_device.type == "cuda":
         free = torch.cuda.mem_get_info(torch_device)[0]
     else:
-        free = min(psutil.virtual_memory().available, memory_limit or float("inf"))
+        free = min(_available_memory(), memory_limit or float("inf"))
     return side_for(layout.spatial_shape[-2:], factor, per_pixel, free)
+
+
+def _available_memory() -> float:
+    """Bytes of memory available to a new run (psutil when installed, else free pages, else 4 GB)."""
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # free pages only: on the safe side
+    except (ValueError, OSError, AttributeError):
+        return 4e9
 
 
 class _TiledJob:
