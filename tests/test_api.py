@@ -193,3 +193,11 @@ def test_out_of_memory_says_how_much_and_what_to_try(monkeypatch):
     monkeypatch.setattr(loop, "fit", exhausted)
     with pytest.raises(DIPMemoryError, match=r"2\.50 GiB.*preset='fast'.*tiling"):
         napari_dip.restore(_image(), **TINY)
+
+
+def test_tiling_on_request_and_never_when_the_image_fits():
+    img = _image((24, 100))
+    tiled = napari_dip.restore(img, tile_size=48, overlap=16, **TINY)
+    assert tiled.image.shape == img.shape and len(tiled.record["tiling"]) >= 2
+    whole = napari_dip.restore(img, **TINY)  # 'auto': a small image is one run
+    assert "tiling" not in whole.record

@@ -155,3 +155,14 @@ def test_ctrl_c_stops_the_run_and_writes_the_best_result(tmp_path):
     record = json.loads((tmp_path / "out.json").read_text())
     assert record["stop_reason"] == "stopped by user" and record["iterations"] < 100000
     assert read_image(tmp_path / "out.tif")[0].shape == (32, 32)
+
+
+def test_restore_in_tiles_says_so_and_records_the_tiles(tmp_path, capsys):
+    write_image(tmp_path / "in.tif", _image((32, 80)))
+    args = [a for a in TINY if a != "--quiet"]
+    assert cli.main(["restore", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out.tif"),
+                     "--tile-size", "40", "--overlap", "16", *args]) == 0
+    assert "overlapping tiles" in capsys.readouterr().err
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert len(record["tiling"]) >= 2
+    assert read_image(tmp_path / "out.tif")[0].shape == (32, 80)

@@ -134,6 +134,13 @@ def restore(image, task: str = "denoise", **kwargs) -> Restoration:
         Turn ES-WMV automatic early stopping on or off.
     percentiles : (float, float)
         Intensity percentiles mapped to 0 and 1 for the network.
+    tile_size : 'auto', int or None
+        Restore Y/X in overlapping tiles of this side (input pixels), blended
+        without seams. 'auto' tiles only when one run would need more than a
+        quarter of the device's free memory; None never tiles. The record's
+        ``tiling`` entry lists the tiles.
+    overlap : int
+        Pixels shared by neighbouring tiles.
     **settings
         Any field of :class:`napari_dip.core.presets.Settings` (``lr``,
         ``reg_noise_std``, ``ema``, ``network_kind``, ``network_down`` …).
@@ -154,9 +161,28 @@ def restore_iter(image, task: str = "denoise", *, preset: str = "fast", mask=Non
                  psf=None, psf_sigma: float | None = None, guide=None, noise: str = "gaussian",
                  channel_axis: int | None = None, volumetric: bool = False, iterations: int | None = None,
                  seed: int = 0, device: str = "auto", ground_truth=None, snapshot_every: int | None = None,
-                 early_stopping: bool | None = None, percentiles=(0.0, 100.0), **settings) -> RestorationRun:
+                 early_stopping: bool | None = None, percentiles=(0.0, 100.0), tile_size="auto",
+                 overlap: int = 64, **settings) -> RestorationRun:
     """Like :func:`restore`, but returns a :class:`RestorationRun` that yields snapshots."""
     from .core.device import describe_device, resolve_device
+
+    if tile_size is not None:
+        from .tiled import auto_tile_size, restore_tiled_iter
+
+        arguments = dict(preset=preset, mask=mask, factor=factor, psf=psf, psf_sigma=psf_sigma, guide=guide,
+                         noise=noise, channel_axis=channel_axis, volumetric=volumetric, iterations=iterations,
+                         seed=seed, device=device, ground_truth=ground_truth, snapshot_every=snapshot_every,
+                         early_stopping=early_stopping, percentiles=percentiles, **settings)
+        shape = np.shape(image)
+        if tile_size == "auto":
+            _check_task(task)
+            side = auto_tile_size(shape, task, **arguments)
+        else:
+            side = int(tile_size)
+        axis = None if channel_axis is None or not shape else channel_axis % len(shape)
+        yx = [s for i, s in enumerate(shape) if i != axis][-2:]
+        if side is not None and len(yx) == 2 and max(yx) > side:
+            return restore_tiled_iter(image, task, tile_size=side, overlap=overlap, **arguments)
 
     job = _prepare(image, task, preset=preset, mask=mask, factor=factor, psf=psf, psf_sigma=psf_sigma,
                    guide=guide, noise=noise, channel_axis=channel_axis, volumetric=volumetric,

@@ -117,6 +117,11 @@ def add_restore_options(parser) -> None:
                         help="restore (..., Z, Y, X) as volumes with a 3D network, not plane by plane")
     parser.add_argument("--ground-truth", metavar="FILE", help="clean image of the result's size: "
                                                                "PSNR and SSIM are reported")
+    parser.add_argument("--tile-size", type=_tile_size, default="auto", metavar="PX",
+                        help="restore images in tiles of PX x PX input pixels; 'auto' (default) tiles only "
+                             "images too large for a quarter of the device's memory, 'none' never tiles")
+    parser.add_argument("--overlap", type=int, default=64, metavar="PX",
+                        help="pixels shared by neighbouring tiles, blended smoothly (default: 64)")
     add_run_options(parser)
 
 
@@ -201,6 +206,10 @@ def run_with_progress(image, kwargs: dict, *, label: str = "restoring", quiet: b
     from .api import restore_iter
 
     run = restore_iter(image, **kwargs)
+    tiling = getattr(run, "tiling", None)
+    if tiling and not quiet:
+        print(f"note: the image is restored in {tiling['tiles']} overlapping tiles of {tiling['tile_size']} "
+              f"pixels (overlap {tiling['overlap']}); --tile-size sets the size", file=sys.stderr)
     total = run.planes * run.iterations
     with tqdm(total=total, desc=label, unit="it", disable=quiet, dynamic_ncols=True) as bar, \
             _stop_on_interrupt(run, bar) as interrupt:
@@ -287,7 +296,7 @@ def restore_command(args) -> int:
     format_for(args.output)  # an unknown output type fails now, not after the run
     image, metadata = read_image(args.input)
     files = {"input": str(args.input), "output": str(args.output)}
-    kwargs = restore_kwargs(args, metadata, files)
+    kwargs = {**restore_kwargs(args, metadata, files), "tile_size": args.tile_size, "overlap": args.overlap}
     result, interrupted = run_with_progress(image, kwargs, label=args.task, quiet=args.quiet)
     record = write_result(args.output, result, metadata,
                           {"files": files, "command": shlex.join(["napari-dip", *args.argv])})
@@ -454,11 +463,6 @@ def add_batch_command(commands) -> None:
     parser.add_argument("--threads-per-worker", type=int, metavar="T",
                         help="torch threads of each task; a worker runs one task at a time (default: the CPUs "
                              "shared out between the workers)")
-    parser.add_argument("--tile-size", type=_tile_size, default="auto", metavar="PX",
-                        help="restore images in tiles of PX x PX input pixels; 'auto' (default) tiles only "
-                             "images too large for a quarter of the device's memory, 'none' never tiles")
-    parser.add_argument("--overlap", type=int, default=64, metavar="PX",
-                        help="pixels shared by neighbouring tiles, blended smoothly (default: 64)")
     add_restore_options(parser)
     parser.set_defaults(handler=batch_command)
 

@@ -256,7 +256,7 @@ class _TiledJob:
                 entry.update(iterations=0, stop_reason=reason, seconds=0.0)
             else:
                 tile_start = time.perf_counter()
-                tile_run = restore_iter(pieces.pop("image"), self.task, **pieces, **self.kwargs)
+                tile_run = restore_iter(pieces.pop("image"), self.task, tile_size=None, **pieces, **self.kwargs)
                 tile_run._stop = run._stop  # one stop request ends the current tile at its next iteration
                 for snap in tile_run:
                     if snap.done:
