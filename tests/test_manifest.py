@@ -8,7 +8,7 @@ import pytest
 npe2 = pytest.importorskip("npe2")
 
 WIDGETS = ["Denoise", "Inpaint", "Super-resolve", "Deconvolve", "Guided restoration"]
-SAMPLES = ["noisy_camera", "astronaut_text", "low_resolution", "fluorescence", "scan_line_gaps"]
+SAMPLES = ["noisy_camera", "astronaut_text", "low_resolution", "fluorescence", "scan_line_gaps", "pansharpening"]
 
 
 @pytest.fixture(scope="module")

@@ -50,9 +50,16 @@ def test_scan_line_gaps_are_zero_in_every_band():
     assert 0.1 < gaps.mean() < 0.35
 
 
+def test_pansharpening_guide_covers_the_fine_grid():
+    layers = by_name(samples.pansharpening_pair())
+    small, guide = layers["bands (1/4 resolution)"][0], layers["panchromatic"][0]
+    truth = layers["bands (full resolution)"][0]
+    assert small.shape == (4, 64, 64) and guide.shape == (256, 256) and truth.shape == (4, 256, 256)
+
+
 @pytest.mark.gui
 @pytest.mark.parametrize("key", ["noisy_camera", "astronaut_text", "low_resolution", "fluorescence",
-                                 "scan_line_gaps"])
+                                 "scan_line_gaps", "pansharpening"])
 def test_samples_open_in_napari(make_napari_viewer, key):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-dip", key)

@@ -116,6 +116,30 @@ def fluorescence_poisson(peak_photons=20, psf_sigma=1.5):
     ]
 
 
+def pansharpening_pair(factor=4):
+    """Four bands at 1/4 resolution, (4, 64, 64), and a sharp panchromatic band, (256, 256), of one scene.
+
+    For the Guided restoration widget: channel axis 0, guide 'panchromatic',
+    factor ×4. The full-resolution bands are the hidden ground truth.
+    """
+    rgb = transform.resize(data.coffee()[:, 100:500], (SIDE, SIDE), anti_aliasing=True).astype(np.float32)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    near_infrared = np.clip(0.6 * green + 0.5 * red - 0.3 * blue + 0.2, 0, 1)
+    bands = np.stack([blue, green, red, near_infrared])
+    panchromatic = bands[:3].mean(axis=0)
+    small = transform.resize(bands, (4, SIDE // factor, SIDE // factor), anti_aliasing=True).astype(np.float32)
+    # the fine grid is drawn so that each block of factor × factor pixels covers one coarse pixel
+    offset = -(factor - 1) / (2 * factor)
+    fine = {"scale": (1 / factor, 1 / factor), "translate": (offset, offset)}
+    return [
+        _hidden_truth(bands, "bands (full resolution)", scale=(1,) + fine["scale"],
+                      translate=(0,) + fine["translate"]),
+        (panchromatic, {"name": "panchromatic", **fine}, "image"),
+        (small, {"name": f"bands (1/{factor} resolution)", "metadata": {"bands": ["blue", "green", "red", "nir"]}},
+         "image"),
+    ]
+
+
 def scan_line_gaps(shape, period=16, seed=2):
     """A Landsat-7-SLC-off-like gap mask: tilted stripes, no gap at the centre column, widest at the edges."""
     height, width = shape

@@ -256,7 +256,9 @@ class RestorationWidget(QWidget):
         if layer.rgb:
             return [("RGB(A): last axis", -1)]
         shape = layer.data.shape
-        return [("none", None)] + [(f"axis {axis} (size {size})", axis) for axis, size in enumerate(shape[:-2])]
+        if len(shape) < 3:  # a plain 2D image has no room for a channel axis
+            return [("none", None)]
+        return [("none", None)] + [(f"axis {axis} (size {size})", axis) for axis, size in enumerate(shape)]
 
     def _on_image_changed(self, *_):
         self.channel_axis.reset_choices()
@@ -370,8 +372,9 @@ class RestorationWidget(QWidget):
         self.device_label.setText(f"{description}: timing a few iterations…")
 
         def done(result):
-            self._estimates[key] = result
-            self._show_estimate(key, result)
+            if not qt_object_deleted(self.device_label):  # the viewer may have closed meanwhile
+                self._estimates[key] = result
+                self._show_estimate(key, result)
 
         start(self._estimate, key, overrides, on_returned=done)
 
@@ -490,6 +493,9 @@ class RestorationWidget(QWidget):
         if snapshot.done:
             state.completed = True
             self.progress.setFormat(f"done · {iterations_done} iterations in {format_seconds(snapshot.seconds)}")
+            if iterations_done:
+                self.device_label.setText(f"{snapshot.record['device']}: the last run took "
+                                          f"{snapshot.seconds / iterations_done:.2g} s per iteration")
             metrics = snapshot.metrics
             quality = f" · PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}" if "psnr" in metrics else ""
             self.status.setText(f"Finished: {snapshot.stop_reason}{quality}. The run record is in the "
@@ -519,7 +525,6 @@ class RestorationWidget(QWidget):
             self.main.enabled = self.advanced.enabled = True
             if not state.completed:
                 self.progress.setFormat("not finished")
-            self._schedule_estimate()
         self.run_finished.emit()
 
 
