@@ -121,22 +121,33 @@ class LightDecoder(nn.Module):
     1×1 convolution and a sigmoid. With few channels it has fewer weights than
     the image has pixels, so it cannot fit the noise: cheap on a CPU and hard
     to over-fit.
+
+    ``head_channels`` and ``head_kernel`` (0 = ``channels`` and ``kernel``) set
+    the full-resolution part: the last block's convolution narrows to
+    ``head_channels`` before the last upsampling, and the convolution at full
+    resolution has ``head_kernel`` taps per axis. A thin 3×3 head (e.g. 32
+    channels) lets edges sharpen at pixel level, which 1×1 convolutions after a
+    bilinear upsampling cannot, and costs less than a wide 1×1 one.
     """
 
     def __init__(self, in_channels, out_channels, channels=64, levels=4, upsample="bilinear", dims=2,
-                 sigmoid=True, kernel=1):
+                 sigmoid=True, kernel=1, head_channels=0, head_kernel=0):
         super().__init__()
         conv, bn, _, _ = _layers(dims)
         mode = _upsample_mode(upsample, dims)
         align = False if mode in ("bilinear", "trilinear") else None
+        head_channels = head_channels or channels
+        head_kernel = head_kernel or kernel
         layers = []
         c = in_channels
-        for _ in range(levels):
-            layers += _conv(dims, c, channels, kernel, pad="reflection")
-            layers += [nn.Upsample(scale_factor=2, mode=mode, align_corners=align), nn.ReLU(inplace=True), bn(channels)]
-            c = channels
-        layers += _conv(dims, channels, channels, kernel, pad="reflection") + [nn.ReLU(inplace=True), bn(channels)]
-        layers += _conv(dims, channels, out_channels, 1)
+        for level in range(levels):
+            width = head_channels if level == levels - 1 else channels
+            layers += _conv(dims, c, width, kernel, pad="reflection")
+            layers += [nn.Upsample(scale_factor=2, mode=mode, align_corners=align), nn.ReLU(inplace=True), bn(width)]
+            c = width
+        layers += _conv(dims, c, head_channels, head_kernel, pad="reflection")
+        layers += [nn.ReLU(inplace=True), bn(head_channels)]
+        layers += _conv(dims, head_channels, out_channels, 1)
         if sigmoid:
             layers.append(nn.Sigmoid())
         self.net = nn.Sequential(*layers)
@@ -180,6 +191,8 @@ class NetworkSpec:
     channels: int = 64  # light decoder width
     levels: int = 4  # light decoder depth
     kernel: int = 1  # light decoder filter size
+    head_channels: int = 0  # light decoder: width at full resolution (0 = channels)
+    head_kernel: int = 0  # light decoder: filter size at full resolution (0 = kernel)
 
     @property
     def multiple(self) -> int:
@@ -188,7 +201,8 @@ class NetworkSpec:
     def as_dict(self) -> dict:
         if self.kind == "light":
             return {"kind": self.kind, "channels": self.channels, "levels": self.levels,
-                    "kernel": self.kernel, "upsample": self.upsample}
+                    "kernel": self.kernel, "head_channels": self.head_channels or self.channels,
+                    "head_kernel": self.head_kernel or self.kernel, "upsample": self.upsample}
         return {"kind": self.kind, "down": list(self.down), "up": list(self.up), "skip": list(self.skip),
                 "filter_down": self.filter_down, "filter_up": self.filter_up,
                 "filter_skip": self.filter_skip,
@@ -203,7 +217,7 @@ def build_network(spec: NetworkSpec, in_channels: int, out_channels: int, dims: 
                        spec.filter_up, spec.filter_skip, spec.upsample, spec.pad, dims)
     if spec.kind == "light":
         return LightDecoder(in_channels, out_channels, spec.channels, spec.levels, spec.upsample, dims,
-                            kernel=spec.kernel)
+                            kernel=spec.kernel, head_channels=spec.head_channels, head_kernel=spec.head_kernel)
     raise ValueError(f"unknown network kind {spec.kind!r}; use 'skip', 'hourglass' or 'light'")
 
 
