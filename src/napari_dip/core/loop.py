@@ -278,11 +278,17 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     # Seed the global generator only inside this block so the caller's random state is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = build_network(settings.network, n_in, problem.out_channels, dims)
+        members = max(1, int(getattr(settings, "ensemble", 1) or 1))
+        net = build_network(settings.network, n_in, problem.out_channels, dims, members=members)
     spatial = problem.out_spatial
     if settings.network.kind == "light":
         spatial = tuple(s // net.input_downscale for s in spatial)
-    z = make_input(settings.input, n_in, spatial, noise_gen, problem.guide).to(device)
+    if members > 1 and settings.input == "noise":
+        z = make_input(settings.input, n_in * members, spatial, noise_gen).to(device)
+    else:
+        z = make_input(settings.input, n_in, spatial, noise_gen, problem.guide).to(device)
+        if members > 1:
+            z = z.repeat(1, members, *([1] * dims))
     net = net.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # same sizes every iteration: pick the fastest kernels once
@@ -306,7 +312,6 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     cpu_bf16 = getattr(settings, "cpu_bf16", False)
     forward = _maybe_compile(net, z, device, getattr(settings, "compile", False),
                              _autocast(device, settings.amp, cpu_bf16))
-    ema_start = 0  # the EMA (with warm-up) restarts when the resolution changes
     average = None
     stopper = EarlyStopping(settings.es_window, settings.es_patience) if settings.early_stopping else None
     best_estimate = None
@@ -331,10 +336,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
             on_iteration(iteration + 1, net)
         if stages:
             skipped = next((k for end, k in stages if iteration < end), 0)
-            if skipped != net.skipped_upsamples:
-                net.skipped_upsamples = skipped
-                if settings.ema_warmup:
-                    average, ema_start = None, iteration
+            net.skipped_upsamples = skipped
         if settings.lr_schedule != "constant":
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(settings, iteration + 1, total)
@@ -345,6 +347,8 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         with _autocast(device, settings.amp, cpu_bf16):
             out = forward(net_input)
         out = out.float()
+        if members > 1:  # the ensemble's outputs as a batch: the data term averages over its members
+            out = out.reshape(members, problem.out_channels, *out.shape[2:])
         if stages and out.shape[2:] != tuple(problem.out_spatial):
             out = torch.nn.functional.interpolate(out, size=tuple(problem.out_spatial),
                                                   mode="bilinear" if dims == 2 else "trilinear", align_corners=False)
@@ -372,10 +376,9 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         loss.backward()
         optimiser.step()
         iteration += 1
-        output = out.detach()
+        output = out.detach() if members == 1 else out.detach().mean(0, keepdim=True)
         if settings.ema is not None:
-            t = iteration - ema_start
-            weight = min(settings.ema, t / (t + 10)) if settings.ema_warmup else settings.ema
+            weight = min(settings.ema, iteration / (iteration + 10)) if settings.ema_warmup else settings.ema
             average = output.clone() if average is None else average.mul_(weight).add_(output, alpha=1 - weight)
         if stopper is not None and not (stages and net.skipped_upsamples):  # ES-WMV at full resolution only
             step_counter.fill_(iteration)
@@ -400,6 +403,8 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     if output is None:  # stopped before the first step: report the untrained network's output
         with torch.no_grad():
             output = net(z).float()
+            if members > 1:
+                output = output.reshape(members, problem.out_channels, *output.shape[2:]).mean(0, keepdim=True)
     else:
         loss_value = float(loss.detach())
     yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,

@@ -23,14 +23,14 @@ def _layers(dims: int):
     raise ValueError(f"dims must be 2 or 3, got {dims}")
 
 
-def _conv(dims, c_in, c_out, kernel, stride=1, pad="reflection"):
+def _conv(dims, c_in, c_out, kernel, stride=1, pad="reflection", groups=1):
     conv, _, reflect, replicate = _layers(dims)
     layers = []
     amount = (kernel - 1) // 2
     if amount and pad in ("reflection", "replication"):
         layers.append((reflect if pad == "reflection" else replicate)(amount))
         amount = 0
-    layers.append(conv(c_in, c_out, kernel, stride=stride, padding=amount, bias=True))
+    layers.append(conv(c_in, c_out, kernel, stride=stride, padding=amount, bias=True, groups=groups))
     return layers
 
 
@@ -128,11 +128,18 @@ class LightDecoder(nn.Module):
     resolution has ``head_kernel`` taps per axis. A thin 3×3 head (e.g. 32
     channels) lets edges sharpen at pixel level, which 1×1 convolutions after a
     bilinear upsampling cannot, and costs less than a wide 1×1 one.
+
+    ``members`` > 1 builds that many independent decoders side by side as one
+    network with grouped convolutions (BatchNorm is per channel, so nothing is
+    shared): input and output have ``members`` times the channels, member k
+    owning the k-th block. Averaging their outputs is the paper's "average of
+    several runs" at the cost of one wider network.
     """
 
     def __init__(self, in_channels, out_channels, channels=64, levels=4, upsample="bilinear", dims=2,
-                 sigmoid=True, kernel=1, head_channels=0, head_kernel=0):
+                 sigmoid=True, kernel=1, head_channels=0, head_kernel=0, members=1):
         super().__init__()
+        k = members
         conv, bn, _, _ = _layers(dims)
         mode = _upsample_mode(upsample, dims)
         align = False if mode in ("bilinear", "trilinear") else None
@@ -142,17 +149,19 @@ class LightDecoder(nn.Module):
         c = in_channels
         for level in range(levels):
             width = head_channels if level == levels - 1 else channels
-            layers += _conv(dims, c, width, kernel, pad="reflection")
-            layers += [nn.Upsample(scale_factor=2, mode=mode, align_corners=align), nn.ReLU(inplace=True), bn(width)]
+            layers += _conv(dims, c * k, width * k, kernel, pad="reflection", groups=k)
+            layers += [nn.Upsample(scale_factor=2, mode=mode, align_corners=align), nn.ReLU(inplace=True),
+                       bn(width * k)]
             c = width
-        layers += _conv(dims, c, head_channels, head_kernel, pad="reflection")
-        layers += [nn.ReLU(inplace=True), bn(head_channels)]
-        layers += _conv(dims, head_channels, out_channels, 1)
+        layers += _conv(dims, c * k, head_channels * k, head_kernel, pad="reflection", groups=k)
+        layers += [nn.ReLU(inplace=True), bn(head_channels * k)]
+        layers += _conv(dims, head_channels * k, out_channels * k, 1, groups=k)
         if sigmoid:
             layers.append(nn.Sigmoid())
         self.net = nn.Sequential(*layers)
         self.levels = levels
         self.dims = dims
+        self.members = members
         self._upsamplers = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Upsample)]
         self.skipped_upsamples = 0  # coarse-to-fine: leave out the last k upsamplings (output 2**k smaller)
 
@@ -209,15 +218,19 @@ class NetworkSpec:
                 "upsample": self.upsample if isinstance(self.upsample, str) else list(self.upsample), "pad": self.pad}
 
 
-def build_network(spec: NetworkSpec, in_channels: int, out_channels: int, dims: int = 2) -> nn.Module:
-    """Build the generator a spec describes."""
+def build_network(spec: NetworkSpec, in_channels: int, out_channels: int, dims: int = 2,
+                  members: int = 1) -> nn.Module:
+    """Build the generator a spec describes; ``members`` > 1 (light decoder only) builds an ensemble."""
+    if members > 1 and spec.kind != "light":
+        raise ValueError(f"an ensemble of networks (members={members}) needs the 'light' network kind")
     if spec.kind in ("skip", "hourglass"):
         skip = spec.skip if spec.kind == "skip" else (0,) * len(spec.down)
         return SkipNet(in_channels, out_channels, spec.down, spec.up, skip, spec.filter_down,
                        spec.filter_up, spec.filter_skip, spec.upsample, spec.pad, dims)
     if spec.kind == "light":
         return LightDecoder(in_channels, out_channels, spec.channels, spec.levels, spec.upsample, dims,
-                            kernel=spec.kernel, head_channels=spec.head_channels, head_kernel=spec.head_kernel)
+                            kernel=spec.kernel, head_channels=spec.head_channels, head_kernel=spec.head_kernel,
+                            members=members)
     raise ValueError(f"unknown network kind {spec.kind!r}; use 'skip', 'hourglass' or 'light'")
 
 
