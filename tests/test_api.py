@@ -201,3 +201,14 @@ def test_tiling_on_request_and_never_when_the_image_fits():
     assert tiled.image.shape == img.shape and len(tiled.record["tiling"]) >= 2
     whole = napari_dip.restore(img, **TINY)  # 'auto': a small image is one run
     assert "tiling" not in whole.record
+
+
+def test_channels_per_level_on_a_light_preset_mean_a_skip_network():
+    from napari_dip.core.presets import apply_overrides, get_settings
+
+    light = get_settings("denoise", "fast")
+    if light.network.kind != "light":
+        pytest.skip("the fast denoise preset is not a light decoder")
+    changed = apply_overrides(light, {"network_down": (8, 16), "network_up": (8, 16), "network_skip": (2, 2)})
+    assert changed.network.kind == "skip" and changed.ensemble == 1
+    assert apply_overrides(light, {"network_kind": "hourglass"}).ensemble == 1

@@ -181,6 +181,10 @@ def apply_overrides(settings: Settings, overrides: dict) -> Settings:
     bad_net = set(net_changes) - valid_net
     if bad_net:
         raise ValueError(f"unknown network setting(s) {', '.join(sorted(bad_net))}; valid: {', '.join(sorted(valid_net))}")
+    if "kind" not in net_changes and settings.network.kind == "light" and {"down", "up", "skip"} & set(net_changes):
+        net_changes["kind"] = "skip"  # channels per level describe a skip network, not the light decoder
+    if net_changes.get("kind", settings.network.kind) != "light" and "ensemble" not in overrides:
+        overrides["ensemble"] = 1  # ensembles exist for the light decoder only
     net = dataclasses.replace(settings.network, **{k: tuple(v) if isinstance(v, list) else v
                                                    for k, v in net_changes.items()})
     return dataclasses.replace(settings, network=net, **overrides)
