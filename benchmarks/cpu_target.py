@@ -83,8 +83,13 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--stop-at-budget", action="store_true", help="stop each run at the budget")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting on top of the preset, as in napari-dip restore --set (repeatable)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    from napari_dip.cli import parse_settings
+
+    overrides = parse_settings(args.set)
 
     import torch
 
@@ -95,14 +100,15 @@ def main(argv=None):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"napari-dip CPU target — {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average at start {load:.2f}; budget {args.budget:g} s; {args.size}² grayscale")
+          f"load average at start {load:.2f}; budget {args.budget:g} s; {args.size}² grayscale"
+          + (f"; settings {overrides}" if overrides else ""))
     rows = []
     header = (f"{'task':<11}{'image':<10}{'input':>7}{'reference':>11}{'best≤budget':>12}{'t→ref s':>9}"
               f"{'final':>8}{'iters':>7}{'s total':>9}{'s/iter':>8}  reference method")
     print(header)
     for task in tasks:
         for name in names:
-            r = run_one(task, name, args.budget, args.size, full=not args.stop_at_budget)
+            r = run_one(task, name, args.budget, args.size, full=not args.stop_at_budget, overrides=overrides)
             r["load_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             rows.append(r)
             best = "—" if r["best_psnr_in_budget"] is None else f"{r['best_psnr_in_budget']:.2f}"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DIPInputError
+from ..stream import is_lazy, leading_axes
 
 CURRENT_PLANE = "current plane"
 ALL_PLANES = "all planes, one by one"
@@ -32,6 +33,7 @@ class InputSelection:
     region: tuple
     channel_axis: int | None
     volumetric: bool
+    streamed: bool = False  # a lazy stack: the engine reads it plane by plane
 
     @property
     def region_without_channels(self) -> tuple:
@@ -61,12 +63,6 @@ def spatial_axes(ndim: int, channel_axis: int | None, volumetric: bool) -> list[
     return axes[-(3 if volumetric else 2):]
 
 
-def leading_axes(ndim: int, channel_axis: int | None, volumetric: bool) -> list[int]:
-    """Axes restored one plane at a time (time, z without a 3D network, …)."""
-    spatial = spatial_axes(ndim, channel_axis, volumetric)
-    return [a for a in range(ndim) if a != channel_axis and a not in spatial]
-
-
 def select_input(layer, viewer, plane_mode: str, channel_axis: int | None) -> InputSelection:
     """What part of ``layer`` to restore: the plane on screen, every plane, or the volume."""
     data = layer_array(layer)
@@ -86,6 +82,10 @@ def select_input(layer, viewer, plane_mode: str, channel_axis: int | None) -> In
             index = int(np.clip(position[axis], 0, data.shape[axis] - 1))
             region[axis] = slice(index, index + 1)
     region = tuple(region)
+    lead = leading_axes(ndim, channel_axis, volumetric)
+    if is_lazy(data) and plane_mode != CURRENT_PLANE and int(np.prod([data.shape[a] for a in lead])) > 1:
+        # a dask or zarr stack stays on disk: the run reads one plane at a time
+        return InputSelection(layer, data, region, channel_axis, volumetric, streamed=True)
     array = np.asarray(data[region])  # reads only the chosen plane of lazy (dask, zarr) data
     return InputSelection(layer, array, region, channel_axis, volumetric)
 

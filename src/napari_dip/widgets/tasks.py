@@ -54,12 +54,18 @@ class InpaintWidget(RestorationWidget):
         if self.mask.value is not None:
             labels = companion_array(layer_array(self.mask.value), selection)
             missing = labels == 0 if self.invert_mask.value else labels > 0
+        data = selection.data
+        if selection.streamed:
+            import dask.array as da
+
+            data = da.asarray(data)  # stays lazy: each plane is read when it is restored
         if self.zeros_missing.value:
-            zeros = selection.data == 0
+            zeros = data == 0
             if selection.channel_axis is not None:
                 zeros = zeros.all(axis=selection.channel_axis)
             missing = zeros if missing is None else missing | zeros
-        if missing is None and not np.isnan(selection.data).any():
+        # (a streamed stack is checked plane by plane by the engine)
+        if missing is None and not selection.streamed and not np.isnan(data).any():
             raise DIPInputError("nothing to fill: choose a mask (a Labels layer painted over the pixels to "
                                 "fill), or tick 'pixels equal to 0 are missing'")
         return {} if missing is None else {"mask": missing}

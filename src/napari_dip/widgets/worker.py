@@ -34,9 +34,11 @@ def synchronous() -> bool:
 def restoration_steps(image, task: str, kwargs: dict):
     """Yields the ``RestorationRun``, then its snapshots; a ``RunFailed`` on a user error."""
     from ..api import restore_iter
+    from ..stream import is_lazy, restore_stream_iter
 
     try:
-        run = restore_iter(image, task, **kwargs)
+        # a lazy stack (dask, zarr) is read one plane at a time, never whole
+        run = (restore_stream_iter if is_lazy(image) else restore_iter)(image, task, **kwargs)
         yield run
         yield from run
     except (DIPInputError, DIPMemoryError) as exc:
