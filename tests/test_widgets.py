@@ -340,3 +340,24 @@ def test_lazy_stack_is_streamed_plane_by_plane(viewer, sync_runs, tiny_network):
     record = result.metadata["napari_dip"]
     assert record["planes_restored"] == 3 and "one plane at a time" in record["streamed"]
     assert np.all(np.isfinite(result.data)) and np.all(result.data[2] != 0)
+
+
+def test_zarr_backed_layer_current_plane_and_all_planes(viewer, sync_runs, tiny_network, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    data = noisy_image((2, 32, 32))
+    stored = zarr.open(str(tmp_path / "stack.zarr"), mode="w", shape=data.shape, chunks=(1, 32, 32),
+                       dtype="float32")
+    stored[:] = data
+    viewer.add_image(stored, name="disk", contrast_limits=(0, 100))
+    widget = open_widget(viewer, "Denoise", tiny_network, iterations=2)
+
+    viewer.dims.set_current_step(0, 1)
+    widget.run_restoration()
+    plane = viewer.layers["disk [denoise]"]
+    assert plane.data.shape == (1, 32, 32) and tuple(plane.translate)[0] == 1.0
+
+    widget.planes.value = ALL_PLANES
+    widget.run_restoration()
+    stack = viewer.layers["disk [denoise] [1]"]
+    assert stack.data.shape == (2, 32, 32) and "streamed" in stack.metadata["napari_dip"]
+    assert np.array_equal(stored[:], data)  # the file is untouched
