@@ -166,3 +166,53 @@ def test_restore_in_tiles_says_so_and_records_the_tiles(tmp_path, capsys):
     record = json.loads((tmp_path / "out.json").read_text())
     assert len(record["tiling"]) >= 2
     assert read_image(tmp_path / "out.tif")[0].shape == (32, 80)
+
+
+def _structured_image(shape=(32, 32), seed=0):
+    """Smooth structure plus noise: the held-out estimate then has something to measure."""
+    y, x = np.mgrid[:shape[0], :shape[1]]
+    clean = (np.sin(x / 5) + np.cos(y / 4)) * 50 + 100
+    return (clean + np.random.default_rng(seed).normal(0, 20, shape)).astype(np.float32)
+
+
+def test_automatic_stopping_shows_and_records_the_kept_iteration(tmp_path, capsys):
+    write_image(tmp_path / "in.tif", _structured_image())
+    args = [a for a in TINY if a != "--quiet"]
+    args[args.index("--iterations") + 1] = "40"
+    args[args.index("snapshot_every=2")] = "snapshot_every=10"
+    assert cli.main(["restore", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out.tif"), *args,
+                     "--set", "auto_stop=True", "--set", "stop_patience=5"]) == 0
+    quality = json.loads((tmp_path / "out.json").read_text())["quality"]
+    assert quality["automatic_stopping"] is True
+    chosen = quality["chosen_iteration"]
+    assert 1 <= chosen <= quality["iterations"] <= 40
+    captured = capsys.readouterr()
+    assert f"kept iteration {chosen}" in captured.out  # the summary line
+    assert "keep=" in captured.err  # the progress bar
+
+
+def test_no_auto_stop_and_camera_noise_options_reach_the_engine(tmp_path):
+    write_image(tmp_path / "in.tif", _image())
+    assert cli.main(["restore", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out.tif"), *TINY,
+                     "--no-auto-stop"]) == 0
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["quality"]["automatic_stopping"] is False
+    assert "kept iteration" not in cli._summary(type("R", (), {"record": record})())
+
+    counts = np.random.default_rng(0).poisson(20, (32, 32)) * 2.0 + 100  # gain 2 ADU/photon, offset 100
+    write_image(tmp_path / "camera.tif", counts.astype(np.float32))
+    assert cli.main(["restore", str(tmp_path / "camera.tif"), "-o", str(tmp_path / "camera_out.tif"), *TINY,
+                     "--noise", "poisson-gaussian", "--gain", "2", "--offset", "100", "--read-noise", "1",
+                     "--holdout-fraction", "0.1"]) == 0
+    record = json.loads((tmp_path / "camera_out.json").read_text())
+    assert record["parameters"]["noise"] == "poisson-gaussian"
+    estimate = record["parameters"]["noise_estimate"]
+    assert estimate["gain"] == 2 and estimate["offset"] == 100 and estimate["read_noise"] == 1
+    assert estimate["estimated"] == []
+
+
+def test_restore_options_default_to_the_preset_for_automatic_stopping():
+    args = cli.build_parser().parse_args(["restore", "in.tif", "-o", "out.tif"])
+    kwargs = cli.restore_kwargs(args, {}, {"input": "in.tif"})
+    assert kwargs["auto_stop"] is None and kwargs["holdout_fraction"] is None
+    assert kwargs["gain"] is kwargs["offset"] is kwargs["read_noise"] is None

@@ -99,3 +99,18 @@ def test_bad_plane_arguments_fail_before_anything_runs(tiny_network):
         restore_stream_iter(RecordingArray(noisy_stack((24, 24))), "denoise", **SETTINGS)
     with pytest.raises(DIPInputError, match="too small"):
         restore_stream_iter(RecordingArray(noisy_stack((3, 4, 4))), "denoise", **SETTINGS)
+
+
+def test_automatic_stopping_is_recorded_per_plane(tiny_network):
+    run = restore_stream_iter(RecordingArray(noisy_stack((2, 24, 24))), "denoise", auto_stop=True,
+                              holdout_fraction=0.1, **SETTINGS, **tiny_network)
+    snapshots = list(run)
+    assert all("chosen_iteration" in s.quality for s in snapshots)
+    quality = run.result.record["quality"]
+    assert quality["automatic_stopping"] is True and quality["unit"] == "plane"
+    assert [u["plane"] for u in quality["units"]] == [0, 1]
+    assert all(1 <= u["chosen_iteration"] <= 4 for u in quality["units"])
+
+    run = restore_stream_iter(noisy_stack((2, 24, 24)), "denoise", auto_stop=False, **SETTINGS, **tiny_network)
+    list(run)
+    assert run.result.record["quality"]["automatic_stopping"] is False

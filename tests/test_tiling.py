@@ -164,7 +164,7 @@ def test_a_real_tiled_run_shows_no_seam():
     assert result.image.shape == clean.shape and np.isfinite(result.image).all()
     record = result.record
     assert record["tiling"]["grid"] == [1, 3] and record["iterations"] == 30
-    assert record["parameters"]["seed"] == 3 and record["stop_reason"] == "completed 10 iterations"
+    assert record["parameters"]["seed"] == 3 and record["stop_reason"].startswith("completed 10 iterations")
     plan = plan_tiles(clean.shape, 64, 32)
     border, inside = seam_and_inside_masks(clean.shape, plan, rim=4)
     error = np.abs(result.image - clean)
@@ -193,3 +193,18 @@ def test_auto_tile_size_tiles_only_what_does_not_fit():
     assert side % 64 == 0 and side * side * 1800 <= 0.25 * 16e9
     assert auto_tile_size((4000, 4000), 4, 1800, 16e9) <= side // 4 + 64
     assert tiled.auto_tile_size((64, 64), device="cpu") is None
+
+
+def test_automatic_stopping_in_tiles_is_recorded_per_tile():
+    image = np.random.default_rng(0).random((32, 64)).astype(np.float32)
+    options = dict(auto_stop=True, holdout_fraction=0.1, gain=None, offset=None, read_noise=None, **TINY)
+    assert tiled.auto_tile_size(image.shape, "denoise", **options) is None  # takes every restore argument
+    run = tiled.restore_tiled_iter(image, tile_size=40, overlap=16, iterations=6, snapshot_every=3, **options)
+    snapshots = list(run)
+    assert all("chosen_iteration" in s.quality for s in snapshots)
+    quality = run.result.record["quality"]
+    assert quality["automatic_stopping"] is True and quality["unit"] == "tile"
+    assert [u["tile"] for u in quality["units"]] == [t["index"] for t in run.result.record["tiling"]["tiles"]]
+    assert all(u["automatic_stopping"] and u["holdout_fraction"] == 0.1 and 1 <= u["chosen_iteration"] <= 6
+               for u in quality["units"])
+    assert "noise_estimate" in run.result.record["tiling"]["tiles"][0]

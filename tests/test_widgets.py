@@ -361,3 +361,61 @@ def test_zarr_backed_layer_current_plane_and_all_planes(viewer, sync_runs, tiny_
     stack = viewer.layers["disk [denoise] [1]"]
     assert stack.data.shape == (2, 32, 32) and "streamed" in stack.metadata["napari_dip"]
     assert np.array_equal(stored[:], data)  # the file is untouched
+
+
+def structured_image(shape=(32, 32), seed=0):
+    """(noisy, clean): smooth structure plus noise, so that the held-out estimate has something to measure."""
+    y, x = np.mgrid[:shape[0], :shape[1]]
+    clean = ((np.sin(x / 5) + np.cos(y / 4)) * 50 + 100).astype(np.float32)
+    return clean + np.random.default_rng(seed).normal(0, 20, shape).astype(np.float32), clean
+
+
+def test_automatic_stopping_plots_the_estimate_and_the_kept_iteration(viewer, sync_runs, tiny_network):
+    noisy, clean = structured_image()
+    viewer.add_image(clean, name="clean", visible=False)
+    viewer.add_image(noisy, name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network, iterations=20, every=5)
+    widget.ground_truth.value = viewer.layers["clean"]
+    assert widget.auto_stop.value is True  # on by default
+    widget.run_restoration()
+
+    record = viewer.layers["noisy [denoise]"].metadata["napari_dip"]
+    assert record["quality"]["automatic_stopping"] is True
+    chosen = record["quality"]["chosen_iteration"]
+    plot = widget.plot
+    assert len(plot.estimated_psnrs) == len(plot.psnrs) == len(plot.losses)
+    assert any(p is not None for p in plot.estimated_psnrs)
+    assert any(p is not None for p in plot.psnrs)  # the truth of the current iterate, beside the estimate
+    assert plot.chosen is not None and plot.chosen[0] == chosen and plot.chosen[1] == f"kept: it {chosen}"
+    assert f"Kept iteration {chosen}" in widget.status.text()
+    plot.grab()  # paints the three curves and the marker without an error
+
+
+def test_unticking_automatic_stopping_passes_auto_stop_false(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    assert widget.build_request().kwargs["auto_stop"] is True
+    widget.early_stopping.value = True  # one stopping rule at a time
+    assert widget.auto_stop.value is False
+    kwargs = widget.build_request().kwargs
+    assert kwargs["auto_stop"] is False and kwargs["early_stopping"] is True
+    widget.early_stopping.value = False
+    assert widget.build_request().kwargs["auto_stop"] is False
+    widget.run_restoration()
+    record = viewer.layers["noisy [denoise]"].metadata["napari_dip"]
+    assert record["quality"]["automatic_stopping"] is False and record["iterations"] == ITERATIONS
+    assert widget.plot.chosen is None and all(p is None for p in widget.plot.estimated_psnrs)
+
+
+def test_camera_noise_model_fields(viewer, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    assert widget.noise_model.gain.native.isHidden()  # (the viewer is not shown: ask whether it is hidden)
+    widget.noise.value = "poisson-gaussian"
+    assert not widget.noise_model.gain.native.isHidden()
+    widget.noise_model.gain.value = 2.0
+    kwargs = widget.build_request().kwargs
+    assert kwargs["noise"] == "poisson-gaussian" and kwargs["gain"] == 2.0
+    assert kwargs["offset"] is None and kwargs["read_noise"] is None  # 0: estimated from the image
+    widget.noise.value = "gaussian"
+    assert "gain" not in widget.build_request().kwargs

@@ -20,6 +20,7 @@ import numpy as np
 from .errors import DIPInputError, DIPMemoryError
 
 MIN_SIDE = 8  # smallest image side (pixels) that a run accepts
+NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian")
 
 
 @dataclass
@@ -44,6 +45,9 @@ class Snapshot:
     done: bool = False
     stop_reason: str | None = None
     record: dict | None = None
+    # ground-truth-free estimate (automatic stopping): estimated_psnr, estimated_rmse (input units),
+    # heldout_error, chosen_iteration and the chosen result's chosen_estimated_psnr / _rmse; {} when off
+    quality: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -161,7 +165,9 @@ def restore_iter(image, task: str = "denoise", *, preset: str = "fast", mask=Non
                  psf=None, psf_sigma: float | None = None, guide=None, noise: str = "gaussian",
                  channel_axis: int | None = None, volumetric: bool = False, iterations: int | None = None,
                  seed: int = 0, device: str = "auto", ground_truth=None, snapshot_every: int | None = None,
-                 early_stopping: bool | None = None, percentiles=(0.0, 100.0), tile_size="auto",
+                 early_stopping: bool | None = None, auto_stop: bool | None = None,
+                 holdout_fraction: float | None = None, gain: float | None = None, offset: float | None = None,
+                 read_noise: float | None = None, percentiles=(0.0, 100.0), tile_size="auto",
                  overlap: int = 64, **settings) -> RestorationRun:
     """Like :func:`restore`, but returns a :class:`RestorationRun` that yields snapshots."""
     from .core.device import describe_device, resolve_device
@@ -172,7 +178,8 @@ def restore_iter(image, task: str = "denoise", *, preset: str = "fast", mask=Non
         arguments = dict(preset=preset, mask=mask, factor=factor, psf=psf, psf_sigma=psf_sigma, guide=guide,
                          noise=noise, channel_axis=channel_axis, volumetric=volumetric, iterations=iterations,
                          seed=seed, device=device, ground_truth=ground_truth, snapshot_every=snapshot_every,
-                         early_stopping=early_stopping, percentiles=percentiles, **settings)
+                         early_stopping=early_stopping, auto_stop=auto_stop, holdout_fraction=holdout_fraction,
+                         gain=gain, offset=offset, read_noise=read_noise, percentiles=percentiles, **settings)
         shape = np.shape(image)
         if tile_size == "auto":
             _check_task(task)
@@ -187,7 +194,8 @@ def restore_iter(image, task: str = "denoise", *, preset: str = "fast", mask=Non
     job = _prepare(image, task, preset=preset, mask=mask, factor=factor, psf=psf, psf_sigma=psf_sigma,
                    guide=guide, noise=noise, channel_axis=channel_axis, volumetric=volumetric,
                    iterations=iterations, seed=seed, ground_truth=ground_truth, snapshot_every=snapshot_every,
-                   early_stopping=early_stopping, percentiles=percentiles, overrides=settings)
+                   early_stopping=early_stopping, auto_stop=auto_stop, holdout_fraction=holdout_fraction,
+                   gain=gain, offset=offset, read_noise=read_noise, percentiles=percentiles, overrides=settings)
     torch_device = resolve_device(device)
     job.device = torch_device
     description = describe_device(torch_device)
@@ -216,6 +224,7 @@ class _Job:
     ground_truth: np.ndarray | None
     input_image: np.ndarray
     parameters: dict
+    noise_estimate: dict = field(default_factory=dict)
     device: object = None
 
 
@@ -227,7 +236,8 @@ def _check_task(task):
 
 
 def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise, channel_axis, volumetric,
-             iterations, seed, ground_truth, snapshot_every, early_stopping, percentiles, overrides) -> _Job:
+             iterations, seed, ground_truth, snapshot_every, early_stopping, auto_stop=None, holdout_fraction=None,
+             gain=None, offset=None, read_noise=None, percentiles=(0.0, 100.0), overrides=None) -> _Job:
     from .core import data
     from .core.operators import (BlurOperator, ComposedOperator, DownsampleOperator, IdentityOperator,
                                  gaussian_psf)
@@ -235,8 +245,15 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
 
     _check_task(task)
     image = data.as_image(image)
-    if noise not in ("gaussian", "poisson"):
-        raise DIPInputError(f"unknown noise model {noise!r}; use 'gaussian' or 'poisson'")
+    if noise not in NOISE_MODELS:
+        raise DIPInputError(f"unknown noise model {noise!r}; use one of: {', '.join(NOISE_MODELS)}")
+    camera = {"gain": gain, "offset": offset, "read_noise": read_noise}
+    if noise != "poisson-gaussian" and any(v is not None for v in camera.values()):
+        raise DIPInputError("gain, offset and read_noise describe a camera: use them with noise='poisson-gaussian'")
+    if gain is not None and not gain > 0:
+        raise DIPInputError(f"the camera gain (ADU per photon) must be positive; got {gain}")
+    if read_noise is not None and not read_noise >= 0:
+        raise DIPInputError(f"the read noise σ (ADU) must be ≥ 0; got {read_noise}")
 
     # --- factor
     if task == "superres":
@@ -252,7 +269,11 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
     # --- settings
     try:
         settings = get_settings(task, preset, factor)
-        changes = dict(overrides)
+        changes = dict(overrides or {})
+        if auto_stop is not None:
+            changes["auto_stop"] = bool(auto_stop)
+        if holdout_fraction is not None:
+            changes["holdout_fraction"] = holdout_fraction
         if iterations is not None:
             changes["iterations"] = iterations
         if snapshot_every is not None:
@@ -266,6 +287,11 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
         raise DIPInputError(f"iterations must be at least 1; got {settings.iterations}")
     if settings.snapshot_every < 1:
         raise DIPInputError(f"snapshot_every must be at least 1; got {settings.snapshot_every}")
+    if not 0.0 < settings.holdout_fraction < 0.5:
+        raise DIPInputError(f"holdout_fraction is the share of measured pixels kept out of the fit to judge it: "
+                            f"it must lie in (0, 0.5), e.g. 0.05; got {settings.holdout_fraction}")
+    if settings.auto_stop and settings.early_stopping:
+        raise DIPInputError("choose one stopping rule: auto_stop (held-out pixels) or early_stopping (ES-WMV)")
 
     # --- layout
     channel_axis = data.normalise_channel_axis(channel_axis, image.ndim)
@@ -304,10 +330,30 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
     values = planes[~missing]
     if noise == "poisson" and values.size and values.min() < 0:
         raise DIPInputError("the Poisson noise model needs photon counts ≥ 0, but the image has negative "
-                            "values; use noise='gaussian' or remove the offset first")
-    normalisation = data.fit_normalisation(values, percentiles, zero_low=(noise == "poisson"))
+                            "values; for camera data (ADU) use noise='poisson-gaussian', else noise='gaussian'")
+    noise_estimate = {"model": noise}
+    if noise == "gaussian":
+        normalisation = data.fit_normalisation(values, percentiles)
+    else:
+        camera = _camera_model(planes, missing, gain, offset, read_noise) if noise == "poisson-gaussian" else \
+            {"gain": 1.0, "effective_offset": 0.0}
+        normalisation = data.fit_normalisation(values, percentiles, zero_low=True)
+        # photon counts c = (y − effective offset) / gain map to c / (counts at 1) in the network's units
+        normalisation = data.Normalisation(camera["effective_offset"],
+                                           max(normalisation.high, camera["effective_offset"] + camera["gain"]))
+        noise_estimate.update(camera)
+        noise_estimate["photons_at_1"] = normalisation.span / camera["gain"]
     planes = normalisation.forward(planes)
+    if noise != "gaussian":
+        np.clip(planes, 0.0, None, out=planes)  # read noise can dip below the offset; counts cannot
     planes[missing] = 0.0
+    if noise == "gaussian":
+        from .core.quality import estimate_gaussian_sigma
+
+        known_planes = None if not missing.any() else (~missing).astype(np.float32)
+        sigma = estimate_gaussian_sigma(planes, known_planes)
+        noise_estimate.update({"sigma": sigma * normalisation.span, "sigma_normalised": sigma,
+                               "how": "wavelet median (scikit-image estimate_sigma)"})
 
     # --- operator
     operator = IdentityOperator()
@@ -361,9 +407,40 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
         "volumetric": volumetric, "seed": seed, "psf": psf_description, "operator": operator.describe(),
         "missing_pixels": int(missing.sum()) if known is not None else 0,
         "normalisation": {"low": normalisation.low, "high": normalisation.high, "percentiles": list(percentiles)},
+        "noise_estimate": noise_estimate,
     }
     return _Job(task, preset, settings, layout, planes, known, normalisation, factor, operator, noise, seed,
-                guide_planes, truth, image, parameters)
+                guide_planes, truth, image, parameters, noise_estimate)
+
+
+def _camera_model(planes, missing, gain, offset, read_noise) -> dict:
+    """Gain and effective offset of Poisson-Gaussian camera data: the user's values, else estimated."""
+    from .core.quality import estimate_camera_gain_offset
+
+    values = planes[~missing]
+    model = {"gain": gain, "offset": offset, "read_noise": read_noise, "estimated": []}
+    if gain is None or offset is None:
+        filled = np.where(missing, np.median(values), planes)
+        try:
+            fitted_gain, fitted_offset = estimate_camera_gain_offset(filled)
+        except ValueError as exc:
+            raise DIPInputError(str(exc)) from None
+        if gain is None:
+            model["gain"], gain = fitted_gain, fitted_gain
+            model["estimated"].append("gain")
+        if offset is None:
+            # the fitted line's zero already folds the read noise in (offset − read_noise² / gain)
+            model["estimated"].append("offset")
+            model["effective_offset"] = fitted_offset
+    if offset is not None:
+        if offset >= float(values.max()):
+            raise DIPInputError(f"the camera offset {offset} is at or above every pixel value (max "
+                                f"{float(values.max()):.4g}): nothing would be left to count; check the offset")
+        model["effective_offset"] = offset - (read_noise or 0.0) ** 2 / gain
+    if float(np.median(values)) <= model["effective_offset"]:
+        raise DIPInputError(f"half the pixels lie below the camera offset ({model['effective_offset']:.4g}): "
+                            "check offset= (the dark level, in ADU) or use noise='gaussian'")
+    return model
 
 
 def _mask_planes(mask, image_shape, layout, channel_axis):
@@ -407,6 +484,39 @@ def _guide_planes(guide, layout, out_shape, channel_axis, factor):
 # running
 
 
+def _heldout(job: _Job, p: int, pads, known_padded):
+    """The held-out pixels of plane ``p`` on the padded grid, and the known mask without their mirror images.
+
+    Reflection padding copies pixels into the border; the copies of held-out pixels must not be fitted
+    either, or their noise would leak into the fit.
+    """
+    import torch
+
+    from .core import data
+    from .core.quality import heldout_mask
+
+    if not job.settings.auto_stop:
+        return None, known_padded
+    plane_known = None if job.known is None else torch.from_numpy(job.known[p:p + 1])
+    mask = heldout_mask(job.planes.shape[2:], job.settings.holdout_fraction, job.seed + p, plane_known).numpy()
+    scored = np.pad(mask, [(0, 0), (0, 0)] + list(pads))
+    mirrored = data.pad_reflect(mask, pads) - scored
+    if mirrored.any():
+        base = np.ones_like(scored) if known_padded is None else known_padded
+        known_padded = (base * (1.0 - mirrored)).astype(np.float32)
+    return torch.from_numpy(scored.astype(np.float32)), known_padded
+
+
+def _noise_variance(job: _Job, target: np.ndarray):
+    """The measurement's noise variance in normalised units: σ̂² (Gaussian), or y / photons at 1 (Poisson)."""
+    import torch
+
+    estimate = job.noise_estimate
+    if job.noise == "gaussian":
+        return float(estimate["sigma_normalised"]) ** 2
+    return torch.from_numpy(target / float(estimate["photons_at_1"]))
+
+
 def _snapshots(job: _Job, run: RestorationRun, device_description: str):
     import torch
 
@@ -438,6 +548,7 @@ def _snapshots(job: _Job, run: RestorationRun, device_description: str):
 
     start = time.perf_counter()
     iterations_done = []
+    plane_quality = []
     stop_reason = None
     backtracks = 0
     metrics = {}
@@ -445,11 +556,14 @@ def _snapshots(job: _Job, run: RestorationRun, device_description: str):
         target = data.pad_reflect(job.planes[p:p + 1], meas_pads)
         known = data.pad_reflect(job.known[p:p + 1], meas_pads) if job.known is not None else None
         guide = data.pad_reflect(job.guide_planes[p:p + 1], out_pads) if job.guide_planes is not None else None
+        heldout, known = _heldout(job, p, meas_pads, known)
         problem = Problem(
             target=torch.from_numpy(target), out_channels=layout.channels,
             out_spatial=tuple(s * f for s, f in zip(target.shape[2:], axis_factor)),
             operator=job.operator, known=None if known is None else torch.from_numpy(known),
-            noise=job.noise, guide=None if guide is None else torch.from_numpy(guide))
+            noise="gaussian" if job.noise == "gaussian" else "poisson",
+            guide=None if guide is None else torch.from_numpy(guide), heldout=heldout,
+            noise_variance=_noise_variance(job, target))
         states = fit(problem, settings, seed=job.seed, device=job.device, should_stop=lambda: run.stop_requested)
         try:
             for state in states:
@@ -457,10 +571,16 @@ def _snapshots(job: _Job, run: RestorationRun, device_description: str):
                 current[p] = job.normalisation.inverse(data.crop(estimate, out_pads)[0])
                 image = layout.from_planes(current).copy()
                 metrics = _metrics(current[p], job, layout, p) if job.ground_truth is not None else {}
+                if metrics and state.best_iteration is not None and state.current is not None:
+                    # the iterate the estimate judges, so that estimate and truth can be compared
+                    latest = job.normalisation.inverse(data.crop(state.current.float().cpu().numpy(), out_pads)[0])
+                    metrics["psnr_current"] = _metrics(latest, job, layout, p)["psnr"]
+                quality = _quality(state, current[p], job)
                 snapshot = Snapshot(state.iteration, state.total, state.loss, image,
                                     time.perf_counter() - start, p, layout.planes, metrics,
-                                    backtracks + state.backtracks)
+                                    backtracks + state.backtracks, quality=quality)
                 if state.done:
+                    plane_quality.append(dict(quality, iteration=state.iteration, stop_reason=state.stop_reason))
                     iterations_done.append(state.iteration)
                     backtracks += state.backtracks
                     stop_reason = state.stop_reason
@@ -477,21 +597,59 @@ def _snapshots(job: _Job, run: RestorationRun, device_description: str):
 
     image = layout.from_planes(current).copy()
     if job.ground_truth is not None:
+        latest = metrics.get("psnr_current")
         metrics = _metrics_all(image, job)
+        if latest is not None and layout.planes == 1:
+            metrics["psnr_current"] = latest  # the last iterate's, beside the kept result's
     record = {
         "task": job.task, "preset": job.preset, "parameters": job.parameters,
         "iterations": int(sum(iterations_done)), "iterations_per_plane": iterations_done,
         "planes": layout.planes, "stop_reason": stop_reason, "backtracks": backtracks,
         "seconds": round(time.perf_counter() - start, 3), "device": device_description,
         "version": {"napari_dip": __version__, "torch": torch.__version__, "numpy": np.__version__},
-        "metrics": metrics, "input": {"shape": list(job.input_image.shape), "dtype": str(job.input_image.dtype)},
+        "metrics": metrics, "quality": _quality_record(plane_quality, settings),
+        "input": {"shape": list(job.input_image.shape), "dtype": str(job.input_image.dtype)},
         "output": {"shape": list(image.shape), "dtype": "float32"},
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     run.result = Restoration(image, record)
     yield Snapshot(iterations_done[-1] if iterations_done else 0, settings.iterations, snapshot.loss, image,
                    record["seconds"], snapshot.plane, layout.planes,
-                   metrics, backtracks, True, stop_reason, record)
+                   metrics, backtracks, True, stop_reason, record, snapshot.quality)
+
+
+def _quality(state, plane_result: np.ndarray, job: _Job) -> dict:
+    """The ground-truth-free estimate of a loop state, in the input's units.
+
+    ``estimated_psnr`` takes the result's own intensity range as the peak (as the PSNR against a ground truth
+    takes the truth's): the estimated MSE is of the measurement's grid (see core/quality.py).
+    """
+    from .core.quality import estimated_psnr
+
+    if state.heldout_error is None:
+        return {}
+    span = job.normalisation.span
+    peak = float(np.nanmax(plane_result) - np.nanmin(plane_result)) or span
+    out = {"heldout_error": state.heldout_error * span ** 2, "chosen_iteration": state.best_iteration}
+    for key, mse in (("", state.estimated_mse), ("chosen_", state.best_estimated_mse)):
+        if mse is not None:
+            out[f"{key}estimated_rmse"] = float(np.sqrt(max(mse, 0.0))) * span
+            out[f"{key}estimated_psnr"] = estimated_psnr(mse * span ** 2, peak)
+    return out
+
+
+def _quality_record(plane_quality: list, settings) -> dict:
+    """The record's ``quality`` entry: how the result was chosen, per plane, and the estimate there."""
+    if not settings.auto_stop:
+        return {"automatic_stopping": False}
+    planes = [{"chosen_iteration": q.get("chosen_iteration"), "iterations": q.get("iteration"),
+               "estimated_psnr": q.get("chosen_estimated_psnr"), "estimated_rmse": q.get("chosen_estimated_rmse"),
+               "stop_reason": q.get("stop_reason")} for q in plane_quality]
+    entry = {"automatic_stopping": True, "holdout_fraction": settings.holdout_fraction,
+             "method": "held-out pixels (squared error minus the noise variance)", "planes": planes}
+    if len(planes) == 1:
+        entry.update({k: v for k, v in planes[0].items() if k != "stop_reason"})
+    return entry
 
 
 def _metric_pair(result, truth, channel_axis):

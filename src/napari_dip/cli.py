@@ -108,8 +108,23 @@ def add_restore_options(parser) -> None:
     psf.add_argument("--psf-sigma", type=float, metavar="S", help="Gaussian PSF sigma in pixels, for deconvolve")
     parser.add_argument("--guide", metavar="FILE", help="guide image for guided (flash photo, panchromatic band), "
                                                         "at the result's size")
-    parser.add_argument("--noise", choices=("gaussian", "poisson"), default="gaussian",
-                        help="noise model: gaussian (squared error) or poisson (photon counts)")
+    parser.add_argument("--noise", choices=("gaussian", "poisson", "poisson-gaussian"), default="gaussian",
+                        help="noise model: gaussian (squared error), poisson (photon counts) or poisson-gaussian "
+                             "(camera values in ADU: counts times a gain, plus an offset and read noise)")
+    parser.add_argument("--gain", type=float, metavar="G",
+                        help="poisson-gaussian: camera gain in ADU per photon (default: estimated from the image)")
+    parser.add_argument("--offset", type=float, metavar="ADU",
+                        help="poisson-gaussian: camera offset (dark level) in ADU (default: estimated)")
+    parser.add_argument("--read-noise", type=float, metavar="ADU",
+                        help="poisson-gaussian: read-noise standard deviation in ADU (default: estimated with "
+                             "the offset)")
+    parser.add_argument("--no-auto-stop", dest="auto_stop", action="store_const", const=False, default=None,
+                        help="run every iteration and keep the last result, instead of judging each iterate on "
+                             "held-out pixels, keeping the best one and stopping once it no longer improves "
+                             "(default: the preset's setting)")
+    parser.add_argument("--holdout-fraction", type=float, metavar="F",
+                        help="share of the measured pixels held out to judge the fit for automatic stopping, "
+                             "in (0, 0.5) (default: the preset's, 0.1)")
     parser.add_argument("--channel-axis", type=_channel_axis, default="auto", metavar="N",
                         help="axis of colour channels or bands, or 'none' (default: from the file: the last "
                              "axis of RGB(A) PNG/JPEG, the S or C axis of a TIFF)")
@@ -167,7 +182,8 @@ def restore_kwargs(args, metadata: dict, files: dict) -> dict:
     ``--channel-axis`` was given.
     """
     kwargs = {"task": args.task, "factor": args.factor, "psf_sigma": args.psf_sigma, "noise": args.noise,
-              "volumetric": args.volumetric}
+              "volumetric": args.volumetric, "auto_stop": args.auto_stop, "holdout_fraction": args.holdout_fraction,
+              "gain": args.gain, "offset": args.offset, "read_noise": args.read_noise}
     for name in ("mask", "psf", "guide", "ground_truth"):
         path = getattr(args, name)
         if path is not None:
@@ -218,6 +234,11 @@ def run_with_progress(image, kwargs: dict, *, label: str = "restoring", quiet: b
             postfix = {"loss": f"{snapshot.loss:.4g}"}
             if run.planes > 1:
                 postfix["plane"] = f"{snapshot.plane + 1}/{snapshot.planes}"
+            quality = snapshot.quality or {}
+            if quality.get("estimated_psnr") is not None:
+                postfix["est"] = f"{quality['estimated_psnr']:.1f}"
+            if quality.get("chosen_iteration") is not None:
+                postfix["keep"] = quality["chosen_iteration"]
             if "psnr" in snapshot.metrics:
                 postfix["psnr"] = f"{snapshot.metrics['psnr']:.2f}"
             bar.set_postfix(postfix, refresh=False)
@@ -271,9 +292,31 @@ def _summary(result) -> str:
     record = result.record
     text = f"{record['iterations']} iterations in {record['seconds']:.1f} s on {record['device']} " \
            f"({record['stop_reason']})"
+    kept = _kept(record.get("quality") or {})
+    if kept:
+        text += f"; {kept}"
     if "psnr" in record["metrics"]:
         text += f"; PSNR {record['metrics']['psnr']:.2f} dB"
     return text
+
+
+def _kept(quality: dict) -> str:
+    """'kept iteration 27, estimated PSNR 25.2 dB' from a record's ``quality`` entry ('' without automatic
+    stopping); one iteration per plane or tile when there are several."""
+    if not quality.get("automatic_stopping"):
+        return ""
+    units = quality.get("units") or quality.get("planes") or []
+    if quality.get("chosen_iteration") is None and len(units) == 1:
+        quality = units[0]
+    if quality.get("chosen_iteration") is not None:
+        text = f"kept iteration {quality['chosen_iteration']}"
+        if quality.get("estimated_psnr") is not None:
+            text += f", estimated PSNR {quality['estimated_psnr']:.1f} dB"
+        return text
+    chosen = [u["chosen_iteration"] for u in units if u.get("chosen_iteration") is not None]
+    if not chosen:
+        return ""
+    return "kept iterations " + ", ".join(map(str, chosen[:5])) + (", ..." if len(chosen) > 5 else "")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,22 +126,24 @@ def _snapshots(run: _StreamRun, first: RestorationRun, start_plane, indices, pla
                 if p < planes - 1 and not run.stop_requested:
                     snapshot = Snapshot(snapshot.iteration, snapshot.total, snapshot.loss, out,
                                         time.perf_counter() - start, p, planes, snapshot.metrics,
-                                        snapshot.backtracks)
+                                        snapshot.backtracks, quality=snapshot.quality)
                     yield snapshot
                 break
             yield Snapshot(snapshot.iteration, snapshot.total, snapshot.loss, out, time.perf_counter() - start,
-                           p, planes, snapshot.metrics, snapshot.backtracks)
+                           p, planes, snapshot.metrics, snapshot.backtracks, quality=snapshot.quality)
     run.current = None
     record = _combined_record(records, planes, time.perf_counter() - start, run.stop_requested, shape, out, task)
     run.result = Restoration(out, record)
     last = records[-1]
     yield Snapshot(last["iterations"], last["iterations"], snapshot.loss, out, record["seconds"],
                    len(records) - 1, planes, record["metrics"], record["backtracks"], True, record["stop_reason"],
-                   record)
+                   record, snapshot.quality)
 
 
 def _combined_record(records, planes, seconds, stopped, shape, out, task) -> dict:
     """One record for the stack: the first plane's settings, and what each plane did."""
+    from .tiled import combined_quality
+
     first = records[0]
     per_plane_metrics = [r["metrics"] for r in records]
     metrics = {}
@@ -160,6 +162,9 @@ def _combined_record(records, planes, seconds, stopped, shape, out, task) -> dic
         "backtracks": int(sum(r["backtracks"] for r in records)), "seconds": round(seconds, 3),
         "device": first["device"], "version": first["version"], "metrics": metrics,
         "metrics_per_plane": per_plane_metrics,
+        "noise_estimate_per_plane": [r["parameters"].get("noise_estimate") for r in records],
+        "quality": combined_quality([{"quality": r.get("quality"), "plane": p} for p, r in enumerate(records)],
+                                    "plane", "plane"),
         "streamed": "one plane at a time from a lazy array; each plane normalised on its own",
         "input": {"shape": list(shape)}, "output": {"shape": list(out.shape), "dtype": str(out.dtype)},
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

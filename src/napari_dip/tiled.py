@@ -245,7 +245,7 @@ class _TiledJob:
             for tile in plan.tiles:
                 shown[self._region(shown, self.yx, tile, self.factor)] = self._fallback(self._read(tile)["image"])
 
-        entries, record, metrics, backtracks = [], None, {}, 0
+        entries, record, metrics, backtracks, quality = [], None, {}, 0, {}
         for tile in plan.tiles:
             pieces = self._read(tile)
             window = self._window(tile)
@@ -267,7 +267,8 @@ class _TiledJob:
                         image[self._region(image, self.yx, tile, self.factor)] = snap.image
                     yield Snapshot(snap.iteration, snap.total, snap.loss, image, time.perf_counter() - start,
                                    tile.index * layout.planes + snap.plane, len(plan.tiles) * layout.planes,
-                                   snap.metrics, backtracks + snap.backtracks)
+                                   snap.metrics, backtracks + snap.backtracks, quality=snap.quality)
+                quality = snap.quality  # the tile's final estimate (the loop ends at its final snapshot)
                 for _ in tile_run:  # the final snapshot sets the result
                     pass
                 result, tile_record = tile_run.result.image, tile_run.result.record
@@ -277,6 +278,9 @@ class _TiledJob:
                 entry.update(iterations=tile_record["iterations"], stop_reason=tile_record["stop_reason"],
                              seconds=round(time.perf_counter() - tile_start, 3),
                              normalisation=tile_record["parameters"]["normalisation"])
+                # each tile is normalised, judged and stopped on its own
+                entry["noise_estimate"] = tile_record["parameters"].get("noise_estimate")
+                entry["quality"] = tile_record.get("quality")
             self._add(out, tile, result * window)
             if coverage is not None:
                 self._add(coverage, tile, window)
@@ -293,7 +297,7 @@ class _TiledJob:
         last = entries[-1]
         yield Snapshot(last["iterations"], last["iterations"], float("nan"), out, final["seconds"],
                        len(plan.tiles) * layout.planes - 1, len(plan.tiles) * layout.planes,
-                       final["metrics"] or metrics, backtracks, True, final["stop_reason"], final)
+                       final["metrics"] or metrics, backtracks, True, final["stop_reason"], final, quality)
 
     def _window(self, tile: Tile):
         window = self.plan.window(tile)
@@ -312,7 +316,8 @@ class _TiledJob:
         record = dict(tile_record or {"task": self.task, "preset": self.kwargs.get("preset", "fast"),
                                       "parameters": {}})
         record.pop("iterations_per_plane", None)
-        parameters = {k: v for k, v in record["parameters"].items() if k not in ("normalisation", "missing_pixels")}
+        parameters = {k: v for k, v in record["parameters"].items()
+                      if k not in ("normalisation", "missing_pixels", "noise_estimate")}
         reasons = sorted({e["stop_reason"] for e in entries})
         stop_reason = reasons[0] if len(reasons) == 1 else "per tile: " + "; ".join(
             f"{sum(e['stop_reason'] == r for e in entries)} × {r}" for r in reasons)
@@ -329,15 +334,24 @@ class _TiledJob:
             "planes": self.layout.planes, "stop_reason": stop_reason,
             "backtracks": backtracks, "seconds": round(seconds, 3), "device": device,
             "version": {"napari_dip": __version__, "torch": torch.__version__, "numpy": np.__version__},
-            "metrics": metrics,
+            "metrics": metrics, "quality": combined_quality(entries, "tile", "index"),
             "input": {"shape": list(self.image.shape), "dtype": str(self.image.dtype)},
             "output": {"shape": list(self.out_shape), "dtype": "float32"},
             "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "tiling": {"tile_size": list(plan.tile_size), "overlap": plan.overlap, "grid": list(plan.grid),
                        "window": "raised cosine across each overlap; the windows sum to 1",
-                       "tiles": entries},
+                       "tiles": [{k: v for k, v in e.items() if k != "quality"} for e in entries]},
         })
         return record
+
+
+def combined_quality(entries: list, unit: str, key: str) -> dict:
+    """The ``quality`` entry of a record made of several runs (tiles, planes): each run's ``quality``
+    under ``units`` (with the ``unit``'s number taken from ``entry[key]``); ``automatic_stopping`` is
+    True when every run that ran used it."""
+    units = [dict(e["quality"], **{unit: e[key]}) for e in entries if e.get("quality")]
+    return {"automatic_stopping": bool(units) and all(u.get("automatic_stopping") for u in units),
+            "unit": unit, "units": units}
 
 
 def _yx_axes(ndim: int, channel_axis: int | None) -> tuple[int, int]:

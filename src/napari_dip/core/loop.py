@@ -20,6 +20,7 @@ from .inputs import input_channels, make_input
 from .networks import build_network
 from .operators import IdentityOperator, Operator
 from .presets import Settings
+from .quality import AutoStop, RunningMinimum, squared_error
 
 
 @dataclass
@@ -33,6 +34,11 @@ class Problem:
     known: torch.Tensor | None = None  # 1 where x0 was measured, broadcastable to target
     noise: str = "gaussian"  # gaussian (MSE) | poisson (negative log-likelihood)
     guide: torch.Tensor | None = None  # network input for guided restoration, (1, Cg, *out_spatial)
+    # automatic stopping: 1 at the measured pixels left out of the data term, (1, 1, *spatial of the measurement)
+    heldout: torch.Tensor | None = None
+    # variance of the measurement's noise in normalised units (a number, or per pixel like target):
+    # subtracted from the held-out squared error to estimate the result's own error
+    noise_variance: torch.Tensor | float | None = None
 
     @property
     def dims(self) -> int:
@@ -50,7 +56,13 @@ class LoopState:
     estimate: torch.Tensor  # the result if the run stopped now (EMA and early stopping applied)
     seconds: float
     backtracks: int = 0
-    best_iteration: int | None = None  # early stopping: iteration of the minimum moving variance
+    best_iteration: int | None = None  # early stopping: the chosen iteration so far (held-out minimum or ES-WMV)
+    # automatic stopping: estimated mean squared error (normalised units, measurement space) of the
+    # current result and of the chosen one; None without held-out pixels or a noise variance
+    estimated_mse: float | None = None
+    best_estimated_mse: float | None = None
+    heldout_error: float | None = None  # raw held-out squared error of the current result
+    current: torch.Tensor | None = None  # the iterate the estimate judges (EMA of outputs, or the output)
     stop_reason: str | None = None  # set on the final state only
     done: bool = False
 
@@ -72,6 +84,14 @@ def data_term(prediction, target, known, noise: str):
         return per_pixel.mean()
     weight = known.expand_as(per_pixel)
     return (per_pixel * weight).sum() / weight.sum().clamp_min(1)
+
+
+def _weighted_mean(values, weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (a number or a tensor like ``like``) over the pixels ``weight`` selects."""
+    if not isinstance(values, torch.Tensor):
+        return torch.tensor(float(values), device=like.device)
+    w = weight.expand_as(values)
+    return (values * w).sum() / w.sum().clamp_min(1)
 
 
 class MovingVariance:
@@ -142,8 +162,7 @@ class EarlyStopping:
 
     # Device-side variant used by ``fit``: the minimum and its iteration stay tensors, so a GPU
     # is not stalled by a host read every iteration; ``sync`` brings ``best_iteration`` to the host.
-    _best_tensor = None
-    _best_iteration_tensor = None
+    _minimum = None
 
     def update_on_device(self, iteration: torch.Tensor, iterate: torch.Tensor) -> torch.Tensor | None:
         """Record an iterate; returns a 0-d bool tensor, True when it sets a new variance minimum.
@@ -153,21 +172,15 @@ class EarlyStopping:
         var = self.variance.update_tensor(iterate)
         if var is None:
             return None
-        if self._best_tensor is None:
-            self._best_tensor = torch.full_like(var, math.inf)
-            self._best_iteration_tensor = torch.zeros_like(iteration)
-        improved = var < self._best_tensor
-        self._best_tensor = torch.where(improved, var, self._best_tensor)
-        self._best_iteration_tensor = torch.where(improved, iteration, self._best_iteration_tensor)
-        return improved
+        if self._minimum is None:
+            self._minimum = RunningMinimum()
+        return self._minimum.update(iteration, var)
 
     def sync(self) -> None:
         """Copy the device-side minimum to ``best_variance`` and ``best_iteration`` (one host read)."""
-        if self._best_tensor is None:
-            return
-        best, at = torch.stack([self._best_tensor.double(), self._best_iteration_tensor.double()]).tolist()
-        if math.isfinite(best):
-            self.best_variance, self.best_iteration = best, int(at)
+        found = self._minimum.read() if self._minimum is not None else None
+        if found is not None:
+            self.best_variance, self.best_iteration = found
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -213,7 +226,8 @@ def coarse_stages(settings: Settings, net, total: int) -> list[tuple[int, int]]:
         if downscale < 2 or downscale != 2 ** skipped or skipped > net.levels:
             raise ValueError(f"coarse_to_fine downscale must be a power of two from 2 to {2 ** net.levels}; "
                              f"got {downscale}")
-        end += float(fraction) * total
+        # below 1: a share of the iterations; from 1 up: a number of iterations (a ceiling need not stretch it)
+        end += float(fraction) * total if fraction < 1 else float(fraction)
         stages.append((int(round(end)), skipped))
     return stages
 
@@ -298,6 +312,14 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         z = z.contiguous(memory_format=torch.channels_last)
     target = problem.target.to(device)
     known = problem.known.to(device) if problem.known is not None else None
+    heldout = problem.heldout.to(device) if problem.heldout is not None else None
+    scored = None  # weight of the held-out pixels in the score
+    if heldout is not None:
+        scored = heldout if known is None else known * heldout
+        known = (1.0 - heldout) if known is None else known * (1.0 - heldout)  # never in the data term
+    noise_variance = problem.noise_variance
+    if isinstance(noise_variance, torch.Tensor):
+        noise_variance = noise_variance.to(device)
     operator = problem.operator.to(device)
     # the jitter comes from its own seeded generator, on the device, so runs repeat
     jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -314,6 +336,14 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
                              _autocast(device, settings.amp, cpu_bf16))
     average = None
     stopper = EarlyStopping(settings.es_window, settings.es_patience) if settings.early_stopping else None
+    auto = None
+    if settings.auto_stop and scored is not None:
+        auto = AutoStop(settings.stop_patience, settings.stop_patience_growth)
+        stopper = None  # one rule chooses the result
+    variance_term = None
+    if scored is not None and noise_variance is not None:
+        variance_term = _weighted_mean(noise_variance, scored, target)
+    score = None
     best_estimate = None
     last_good = [p.detach().clone() for p in net.parameters()] if settings.backtracking else None
     last_good_fidelity = None
@@ -327,6 +357,25 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         if best_estimate is not None:
             return best_estimate
         return average if average is not None else output
+
+    def latest():
+        return average if average is not None else output
+
+    def chosen_iteration():
+        if auto is not None:
+            return auto.best_iteration
+        return stopper.best_iteration if stopper is not None else None
+
+    def scores():
+        """(estimated MSE now, estimated MSE of the chosen iteration, raw held-out error now)."""
+        if score is None:
+            return None, None, None
+        raw = float(score)
+        if variance_term is None:
+            return None, None, raw
+        variance = float(variance_term)
+        best = auto.best_score - variance if auto is not None and math.isfinite(auto.best_score) else None
+        return raw - variance, best, raw
 
     while iteration < total:
         if should_stop():
@@ -380,6 +429,22 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         if settings.ema is not None:
             weight = min(settings.ema, iteration / (iteration + 10)) if settings.ema_warmup else settings.ema
             average = output.clone() if average is None else average.mul_(weight).add_(output, alpha=1 - weight)
+        if scored is not None:
+            step_counter.fill_(iteration)
+            current = average if average is not None else output
+            with torch.no_grad():
+                score = squared_error(operator(current), target, scored)
+            if auto is not None:
+                improved = auto.update(step_counter, score)
+                best_estimate = current.clone() if best_estimate is None else torch.where(
+                    improved, current, best_estimate)
+                if iteration % sync_every == 0 or iteration % settings.snapshot_every == 0:
+                    auto.sync()
+                    if auto.should_stop(iteration, allowed=not (stages and net.skipped_upsamples)):
+                        stop_reason = (f"automatic stop: the held-out error was lowest at iteration "
+                                       f"{auto.best_iteration} and did not improve for {iteration - auto.best_iteration}"
+                                       f" iterations")
+                        break
         if stopper is not None and not (stages and net.skipped_upsamples):  # ES-WMV at full resolution only
             step_counter.fill_(iteration)
             current = average if average is not None else output
@@ -396,10 +461,12 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         if iteration % settings.snapshot_every == 0 and iteration < total:
             loss_value = float(loss.detach())
             yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
-                            backtracks, stopper and stopper.best_iteration)
+                            backtracks, chosen_iteration(), *scores(), current=latest())
 
     if stopper is not None:
         stopper.sync()
+    if auto is not None:
+        auto.sync()
     if output is None:  # stopped before the first step: report the untrained network's output
         with torch.no_grad():
             output = net(z).float()
@@ -407,5 +474,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
                 output = output.reshape(members, problem.out_channels, *output.shape[2:]).mean(0, keepdim=True)
     else:
         loss_value = float(loss.detach())
+    if auto is not None and auto.best_iteration is not None and stop_reason.startswith("completed"):
+        stop_reason += f"; the held-out error was lowest at iteration {auto.best_iteration}"
     yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
-                    backtracks, stopper and stopper.best_iteration, stop_reason, done=True)
+                    backtracks, chosen_iteration(), *scores(), current=latest(), stop_reason=stop_reason, done=True)

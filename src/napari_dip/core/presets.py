@@ -35,6 +35,13 @@ class Settings:
     early_stopping: bool = False  # ES-WMV (Wang et al. 2023)
     es_window: int = 100  # iterations in the moving-variance window
     es_patience: int = 1000  # iterations without a new variance minimum before stopping
+    # automatic stopping (docs/quality.md): a random holdout_fraction of the measured pixels is left out of
+    # the data term; the run keeps the result where their error was lowest and ends once no new minimum has
+    # come for max(stop_patience, stop_patience_growth × that iteration) iterations; iterations is a ceiling
+    auto_stop: bool = False
+    holdout_fraction: float = 0.1
+    stop_patience: int = 150
+    stop_patience_growth: float = 0.5
     snapshot_every: int = 50
     amp: bool = True  # mixed precision where the device supports it (CUDA)
     # --- schedules (defaults keep the paper's plain loop)
@@ -71,7 +78,8 @@ _SKIP_FAST = dict(kind="skip", down=(16, 32, 64, 64, 128), up=(16, 32, 64, 64, 1
 # bf16 on CPUs that have it.
 _LIGHT_FAST = dict(kind="light", channels=128, levels=4, head_channels=16, head_kernel=3)
 _FAST_SCHEDULE = dict(input_channels=64, reg_noise_std=0.0, coarse_to_fine=((0.33, 4), (0.33, 2)), ensemble=3,
-                      cpu_bf16=True, ema=0.99, ema_warmup=True, backtracking=False, snapshot_every=25)
+                      cpu_bf16=True, ema=0.99, ema_warmup=True, backtracking=False, snapshot_every=25,
+                      auto_stop=True)
 # Denoising: 3×3 convolutions at every level (sharper than 1×1, so fewer channels and members suffice):
 # +0.2 to +0.3 dB over the 1×1 decoder on the 256² CPU target, in about 45 s (docs/benchmarks.md).
 _LIGHT_DENOISE = dict(_LIGHT_FAST, channels=64, kernel=3)
@@ -90,9 +98,11 @@ def _denoise(name: str, factor: int | None) -> Settings:
         return Settings(network=_net(kind="skip", down=(8, 16, 32, 64, 128), up=(8, 16, 32, 64, 128),
                                      skip=(0, 0, 0, 4, 4)), input_channels=3, iterations=2400)
     if name == "fast":
-        # ES-WMV is off: its variance minimum comes right after the switch to full resolution, too early
-        return Settings(network=_net(**_LIGHT_DENOISE), iterations=1500, early_stopping=False,
-                        **dict(_FAST_SCHEDULE, ensemble=2))
+        # automatic stopping chooses the result; iterations is a ceiling that low noise levels need (their
+        # best comes late) and high ones never reach. The coarse stages have fixed lengths so that a higher
+        # ceiling does not stretch them: smooth images are often best at the end of a coarse stage.
+        return Settings(network=_net(**_LIGHT_DENOISE), iterations=2000,
+                        **dict(_FAST_SCHEDULE, ensemble=2, coarse_to_fine=((250, 4), (250, 2))))
     raise KeyError(name)
 
 
@@ -115,7 +125,7 @@ def _inpaint(name: str, factor: int | None) -> Settings:
     if name == "fast":
         return Settings(network=_net(kind="skip", down=(16, 32, 64, 64, 128), up=(16, 32, 64, 64, 128),
                                      skip=(16, 16, 16, 16, 16), upsample="nearest"),
-                        input_channels=8, iterations=1000, snapshot_every=25, **common)
+                        input_channels=8, iterations=1000, snapshot_every=25, auto_stop=True, **common)
     raise KeyError(name)
 
 
@@ -149,7 +159,8 @@ def _guided(name: str, factor: int | None) -> Settings:
         return Settings(network=_net(**_SKIP_PAPER, upsample=("nearest", "nearest", "bilinear", "bilinear", "bilinear")), lr=0.1,
                         iterations=601, snapshot_every=25, **common)
     if name == "fast":
-        return Settings(network=_net(**_SKIP_FAST), lr=0.01, iterations=400, snapshot_every=25, **common)
+        return Settings(network=_net(**_SKIP_FAST), lr=0.01, iterations=400, snapshot_every=25, auto_stop=True,
+                        **common)
     raise KeyError(name)
 
 
@@ -197,9 +208,15 @@ def apply_overrides(settings: Settings, overrides: dict) -> Settings:
     return dataclasses.replace(settings, network=net, **overrides)
 
 
+def _stopping(s: Settings) -> str:
+    if s.auto_stop:
+        return f"automatic ({s.holdout_fraction:.0%} held out; {s.iterations} is a ceiling)"
+    return "ES-WMV" if s.early_stopping else "fixed length"
+
+
 def preset_table() -> str:
     """The presets as a Markdown table (docs/presets.md is made from it)."""
-    rows = ["| task | preset | network | input z | jitter σ | LR | iterations | EMA | backtracking | early stopping |",
+    rows = ["| task | preset | network | input z | jitter σ | LR | iterations | EMA | backtracking | stopping |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, names in PRESETS.items():
         for name in names:
@@ -220,7 +237,7 @@ def preset_table() -> str:
             z = f"noise, {s.input_channels} ch" if s.input == "noise" else s.input
             rows.append(f"| {task} | {name} | {arch} | {z} | {s.reg_noise_std:.3g} | {s.lr:g} | {s.iterations} "
                         f"| {s.ema if s.ema is not None else 'off'} | {'yes' if s.backtracking else 'no'} "
-                        f"| {'yes' if s.early_stopping else 'no'} |")
+                        f"| {_stopping(s)} |")
     return "\n".join(rows)
 
 

@@ -172,13 +172,22 @@ class RestorationWidget(QWidget):
         self.early_stopping = CheckBox(text="early stopping (ES-WMV)",
                                        tooltip="Stop when the running variance of the output stops "
                                                "falling and keep the best iterate.")
+        self.auto_stop = CheckBox(text="automatic stopping (held-out pixels)", value=True,
+                                  tooltip="Leave a few per cent of the pixels out of the fit and judge each "
+                                          "iterate by its error there: the run keeps the best-estimated "
+                                          "result, shows its estimated PSNR without a ground truth, and "
+                                          "stops once it no longer improves (iterations is then a ceiling). "
+                                          "Unticked: every iteration runs and the last result is kept.")
+        # one stopping rule at a time: ticking one unticks the other
+        self.auto_stop.changed.connect(lambda on: on and setattr(self.early_stopping, "value", False))
+        self.early_stopping.changed.connect(lambda on: on and setattr(self.auto_stop, "value", False))
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0,
                             tooltip="The same seed gives the same result on the CPU.")
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
         self.display_every = SpinBox(label="display every", min=1, max=100_000,
                                      tooltip="Iterations between updates of the result layer and the curve.")
-        self.advanced = Container(widgets=[self.network, self.lr, self.jitter, self.ema, self.early_stopping,
-                                           self.seed, self.device, self.display_every])
+        self.advanced = Container(widgets=[self.network, self.lr, self.jitter, self.ema, self.auto_stop,
+                                           self.early_stopping, self.seed, self.device, self.display_every])
         collapsible = QCollapsible("Advanced")
         collapsible.addWidget(self.advanced.native)
 
@@ -312,10 +321,13 @@ class RestorationWidget(QWidget):
             kwargs["ema"] = self.ema.value or None
         if self._changed(self.early_stopping):
             kwargs["early_stopping"] = self.early_stopping.value
+        kwargs["auto_stop"] = self.auto_stop.value
         if self.ground_truth.value is not None:
             kwargs["ground_truth"] = companion_array(layer_array(self.ground_truth.value), selection)
         kwargs.update(self.task_arguments(selection))
         kwargs.update(self.extra_settings)
+        if kwargs.get("early_stopping") and "auto_stop" not in self.extra_settings:
+            kwargs["auto_stop"] = False  # the engine takes one stopping rule at a time
         placement = result_placement(selection, self.result_name(layer.name), kwargs.get("factor") or 1)
         return RunRequest(selection, kwargs, placement)
 
@@ -426,6 +438,7 @@ class RestorationWidget(QWidget):
         self._results = ResultLayers(self.viewer, request.placement, self.history.value)
         self._plane, self._iterations_before_plane, self._last_iteration = 0, 0, 0
         self._nominal_done = 0
+        self._running_text = "Running"
         self._total = self._iterations_per_plane = 0
         self.plot.clear()
         self.progress.setValue(0)
@@ -475,7 +488,8 @@ class RestorationWidget(QWidget):
         self._total = run.planes * run.iterations
         self._iterations_per_plane = run.iterations
         self.progress.setRange(0, self._total)
-        self.status.setText(f"Running on {run.device_description}")
+        self._running_text = f"Running on {run.device_description}"
+        self.status.setText(self._running_text)
         state.progress_bar = progress(total=self._total, desc=f"napari-dip: {state.description}")
 
     def _show_snapshot(self, state: RunState, snapshot):
@@ -488,7 +502,12 @@ class RestorationWidget(QWidget):
         nominal_step, self._nominal_done = max(nominal - self._nominal_done, 0), nominal
 
         # the dock first: napari calls below may process Qt events (and a closing viewer with them)
-        self.plot.add_point(iterations_done, snapshot.loss, snapshot.metrics.get("psnr"))
+        quality = snapshot.quality or {}
+        self.plot.add_point(iterations_done, snapshot.loss, current_psnr(snapshot),
+                            quality.get("estimated_psnr"))
+        if quality.get("chosen_iteration") is not None:
+            chosen = quality["chosen_iteration"]
+            self.plot.set_chosen(self._iterations_before_plane + chosen, f"kept: it {chosen}")
         self.progress.setValue(nominal)
         if snapshot.done:
             state.completed = True
@@ -497,9 +516,14 @@ class RestorationWidget(QWidget):
                 self.device_label.setText(f"{snapshot.record['device']}: the last run took "
                                           f"{snapshot.seconds / iterations_done:.2g} s per iteration")
             metrics = snapshot.metrics
-            quality = f" · PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}" if "psnr" in metrics else ""
-            self.status.setText(f"Finished: {snapshot.stop_reason}{quality}. The run record is in the "
-                                f"layer's metadata['napari_dip'].")
+            sentences = [f"Finished: {snapshot.stop_reason}"]
+            kept = kept_description((snapshot.record or {}).get("quality"), quality)
+            if kept:
+                sentences.append(kept)
+            if "psnr" in metrics:
+                sentences.append(f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+            sentences.append("The run record is in the layer's metadata['napari_dip'].")
+            self.status.setText(". ".join(sentences))
         else:
             rate = iterations_done / snapshot.seconds if snapshot.seconds > 0 else float("nan")
             eta = (self._total - nominal) / rate if rate > 0 else float("nan")
@@ -508,6 +532,8 @@ class RestorationWidget(QWidget):
                                     f"{rate:.2f} it/s · ETA {format_seconds(eta)}")
             if state.stop_requested:
                 self.status.setText("Stopping after this iteration…")
+            elif quality.get("chosen_iteration") is not None:
+                self.status.setText(f"{self._running_text} · {running_quality(quality)}")
 
         self._results.show(snapshot, iterations_done)
         if snapshot.done:
@@ -526,6 +552,52 @@ class RestorationWidget(QWidget):
             if not state.completed:
                 self.progress.setFormat("not finished")
         self.run_finished.emit()
+
+
+def current_psnr(snapshot) -> float | None:
+    """The true PSNR of the current iterate, to set beside its estimate: ``psnr_current`` when the engine
+    gives it (automatic stopping keeps an earlier result, whose PSNR is ``psnr``), else ``psnr``. The final
+    snapshot of an automatically stopped run holds the kept result's PSNR only: no point then."""
+    metrics = snapshot.metrics or {}
+    if "psnr_current" in metrics:
+        return metrics["psnr_current"]
+    if snapshot.done and snapshot.quality:
+        return None
+    return metrics.get("psnr")
+
+
+def _decibels(value) -> str:
+    return "not measurable yet" if value is None else f"{value:.1f} dB"
+
+
+def running_quality(quality: dict) -> str:
+    """'estimated PSNR 24.9 dB · keeping iteration 27 (25.2 dB)' from a snapshot's ``quality``."""
+    text = f"estimated PSNR {_decibels(quality.get('estimated_psnr'))} · keeping iteration " \
+           f"{quality['chosen_iteration']}"
+    if quality.get("chosen_estimated_psnr") is not None:
+        text += f" ({quality['chosen_estimated_psnr']:.1f} dB)"
+    return text
+
+
+def kept_description(record_quality: dict | None, quality: dict) -> str:
+    """'Kept iteration 27 (estimated PSNR 25.2 dB)' from the record's ``quality`` entry (one iteration per
+    plane or tile when there are several), or '' when automatic stopping was off."""
+    if record_quality is None:  # no record entry: the final snapshot's own estimate
+        record_quality = {"chosen_iteration": quality.get("chosen_iteration"),
+                          "estimated_psnr": quality.get("chosen_estimated_psnr")} if quality else {}
+    if not record_quality.get("automatic_stopping", True):
+        return ""
+    units = record_quality.get("units") or record_quality.get("planes") or []
+    if record_quality.get("chosen_iteration") is None and len(units) == 1:
+        record_quality = units[0]
+    if record_quality.get("chosen_iteration") is not None:
+        return (f"Kept iteration {record_quality['chosen_iteration']} "
+                f"(estimated PSNR {_decibels(record_quality.get('estimated_psnr'))})")
+    iterations = [u.get("chosen_iteration") for u in units if u.get("chosen_iteration") is not None]
+    if not iterations:
+        return ""
+    shown = ", ".join(map(str, iterations[:5])) + (", …" if len(iterations) > 5 else "")
+    return f"Kept iterations {shown} (one per plane or tile)"
 
 
 FINISHED = object()  # the worker's last item: the thread has ended

@@ -13,9 +13,44 @@ from .layer_data import InputSelection, companion_array, layer_array
 
 def noise_model_choice() -> ComboBox:
     return ComboBox(label="noise model", value="gaussian",
-                    choices=[("Gaussian (squared error)", "gaussian"), ("Poisson (photon counts)", "poisson")],
+                    choices=[("Gaussian (squared error)", "gaussian"), ("Poisson (photon counts)", "poisson"),
+                             ("Poisson-Gaussian (camera ADU)", "poisson-gaussian")],
                     tooltip="Poisson suits photon-counting data (fluorescence, low-light cameras) "
-                            "whose values are counts ≥ 0.")
+                            "whose values are counts ≥ 0; Poisson-Gaussian suits raw camera values (ADU): "
+                            "counts times a gain, plus an offset and read noise.")
+
+
+class NoiseModel:
+    """The noise model choice and, for 'poisson-gaussian', the camera's gain, offset and read noise
+    (0 = estimate from the image)."""
+
+    def __init__(self):
+        self.model = noise_model_choice()
+        self.gain = FloatSpinBox(label="camera gain", value=0.0, min=0.0, max=1e6, step=0.01,
+                                 tooltip="ADU per photon; 0: estimate from the image.")
+        self.offset = FloatSpinBox(label="camera offset", value=0.0, min=0.0, max=1e9, step=1.0,
+                                   tooltip="The dark level in ADU; 0: estimate from the image.")
+        self.read_noise = FloatSpinBox(label="read noise σ", value=0.0, min=0.0, max=1e6, step=0.1,
+                                       tooltip="Standard deviation of the read noise in ADU; 0: estimated "
+                                               "with the offset.")
+        self.model.changed.connect(self._show_camera_fields)
+        self._show_camera_fields()
+
+    @property
+    def widgets(self) -> list:
+        return [self.model, self.gain, self.offset, self.read_noise]
+
+    def _show_camera_fields(self, *_):
+        for widget in (self.gain, self.offset, self.read_noise):
+            widget.visible = self.model.value == "poisson-gaussian"
+
+    def arguments(self) -> dict:
+        """noise=, plus gain=, offset=, read_noise= for 'poisson-gaussian' (None where not given)."""
+        arguments = {"noise": self.model.value}
+        if self.model.value == "poisson-gaussian":
+            for name in ("gain", "offset", "read_noise"):
+                arguments[name] = getattr(self, name).value or None
+        return arguments
 
 
 class DenoiseWidget(RestorationWidget):
@@ -25,11 +60,12 @@ class DenoiseWidget(RestorationWidget):
     title = "Denoise"
 
     def task_widgets(self):
-        self.noise = noise_model_choice()
-        return [self.noise]
+        self.noise_model = NoiseModel()
+        self.noise = self.noise_model.model
+        return self.noise_model.widgets
 
     def task_arguments(self, selection):
-        return {"noise": self.noise.value}
+        return self.noise_model.arguments()
 
 
 class InpaintWidget(RestorationWidget):
@@ -108,12 +144,13 @@ class DeconvolveWidget(RestorationWidget):
         self.psf_sigma = FloatSpinBox(label="Gaussian PSF σ", value=1.5, min=0.1, max=50.0, step=0.1,
                                       tooltip="Standard deviation of a Gaussian blur, in pixels; used when "
                                               "no PSF layer is chosen.")
-        self.noise = noise_model_choice()
+        self.noise_model = NoiseModel()
+        self.noise = self.noise_model.model
         self.psf.changed.connect(lambda value: setattr(self.psf_sigma, "enabled", value is None))
-        return [self.psf, self.psf_sigma, self.noise]
+        return [self.psf, self.psf_sigma, *self.noise_model.widgets]
 
     def task_arguments(self, selection):
-        arguments = {"noise": self.noise.value}
+        arguments = self.noise_model.arguments()
         if self.psf.value is not None:
             arguments["psf"] = np.asarray(layer_array(self.psf.value))
         else:

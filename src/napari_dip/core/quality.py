@@ -1,0 +1,194 @@
+"""Quality without a ground truth: held-out measurements, automatic stopping, noise levels.
+
+A random few per cent of the measured pixels are left out of the data term. The
+network never sees their noise, so the squared error of the result there is, on
+average, the true squared error plus the noise variance:
+
+    E[(A(x̂) − y)²] = (A(x̂) − A(x))² + Var(y)   at a held-out pixel.
+
+Subtracting an estimate of the noise variance (σ² for Gaussian noise; y itself
+for Poisson counts, since E[y] = Var(y)) gives an unbiased estimate of the mean
+squared error of the result in the measurement's space, for every task: at
+known pixels for denoising and inpainting, at the low-resolution pixels for
+super-resolution, at the blurred pixels for deconvolution. This is the idea
+behind Noise2Self and the "self-validation" early stopping of DIP
+(Li et al., 2021). The variance term is the same at every iteration, so the
+iteration with the lowest held-out error is the best estimated one whatever
+the noise level; the noise level only matters for the absolute figure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def heldout_mask(spatial: tuple, fraction: float, seed: int, known: torch.Tensor | None = None) -> torch.Tensor:
+    """1 at a random ``fraction`` of the measured pixels (all channels of a pixel together), else 0.
+
+    Shape (1, 1, *spatial), float32. Pixels that are not measured (``known`` == 0
+    in every channel) are never chosen.
+    """
+    if not 0.0 < fraction < 0.5:
+        raise ValueError(f"the held-out fraction must lie in (0, 0.5); got {fraction}")
+    generator = torch.Generator().manual_seed(seed + 7919)  # its own stream: the weights' draws stay as they were
+    chosen = torch.rand((1, 1, *spatial), generator=generator) < fraction
+    if known is not None:
+        measured = known.detach().cpu().amax(dim=1, keepdim=True) > 0
+        chosen = chosen & measured.expand_as(chosen)
+    return chosen.float()
+
+
+def squared_error(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of (prediction − target)² as a 0-d tensor (stays on the device)."""
+    w = weight.expand_as(prediction)
+    return ((prediction - target) ** 2 * w).sum() / w.sum().clamp_min(1)
+
+
+def estimated_psnr(mse: float, peak: float = 1.0) -> float | None:
+    """PSNR in dB for an estimated MSE; None when the estimate is not positive (too noisy to say)."""
+    if mse is None or not math.isfinite(mse) or mse <= 0:
+        return None
+    return 10.0 * math.log10(peak * peak / mse)
+
+
+class RunningMinimum:
+    """The minimum of a value over iterations and where it came, kept on the device (no host read per update)."""
+
+    def __init__(self):
+        self._best = None
+        self._at = None
+
+    def update(self, iteration: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Record a value (0-d tensors); returns a 0-d bool tensor, True on a new minimum."""
+        if self._best is None:
+            self._best = torch.full_like(value, math.inf)
+            self._at = torch.zeros_like(iteration)
+        improved = value < self._best
+        self._best = torch.where(improved, value, self._best)
+        self._at = torch.where(improved, iteration, self._at)
+        return improved
+
+    def read(self) -> tuple[float, int] | None:
+        """(minimum, its iteration) on the host, one read; None before the first finite value."""
+        if self._best is None:
+            return None
+        best, at = torch.stack([self._best.double(), self._at.double()]).tolist()
+        return (best, int(at)) if math.isfinite(best) else None
+
+
+class AutoStop:
+    """Stop when the held-out error has clearly passed its minimum.
+
+    The run ends when no new minimum has come for ``patience`` iterations,
+    where patience = max(``min_patience``, ``growth`` × the minimum's
+    iteration): a late optimum needs a longer look past it, since the curves
+    get flatter as the run goes on. A stop is never decided during a
+    coarse-to-fine stage (``allowed`` False), whose plateau says nothing about
+    the full-resolution fit to come.
+    """
+
+    def __init__(self, min_patience: int = 150, growth: float = 0.5):
+        if min_patience < 1:
+            raise ValueError(f"the stopping patience must be at least 1 iteration; got {min_patience}")
+        if growth < 0:
+            raise ValueError(f"the patience growth must be ≥ 0; got {growth}")
+        self.min_patience = min_patience
+        self.growth = growth
+        self.best_score = math.inf
+        self.best_iteration: int | None = None
+        self._minimum = RunningMinimum()
+
+    def update(self, iteration: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Record a score (0-d tensors); returns a 0-d bool tensor, True on a new minimum. No host read."""
+        return self._minimum.update(iteration, score)
+
+    def sync(self) -> None:
+        """Bring the minimum and its iteration to the host (one read)."""
+        found = self._minimum.read()
+        if found is not None:
+            self.best_score, self.best_iteration = found
+
+    def patience(self) -> int:
+        return max(self.min_patience, int(self.growth * (self.best_iteration or 0)))
+
+    def should_stop(self, iteration: int, allowed: bool = True) -> bool:
+        return allowed and self.best_iteration is not None and iteration - self.best_iteration >= self.patience()
+
+
+# ---------------------------------------------------------------------------------------------
+# noise levels
+
+
+def estimate_gaussian_sigma(planes: np.ndarray, known: np.ndarray | None = None) -> float:
+    """Gaussian noise σ of (P, C, *spatial) planes, in their units, by the wavelet median rule.
+
+    Donoho's estimate: the median absolute value of the finest diagonal Haar
+    wavelet band, over 0.6745 (the median of |N(0, 1)|). Over 2×2 blocks
+    (a − b − c + d) / 2 has the noise's σ and cancels flat and linear signal.
+    Blocks that touch a missing pixel are left out. It overestimates slightly on
+    strongly textured images, where detail leaks into the finest band.
+    """
+    x = np.asarray(planes, np.float64)
+    h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
+    x = x[..., :h, :w]
+    diagonal = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
+    if known is not None:
+        k = np.broadcast_to(np.asarray(known)[..., :h, :w] > 0, x.shape)
+        whole = k[..., 0::2, 0::2] & k[..., 0::2, 1::2] & k[..., 1::2, 0::2] & k[..., 1::2, 1::2]
+        diagonal = diagonal[whole]
+    if diagonal.size == 0:
+        return 0.0
+    return float(np.median(np.abs(diagonal)) / 0.6745)
+
+
+def estimate_camera_gain_offset(image: np.ndarray, bins: int = 16) -> tuple[float, float]:
+    """Gain (ADU per photon) and effective offset (ADU) of Poisson-Gaussian camera data.
+
+    A camera's pixel values are ``y = gain · Poisson(λ) + offset + N(0, σ_read²)``,
+    so their variance is linear in their mean: ``Var = gain · (mean − offset) + σ_read²``
+    (Foi et al., 2008). The fit of that line over the image gives the gain (its
+    slope) and the *effective offset* ``offset − σ_read² / gain`` (where the line
+    meets zero variance): (y − effective offset) / gain is then approximately a
+    Poisson count (the shifted-Poisson approximation), which is all the
+    Poisson model needs.
+
+    Local means come from a 3×3 mean filter; local variances from the residual
+    against the mean of the 4 neighbours (variance 5/4 of the noise's where the
+    signal is locally flat), binned by mean with a median per bin so that edges
+    and texture do not count.
+    """
+    from scipy import ndimage
+
+    x = np.asarray(image, np.float64)
+    slices = x.reshape(-1, *x.shape[-2:])
+    means, variances = [], []
+    neighbours = np.array([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]])
+    for s in slices[:: max(1, len(slices) // 16)]:
+        residual = s - ndimage.convolve(s, neighbours, mode="reflect")
+        local_mean = ndimage.uniform_filter(s, 3, mode="reflect")
+        means.append(local_mean[1:-1, 1:-1].ravel())
+        variances.append(residual[1:-1, 1:-1].ravel() ** 2 / 1.25)
+    mean = np.concatenate(means)
+    square = np.concatenate(variances)
+    edges = np.unique(np.quantile(mean, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 3:
+        raise ValueError("the image has too few distinct intensities to estimate a camera gain; pass gain= and offset=")
+    centres, levels, counts = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (mean >= lo) & (mean < hi) if hi < edges[-1] else (mean >= lo) & (mean <= hi)
+        if inside.sum() < 50:
+            continue
+        centres.append(float(np.median(mean[inside])))
+        # median of a σ²·χ²(1) variable is 0.4549 σ²
+        levels.append(float(np.median(square[inside])) / 0.4549)
+        counts.append(float(inside.sum()))
+    if len(centres) < 2:
+        raise ValueError("the image is too small to estimate a camera gain; pass gain= and offset=")
+    slope, intercept = np.polyfit(centres, levels, 1, w=np.sqrt(counts))
+    if slope <= 0:
+        raise ValueError("the image's variance does not grow with its intensity, as photon counts' does; "
+                         "pass gain= and offset=, or use noise='gaussian'")
+    return float(slope), float(-intercept / slope)
