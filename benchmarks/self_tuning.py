@@ -255,15 +255,19 @@ def main(argv=None) -> int:
               f"est {a.get('estimated_psnr') or float('nan'):.2f}) oracle {row['oracle']:.2f} "
               + (f"fixed {row['fixed']['psnr']:.2f} " if "fixed" in row else "")
               + " ".join(f"{k} {v:.2f}" for k, v in row["references"].items()), flush=True)
+        _save(args, overrides, rows)  # after every case: a long run that is cut short keeps what it measured
     print()
     print(table(rows))
     print()
     print(summary(rows))
+    return 0
+
+
+def _save(args, overrides, rows):
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"date": datetime.date.today().isoformat(), "grid": args.grid, "overrides": overrides,
                    "threads": args.threads, "cpu": os.cpu_count(), "rows": rows}, f, indent=1, default=str)
-    return 0
 
 
 if __name__ == "__main__":
