@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import napari_dip
-from napari_dip.core.loop import Problem, fit
+from napari_dip.core.loop import Problem, data_term, fit
 from napari_dip.core.networks import NetworkSpec
 from napari_dip.core.presets import Settings
 from napari_dip.core.quality import (AutoStop, estimate_camera_gain_offset, estimate_gaussian_sigma,
-                                     heldout_mask, squared_error)
+                                     heldout_mask)
 from napari_dip.errors import DIPInputError
 
 
@@ -52,7 +52,7 @@ def test_heldout_error_minus_noise_variance_estimates_the_true_error():
     for error in (0.02, 0.05, 0.1):
         estimate = truth + error * torch.randn(truth.shape, generator=torch.Generator().manual_seed(2))
         true_mse = float(((estimate - truth) ** 2).mean())
-        estimated = float(squared_error(estimate, noisy, mask)) - sigma ** 2
+        estimated = float(data_term(estimate, noisy, mask, "gaussian")) - sigma ** 2
         assert abs(estimated - true_mse) < 0.15 * true_mse + 2e-4
 
 

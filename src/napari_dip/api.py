@@ -353,7 +353,7 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
         known_planes = None if not missing.any() else (~missing).astype(np.float32)
         sigma = estimate_gaussian_sigma(planes, known_planes)
         noise_estimate.update({"sigma": sigma * normalisation.span, "sigma_normalised": sigma,
-                               "how": "wavelet median (scikit-image estimate_sigma)"})
+                               "how": "wavelet median (finest diagonal Haar band)"})
 
     # --- operator
     operator = IdentityOperator()
@@ -574,7 +574,7 @@ def _snapshots(job: _Job, run: RestorationRun, device_description: str):
                 if metrics and state.best_iteration is not None and state.current is not None:
                     # the iterate the estimate judges, so that estimate and truth can be compared
                     latest = job.normalisation.inverse(data.crop(state.current.float().cpu().numpy(), out_pads)[0])
-                    metrics["psnr_current"] = _metrics(latest, job, layout, p)["psnr"]
+                    metrics["psnr_current"] = _metrics(latest, job, layout, p, ssim=False)["psnr"]
                 quality = _quality(state, current[p], job)
                 snapshot = Snapshot(state.iteration, state.total, state.loss, image,
                                     time.perf_counter() - start, p, layout.planes, metrics,
@@ -652,26 +652,29 @@ def _quality_record(plane_quality: list, settings) -> dict:
     return entry
 
 
-def _metric_pair(result, truth, channel_axis):
+def _metric_pair(result, truth, channel_axis, ssim: bool = True):
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     data_range = float(truth.max() - truth.min()) or 1.0
     with np.errstate(divide="ignore"):
         psnr = peak_signal_noise_ratio(truth, result, data_range=data_range)
     psnr = None if not np.isfinite(psnr) else float(psnr)  # identical images: JSON has no infinity
+    if not ssim:
+        return {"psnr": psnr}
     min_side = min(truth.shape[-2:]) if channel_axis is None else min(
         s for i, s in enumerate(truth.shape) if i != channel_axis % truth.ndim)
     win = min(7, min_side if min_side % 2 else min_side - 1)
-    ssim = structural_similarity(truth, result, data_range=data_range, channel_axis=channel_axis, win_size=win)
-    return {"psnr": psnr, "ssim": float(ssim)}
+    similarity = structural_similarity(truth, result, data_range=data_range, channel_axis=channel_axis,
+                                       win_size=win)
+    return {"psnr": psnr, "ssim": float(similarity)}
 
 
-def _metrics(plane_result, job, layout, p):
-    """PSNR/SSIM of one plane (C, *spatial) against the same plane of the ground truth."""
+def _metrics(plane_result, job, layout, p, ssim: bool = True):
+    """PSNR/SSIM (or PSNR alone) of one plane (C, *spatial) against the same plane of the ground truth."""
     truth = layout.to_planes(job.ground_truth)[p]
     if layout.spatial_dims == 2:
-        return _metric_pair(plane_result, truth, 0)
-    return _metric_pair(plane_result[0], truth[0], None)  # volumes: the first channel
+        return _metric_pair(plane_result, truth, 0, ssim)
+    return _metric_pair(plane_result[0], truth[0], None, ssim)  # volumes: the first channel
 
 
 def _metrics_all(image, job):

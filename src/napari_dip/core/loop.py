@@ -20,7 +20,7 @@ from .inputs import input_channels, make_input
 from .networks import build_network
 from .operators import IdentityOperator, Operator
 from .presets import Settings
-from .quality import AutoStop, RunningMinimum, squared_error
+from .quality import AutoStop, RunningMinimum
 
 
 @dataclass
@@ -80,16 +80,13 @@ def data_term(prediction, target, known, noise: str):
         per_pixel = prediction - target - target * torch.log((prediction + eps) / (target + eps))
     else:
         raise ValueError(f"unknown noise model {noise!r}; use 'gaussian' or 'poisson'")
-    if known is None:
-        return per_pixel.mean()
-    weight = known.expand_as(per_pixel)
-    return (per_pixel * weight).sum() / weight.sum().clamp_min(1)
+    return masked_mean(per_pixel, known)
 
 
-def _weighted_mean(values, weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` (a number or a tensor like ``like``) over the pixels ``weight`` selects."""
-    if not isinstance(values, torch.Tensor):
-        return torch.tensor(float(values), device=like.device)
+def masked_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over the pixels ``weight`` selects (all pixels when None), as a 0-d tensor."""
+    if weight is None:
+        return values.mean()
     w = weight.expand_as(values)
     return (values * w).sum() / w.sum().clamp_min(1)
 
@@ -340,9 +337,10 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     if settings.auto_stop and scored is not None:
         auto = AutoStop(settings.stop_patience, settings.stop_patience_growth)
         stopper = None  # one rule chooses the result
-    variance_term = None
+    variance_term = None  # mean noise variance at the held-out pixels: fixed for the run, read once
     if scored is not None and noise_variance is not None:
-        variance_term = _weighted_mean(noise_variance, scored, target)
+        variance_term = float(masked_mean(noise_variance, scored)) if isinstance(noise_variance, torch.Tensor) \
+            else float(noise_variance)
     score = None
     best_estimate = None
     last_good = [p.detach().clone() for p in net.parameters()] if settings.backtracking else None
@@ -353,13 +351,11 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     stop_reason = f"completed {total} iterations"
     iteration = 0
 
-    def estimate():
-        if best_estimate is not None:
-            return best_estimate
-        return average if average is not None else output
-
     def latest():
         return average if average is not None else output
+
+    def estimate():
+        return best_estimate if best_estimate is not None else latest()
 
     def chosen_iteration():
         if auto is not None:
@@ -373,9 +369,8 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         raw = float(score)
         if variance_term is None:
             return None, None, raw
-        variance = float(variance_term)
-        best = auto.best_score - variance if auto is not None and math.isfinite(auto.best_score) else None
-        return raw - variance, best, raw
+        best = auto.best_score - variance_term if auto is not None and math.isfinite(auto.best_score) else None
+        return raw - variance_term, best, raw
 
     while iteration < total:
         if should_stop():
@@ -431,9 +426,9 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
             average = output.clone() if average is None else average.mul_(weight).add_(output, alpha=1 - weight)
         if scored is not None:
             step_counter.fill_(iteration)
-            current = average if average is not None else output
+            current = latest()
             with torch.no_grad():
-                score = squared_error(operator(current), target, scored)
+                score = data_term(operator(current), target, scored, "gaussian")
             if auto is not None:
                 improved = auto.update(step_counter, score)
                 best_estimate = current.clone() if best_estimate is None else torch.where(
@@ -447,7 +442,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
                         break
         if stopper is not None and not (stages and net.skipped_upsamples):  # ES-WMV at full resolution only
             step_counter.fill_(iteration)
-            current = average if average is not None else output
+            current = latest()
             improved = stopper.update_on_device(step_counter, output)
             if improved is not None:
                 # keep the iterate at the variance minimum without reading the decision on the host

@@ -41,12 +41,6 @@ def heldout_mask(spatial: tuple, fraction: float, seed: int, known: torch.Tensor
     return chosen.float()
 
 
-def squared_error(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Weighted mean of (prediction − target)² as a 0-d tensor (stays on the device)."""
-    w = weight.expand_as(prediction)
-    return ((prediction - target) ** 2 * w).sum() / w.sum().clamp_min(1)
-
-
 def estimated_psnr(mse: float, peak: float = 1.0) -> float | None:
     """PSNR in dB for an estimated MSE; None when the estimate is not positive (too noisy to say)."""
     if mse is None or not math.isfinite(mse) or mse <= 0:
