@@ -143,18 +143,21 @@ def bm3d_denoise(noisy: np.ndarray, channel_axis=None, scale: float = 255.0) -> 
 
 
 def anscombe(counts: np.ndarray, denoise) -> np.ndarray | None:
-    """Poisson counts through the Anscombe transform, a Gaussian denoiser (σ = 1 there) and back.
+    """Poisson counts through the Anscombe transform, a Gaussian denoiser (σ = 1 there) and back
+    (napari_dip.core.reference.anscombe); None when the denoiser is not installed (returns None)."""
+    from napari_dip.core.reference import anscombe as transform
 
-    The inverse is the closed-form approximation of the exact unbiased inverse (Mäkitalo & Foi, 2011).
-    """
-    a = 2.0 * np.sqrt(counts + 3.0 / 8.0)
-    d = denoise(a)
-    if d is None:
-        return None
-    d = np.maximum(np.asarray(d, np.float64), 1e-3)
-    inverse = (0.25 * d ** 2 + 0.25 * np.sqrt(1.5) / d - 11.0 / 8.0 / d ** 2 + 0.625 * np.sqrt(1.5) / d ** 3
-               - 0.125)
-    return np.maximum(inverse, 0.0).astype(np.float32)
+    unavailable = []
+
+    def checked(a):
+        d = denoise(a)
+        if d is None:
+            unavailable.append(True)
+            return a
+        return d
+
+    result = transform(counts, checked)
+    return None if unavailable else result
 
 
 def synthetic_cells(size: int, seed: int = 0, cells: int | None = None) -> np.ndarray:

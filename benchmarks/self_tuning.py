@@ -65,7 +65,8 @@ GRIDS["full"] = (
     + [("denoise", "camera", 128, False, "poisson", 20)]
     # scattered missing pixels
     + [("inpaint", "camera", 128, False, "missing", 0.5), ("inpaint", "cells", 128, False, "missing", 0.5),
-       ("inpaint", "chelsea", 128, False, "missing", 0.8)]
+       ("inpaint", "text", 128, False, "missing", 0.5), ("inpaint", "astronaut", 256, True, "missing", 0.5),
+       ("inpaint", "chelsea", 128, False, "missing", 0.8), ("inpaint", "coffee-blurred", 128, True, "missing", 0.8)]
     # super-resolution ×4 and deconvolution
     + [("superres", "camera", 256, False, "lanczos", 4), ("deconvolve", "camera", 128, False, "blur", 2.55)]
 )

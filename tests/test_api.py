@@ -143,6 +143,43 @@ def test_bad_images(image, match):
         napari_dip.restore(image, **TINY)
 
 
+@pytest.mark.parametrize("image, match", [
+    (None, r"no image was given.*pass the image as an array"),
+    ("cells.tif", r"file name.*read the file first"),
+    ([[1.0, 2.0], [3.0]], "could not be read as an array"),
+    (np.float32(3.0), "expected an image"),
+])
+def test_no_image_or_not_an_array(image, match):
+    # with the default tile_size='auto' these used to fail inside the tiling decision (max() of nothing)
+    with pytest.raises(DIPInputError, match=match):
+        napari_dip.restore(image, **TINY)
+
+
+@pytest.mark.parametrize("arguments, match", [
+    (dict(tile_size="big"), r"tile_size must be 'auto'.*pixels such as 512.*None"),
+    (dict(tile_size=4.5), "tile_size must be"),
+    (dict(tile_size=True), "tile_size must be"),
+    (dict(tile_size=16, overlap="wide"), r"overlap must be a whole number of pixels ≥ 0"),
+    (dict(tile_size=16, overlap=-1), "overlap must be"),
+    (dict(percentiles=(90, 10)), r"percentiles must be two numbers \(low, high\) with 0 ≤ low < high ≤ 100"),
+    (dict(percentiles=(50, 50)), "percentiles must be"),
+    (dict(percentiles=(0, 200)), "percentiles must be"),
+    (dict(percentiles=(1, 2, 3)), "percentiles must be"),
+    (dict(percentiles="1,99"), "percentiles must be"),
+])
+def test_bad_tiling_and_percentiles(arguments, match):
+    with pytest.raises(DIPInputError, match=match):
+        napari_dip.restore(_image(), **TINY, **arguments)
+
+
+def test_an_all_nan_image_is_not_blamed_on_a_mask():
+    nan = np.full((24, 40), np.nan, np.float32)
+    for task in ("denoise", "inpaint"):
+        with pytest.raises(DIPInputError, match=r"no finite pixel \(all NaN or inf\)") as caught:
+            napari_dip.restore(nan, task, **TINY)
+        assert "mask" not in str(caught.value)
+
+
 def test_bad_masks():
     img = _image()
     with pytest.raises(DIPInputError, match="mask has shape"):
@@ -198,17 +235,18 @@ def test_out_of_memory_says_how_much_and_what_to_try(monkeypatch):
 def test_tiling_on_request_and_never_when_the_image_fits():
     img = _image((24, 100))
     tiled = napari_dip.restore(img, tile_size=48, overlap=16, **TINY)
-    assert tiled.image.shape == img.shape and len(tiled.record["tiling"]) >= 2
+    # 100 pixels in tiles of 48 that share 16: three tiles side by side
+    tiling = tiled.record["tiling"]
+    assert tiled.image.shape == img.shape and tiling["grid"] == [1, 3] and len(tiling["tiles"]) == 3
     whole = napari_dip.restore(img, **TINY)  # 'auto': a small image is one run
     assert "tiling" not in whole.record
 
 
 def test_channels_per_level_on_a_light_preset_mean_a_skip_network():
-    from napari_dip.core.presets import apply_overrides, get_settings
+    from napari_dip.core.networks import NetworkSpec
+    from napari_dip.core.presets import Settings, apply_overrides
 
-    light = get_settings("denoise", "fast")
-    if light.network.kind != "light":
-        pytest.skip("the fast denoise preset is not a light decoder")
+    light = Settings(network=NetworkSpec(kind="light", channels=16, levels=3), ensemble=2)  # pinned: no preset
     changed = apply_overrides(light, {"network_down": (8, 16), "network_up": (8, 16), "network_skip": (2, 2)})
     assert changed.network.kind == "skip" and changed.ensemble == 1
     assert apply_overrides(light, {"network_kind": "hourglass"}).ensemble == 1

@@ -164,7 +164,7 @@ def test_restore_in_tiles_says_so_and_records_the_tiles(tmp_path, capsys):
                      "--tile-size", "40", "--overlap", "16", *args]) == 0
     assert "overlapping tiles" in capsys.readouterr().err
     record = json.loads((tmp_path / "out.json").read_text())
-    assert len(record["tiling"]) >= 2
+    assert record["tiling"]["grid"] == [1, 3] and len(record["tiling"]["tiles"]) == 3  # 80 px, tiles of 40 sharing 16
     assert read_image(tmp_path / "out.tif")[0].shape == (32, 80)
 
 
@@ -173,6 +173,18 @@ def _structured_image(shape=(32, 32), seed=0):
     y, x = np.mgrid[:shape[0], :shape[1]]
     clean = (np.sin(x / 5) + np.cos(y / 4)) * 50 + 100
     return (clean + np.random.default_rng(seed).normal(0, 20, shape)).astype(np.float32)
+
+
+def test_batch_without_the_batch_extra_says_what_to_install(tmp_path, monkeypatch, capsys):
+    for name in ("dask", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails, as when the extra is not installed
+    write_image(tmp_path / "in.tif", _image((32, 32)))
+    code = cli.main(["batch", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR
+    assert 'pip install "napari-dip[batch]"' in err and "dask, distributed" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing was started
 
 
 def test_automatic_stopping_shows_and_records_the_kept_iteration(tmp_path, capsys):

@@ -1,11 +1,43 @@
 """docs/ stays true to the code."""
 
+import dataclasses
+import inspect
+import re
 from pathlib import Path
 
-from napari_dip.core.presets import preset_table
+import napari_dip
+from napari_dip.core.networks import NetworkSpec
+from napari_dip.core.presets import Settings, preset_table
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_presets_page_shows_the_presets_as_the_code_defines_them():
     assert preset_table() in (DOCS / "presets.md").read_text()
+
+
+def _undocumented(names, text, prefix=""):
+    """The names that ``text`` never shows as code: `name`, `name=…`, or with ``prefix`` (`network_kind`)."""
+    return sorted(name for name in names
+                  if not re.search(rf"`(?:{prefix})?{re.escape(name)}(?:=[^`]*)?`", text))
+
+
+def test_every_argument_of_the_public_functions_is_on_the_api_page():
+    text = (DOCS / "api.md").read_text()
+    missing = {}
+    for name in napari_dip.__all__:
+        function = getattr(napari_dip, name)
+        if not inspect.isfunction(function):
+            continue  # the errors and the version
+        arguments = [p.name for p in inspect.signature(function).parameters.values()
+                     if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        missing[name] = _undocumented(arguments, text)
+    assert not any(missing.values()), f"docs/api.md does not describe these arguments: {missing}"
+
+
+def test_every_setting_and_network_field_is_documented():
+    text = (DOCS / "api.md").read_text() + (DOCS / "presets.md").read_text()
+    settings = [f.name for f in dataclasses.fields(Settings)]
+    assert not _undocumented(settings, text), "docs/presets.md (or api.md) does not describe these settings"
+    network = [f.name for f in dataclasses.fields(NetworkSpec)]
+    assert not _undocumented(network, text, prefix=r"network[._]"), "undocumented network fields"

@@ -45,3 +45,48 @@ def test_per_level_upsampling_modes():
 def test_unknown_network_kind_is_refused():
     with pytest.raises(ValueError, match="unknown network kind"):
         build_network(NetworkSpec(kind="transformer"), 1, 1)
+
+
+# ---- anisotropic strides: a volume's Z is halved only while it has room
+
+def test_z_is_halved_only_while_planes_remain_and_y_x_always():
+    skip = NetworkSpec(down=(4,) * 5, up=(4,) * 5, skip=(2,) * 5)  # 3-tap filters: 2 planes at the coarsest
+    assert skip.halvings((3, 64, 64)) == (0, 5, 5)
+    assert skip.halvings((5, 64, 64)) == (1, 5, 5)
+    assert skip.halvings((8, 64, 64)) == (2, 5, 5)
+    assert skip.halvings((16, 64, 64)) == (3, 5, 5)
+    assert skip.halvings((64, 64, 64)) == (5, 5, 5)
+    assert skip.halvings((24, 40)) == (5, 5)  # 2D: every level, as before
+    assert skip.padding((24, 40)) == [(32, 64), (32, 64)]  # unchanged: multiples of 32, at least 64
+    assert skip.padding((5, 64, 64))[0] == (2, 4)  # Z: 5 planes become 6, not 64
+    wide = NetworkSpec(kind="hourglass", down=(4,) * 6, up=(4,) * 6, skip=(0,) * 6, filter_down=5)
+    assert wide.coarsest_side == 3 and wide.halvings((5, 64, 64))[0] == 0
+
+
+@pytest.mark.parametrize("planes", [3, 5, 8, 16])
+@pytest.mark.parametrize("spec", [
+    NetworkSpec(down=(4, 4, 4, 4, 4), up=(4, 4, 4, 4, 4), skip=(2, 2, 2, 2, 2)),
+    NetworkSpec(kind="light", channels=8, levels=4, kernel=3, head_channels=4, head_kernel=3),
+], ids=["skip", "light"])
+def test_a_thin_stack_goes_through_a_3d_network_padded_per_axis(spec, planes):
+    from napari_dip.core import data
+
+    spatial = (planes, 16, 16)
+    pads = [data.pad_amounts((n,), multiple, minimum)[0]
+            for n, (multiple, minimum) in zip(spatial, spec.padding(spatial))]
+    padded = tuple(n + before + after for n, (before, after) in zip(spatial, pads))
+    assert padded[0] < 2 * planes  # Z is not padded up to 2**levels planes
+    net = build_network(spec, 2, 1, dims=3, spatial=padded)
+    z = torch.rand(1, 2, *(net.input_shape(padded) if spec.kind == "light" else padded))
+    out = net(z)
+    assert out.shape == (1, 1) + padded and torch.isfinite(out).all()
+
+
+def test_a_2d_network_does_not_depend_on_the_grid_it_is_told():
+    spec = NetworkSpec(down=(4, 8), up=(4, 8), skip=(2, 2))
+    z = torch.rand(1, 2, 16, 24)
+    outputs = []
+    for spatial in (None, (16, 24)):
+        torch.manual_seed(0)
+        outputs.append(build_network(spec, 2, 1, spatial=spatial)(z))
+    assert torch.equal(*outputs)

@@ -109,7 +109,7 @@ def test_run_overfits_stops_early_and_keeps_the_named_snapshot():
     kwargs = dict(preset="fast", device="cpu", auto_stop=True, iterations=1500, snapshot_every=1, ensemble=1,
                   network_kind="skip", network_down=(32, 32, 32), network_up=(32, 32, 32), network_skip=(4, 4, 4),
                   coarse_to_fine=(), lr=0.01, ema=None, reg_noise_std=0.0, stop_patience=60,
-                  stop_patience_growth=0.0, holdout_fraction=0.1, cpu_bf16=False)
+                  stop_patience_growth=0.0, holdout_fraction=0.1, cpu_bf16=False, mix_with=None)
     run = napari_dip.restore_iter(noisy, "denoise", ground_truth=truth, **kwargs)
     snaps = list(run)
     record = run.result.record

@@ -164,7 +164,9 @@ def test_a_real_tiled_run_shows_no_seam():
     assert result.image.shape == clean.shape and np.isfinite(result.image).all()
     record = result.record
     assert record["tiling"]["grid"] == [1, 3] and record["iterations"] == 30
-    assert record["parameters"]["seed"] == 3 and record["stop_reason"].startswith("completed 10 iterations")
+    # every tile ran its 10 iterations (their kept iterations may differ)
+    assert record["parameters"]["seed"] == 3 and "completed 10 iterations" in record["stop_reason"]
+    assert "automatic stop" not in record["stop_reason"]
     plan = plan_tiles(clean.shape, 64, 32)
     border, inside = seam_and_inside_masks(clean.shape, plan, rim=4)
     error = np.abs(result.image - clean)

@@ -10,6 +10,7 @@ caller's arrays are never modified.
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import threading
 import time
@@ -20,7 +21,9 @@ import numpy as np
 from .errors import DIPInputError, DIPMemoryError
 
 MIN_SIDE = 8  # smallest image side (pixels) that a run accepts
+MIN_PLANES = 3  # fewest Z planes that a volumetric run accepts (more where the network's filters need them)
 NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian")
+MIX_METHODS = ("biharmonic", "nl-means")  # classical estimates a result may be mixed with (core/reference.py)
 
 
 @dataclass
@@ -172,7 +175,8 @@ def restore_iter(image, task: str = "denoise", *, preset: str = "fast", mask=Non
     """Like :func:`restore`, but returns a :class:`RestorationRun` that yields snapshots."""
     from .core.device import describe_device, resolve_device
 
-    if tile_size is not None:
+    _check_arguments(image, tile_size, overlap, percentiles)
+    if tile_size is not None and len(np.shape(image)) >= 2:  # with fewer axes, _prepare says what is wrong
         from .tiled import auto_tile_size, restore_tiled_iter
 
         arguments = dict(preset=preset, mask=mask, factor=factor, psf=psf, psf_sigma=psf_sigma, guide=guide,
@@ -235,6 +239,36 @@ def _check_task(task):
         raise DIPInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
 
 
+def _check_arguments(image, tile_size, overlap, percentiles):
+    """The arguments that decide how a run is set up (tiling, intensity range), checked before anything else:
+    tiling is decided before the image is read."""
+    if image is None:
+        raise DIPInputError("no image was given (image is None): pass the image as an array, e.g. "
+                            "napari_dip.restore(tifffile.imread('cells.tif'))")
+    if isinstance(image, (str, os.PathLike)):
+        raise DIPInputError(f"the image is a file name ({str(image)!r}): read the file first, e.g. "
+                            "napari_dip.io.read_image(path)[0], and pass the array")
+    try:
+        np.shape(image)
+    except ValueError as exc:  # e.g. nested lists of unequal lengths
+        raise DIPInputError(f"image could not be read as an array: {exc}") from None
+    whole = (int, np.integer)
+    if not (tile_size is None or (isinstance(tile_size, str) and tile_size == "auto")
+            or (isinstance(tile_size, whole) and not isinstance(tile_size, bool))):
+        raise DIPInputError(f"tile_size must be 'auto' (tile only what would not fit in memory), a tile side in "
+                            f"pixels such as 512, or None (never tile); got {tile_size!r}")
+    if not isinstance(overlap, whole) or isinstance(overlap, bool) or overlap < 0:
+        raise DIPInputError(f"overlap must be a whole number of pixels ≥ 0, such as 64; got {overlap!r}")
+    try:
+        low, high = (float(p) for p in percentiles) if not isinstance(percentiles, str) else (None, None)
+    except (TypeError, ValueError):
+        low = high = None
+    if low is None or not 0.0 <= low < high <= 100.0:
+        raise DIPInputError(f"percentiles must be two numbers (low, high) with 0 ≤ low < high ≤ 100, the "
+                            f"intensity percentiles mapped to 0 and 1, e.g. (0.5, 99.5), or (0, 100) for the "
+                            f"full range; got {percentiles!r}")
+
+
 def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise, channel_axis, volumetric,
              iterations, seed, ground_truth, snapshot_every, early_stopping, auto_stop=None, holdout_fraction=None,
              gain=None, offset=None, read_noise=None, percentiles=(0.0, 100.0), overrides=None) -> _Job:
@@ -290,6 +324,8 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
     if not 0.0 < settings.holdout_fraction < 0.5:
         raise DIPInputError(f"holdout_fraction is the share of measured pixels kept out of the fit to judge it: "
                             f"it must lie in (0, 0.5), e.g. 0.05; got {settings.holdout_fraction}")
+    if settings.mix_with not in (None, *MIX_METHODS):
+        raise DIPInputError(f"mix_with must be one of {', '.join(MIX_METHODS)} or None; got {settings.mix_with!r}")
     if settings.auto_stop and settings.early_stopping:
         raise DIPInputError("choose one stopping rule: auto_stop (held-out pixels) or early_stopping (ES-WMV)")
 
@@ -309,6 +345,12 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
             hint = " It looks like an RGB(A) image: pass channel_axis=-1."
         raise DIPInputError(f"the image is too small to restore: Y/X size {layout.spatial_shape[-2:]}, "
                             f"need at least {MIN_SIDE} pixels per side.{hint}")
+    if volumetric:
+        needed = max(MIN_PLANES, settings.network.coarsest_side)
+        if layout.spatial_shape[0] < needed:
+            raise DIPInputError(f"a volumetric run needs at least {needed} planes along Z; this volume has "
+                                f"{layout.spatial_shape[0]} (Z, Y, X: {layout.spatial_shape}). Restore its planes "
+                                "one by one instead (volumetric=False)")
 
     # --- missing pixels: the mask and non-finite values
     planes = layout.to_planes(image)  # new float32 array: the caller's image is not touched
@@ -319,6 +361,10 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
     if task == "inpaint" and not missing.any():
         raise DIPInputError("the mask marks no pixel as missing: paint the region to fill "
                             "(nonzero = missing) or pass NaN pixels")
+    if not np.isfinite(planes).any():
+        raise DIPInputError("the image has no finite pixel (all NaN or inf): nothing is left to restore from; "
+                            "check that the right image or layer was passed (NaN marks missing pixels, so some "
+                            "must be measured)")
     if missing.all():
         raise DIPInputError("the mask hides every pixel: nothing is left to fit; "
                             "nonzero mask values mark the pixels to fill, so invert your mask")
@@ -507,6 +553,72 @@ def _heldout(job: _Job, p: int, pads, known_padded):
     return torch.from_numpy(scored.astype(np.float32)), known_padded
 
 
+def _result_maker(job: _Job, p: int, out_pads):
+    """A function from a loop tensor (1, C, *padded) to plane ``p`` of the result, in the input's units.
+
+    With ``keep_measured`` (inpainting), the measured pixels keep their measured values: only the missing ones
+    are the network's.
+    """
+    from .core import data
+
+    measured = None
+    if job.settings.keep_measured and job.known is not None and job.factor == 1:
+        measured = np.broadcast_to(job.known[p] > 0, job.planes[p].shape)
+        original = job.normalisation.inverse(job.planes[p])
+
+    def as_result(tensor):
+        plane = job.normalisation.inverse(data.crop(tensor.detach().float().cpu().numpy(), out_pads)[0])
+        return plane if measured is None else np.where(measured, original, plane)
+
+    return as_result
+
+
+def _reference(job: _Job, p: int, heldout, meas_pads, out_pads):
+    """The classical estimate of plane ``p`` to mix into the result (core/reference.py), if the settings ask.
+
+    Returns (the estimate from every measured pixel, the same without the held-out pixels' values, a note for the
+    record), padded like the network's output; the estimates are None, and the note says why, where none is used.
+    """
+    import torch
+
+    from .core import data, reference
+    from .core.operators import IdentityOperator
+
+    method = job.settings.mix_with
+    if method is None:
+        return None, None, None
+    if heldout is None or not isinstance(job.operator, IdentityOperator):
+        return None, None, {"used": False, "method": method,
+                            "why": "needs automatic stopping, and no resampling or blur in the task"}
+    plane = job.planes[p]
+    known = job.known[p] if job.known is not None else np.ones((1,) + plane.shape[1:], np.float32)
+    excluded = data.crop(heldout.numpy(), meas_pads)[0]
+    note = {"used": True, "method": method}
+    if method == "biharmonic":
+        gap = reference.mean_gap_distance(known)
+        note["gap_distance"] = round(gap, 2)
+        if job.known is None:
+            return None, None, dict(note, used=False, why="no pixel is missing")
+        if gap > reference.MAX_SCATTERED_GAP:
+            return None, None, dict(note, used=False, why=(
+                f"the gaps are wide (mean distance to a measured pixel {gap:.1f} px, more than "
+                f"{reference.MAX_SCATTERED_GAP:g}): held-out pixels cannot judge a fill there"))
+        estimates = [reference.biharmonic_fill(plane, k) for k in (known, known * (1.0 - excluded))]
+    else:
+        def denoise(x):
+            if job.noise == "gaussian":
+                return reference.nl_means(x, float(job.noise_estimate["sigma_normalised"]))
+            # photon counts: Anscombe's transform makes the noise Gaussian with σ = 1
+            photons = float(job.noise_estimate["photons_at_1"])
+            return reference.anscombe(x * photons, lambda a: reference.nl_means(a, 1.0)) / photons
+
+        unmeasured = 1.0 - known
+        estimates = [denoise(reference.neighbour_mean_fill(plane, hidden))
+                     for hidden in (unmeasured, np.maximum(unmeasured, excluded))]
+    padded = [torch.from_numpy(data.pad_reflect(e[None], out_pads)) for e in estimates]
+    return padded[0], padded[1], note
+
+
 def _noise_variance(job: _Job, target: np.ndarray):
     """The measurement's noise variance in normalised units: σ̂² (Gaussian), or y / photons at 1 (Poisson)."""
     import torch
@@ -527,13 +639,11 @@ def _snapshots(job: _Job, run: RestorationRun, device_description: str):
     layout, settings, factor = job.layout, job.settings, job.factor
     spatial_dims = layout.spatial_dims
     axis_factor = [factor if i >= spatial_dims - 2 else 1 for i in range(spatial_dims)]
-    multiple = settings.network.multiple
-    minimum = multiple * (settings.network.filter_down // 2 + 1) if settings.network.kind != "light" else multiple
-    # pad the measurement so that factor × its size suits the network
+    # pad the measurement so that factor × its size suits the network (per axis: a thin Z is halved less often)
+    sizes = settings.network.padding(tuple(n * f for n, f in zip(layout.spatial_shape, axis_factor)))
     meas_pads = []
-    for n, f in zip(layout.spatial_shape, axis_factor):
-        meas_multiple = max(1, multiple // f)
-        meas_pads.append(data.pad_amounts((n,), meas_multiple, -(-minimum // f))[0])
+    for n, f, (multiple, minimum) in zip(layout.spatial_shape, axis_factor, sizes):
+        meas_pads.append(data.pad_amounts((n,), max(1, multiple // f), -(-minimum // f))[0])
     out_pads = [(b * f, a * f) for (b, a), f in zip(meas_pads, axis_factor)]
 
     # the result so far: the input (enlarged for super-resolution) until a plane is restored
@@ -557,30 +667,31 @@ def _snapshots(job: _Job, run: RestorationRun, device_description: str):
         known = data.pad_reflect(job.known[p:p + 1], meas_pads) if job.known is not None else None
         guide = data.pad_reflect(job.guide_planes[p:p + 1], out_pads) if job.guide_planes is not None else None
         heldout, known = _heldout(job, p, meas_pads, known)
+        reference, reference_scored, mixing = _reference(job, p, heldout, meas_pads, out_pads)
         problem = Problem(
             target=torch.from_numpy(target), out_channels=layout.channels,
             out_spatial=tuple(s * f for s, f in zip(target.shape[2:], axis_factor)),
             operator=job.operator, known=None if known is None else torch.from_numpy(known),
             noise="gaussian" if job.noise == "gaussian" else "poisson",
             guide=None if guide is None else torch.from_numpy(guide), heldout=heldout,
-            noise_variance=_noise_variance(job, target))
+            noise_variance=_noise_variance(job, target), reference=reference, reference_scored=reference_scored)
         states = fit(problem, settings, seed=job.seed, device=job.device, should_stop=lambda: run.stop_requested)
+        as_result = _result_maker(job, p, out_pads)
         try:
             for state in states:
-                estimate = state.estimate.detach().float().cpu().numpy()
-                current[p] = job.normalisation.inverse(data.crop(estimate, out_pads)[0])
+                current[p] = as_result(state.estimate)
                 image = layout.from_planes(current).copy()
                 metrics = _metrics(current[p], job, layout, p) if job.ground_truth is not None else {}
                 if metrics and state.best_iteration is not None and state.current is not None:
                     # the iterate the estimate judges, so that estimate and truth can be compared
-                    latest = job.normalisation.inverse(data.crop(state.current.float().cpu().numpy(), out_pads)[0])
-                    metrics["psnr_current"] = _metrics(latest, job, layout, p, ssim=False)["psnr"]
+                    metrics["psnr_current"] = _metrics(as_result(state.current), job, layout, p, ssim=False)["psnr"]
                 quality = _quality(state, current[p], job)
                 snapshot = Snapshot(state.iteration, state.total, state.loss, image,
                                     time.perf_counter() - start, p, layout.planes, metrics,
                                     backtracks + state.backtracks, quality=quality)
                 if state.done:
-                    plane_quality.append(dict(quality, iteration=state.iteration, stop_reason=state.stop_reason))
+                    plane_quality.append(dict(quality, iteration=state.iteration, stop_reason=state.stop_reason,
+                                              mixing=mixing))
                     iterations_done.append(state.iteration)
                     backtracks += state.backtracks
                     stop_reason = state.stop_reason
@@ -631,6 +742,8 @@ def _quality(state, plane_result: np.ndarray, job: _Job) -> dict:
     span = job.normalisation.span
     peak = float(np.nanmax(plane_result) - np.nanmin(plane_result)) or span
     out = {"heldout_error": state.heldout_error * span ** 2, "chosen_iteration": state.best_iteration}
+    if state.best_mix_weight is not None:
+        out["network_weight"] = state.best_mix_weight
     for key, mse in (("", state.estimated_mse), ("chosen_", state.best_estimated_mse)):
         if mse is not None:
             out[f"{key}estimated_rmse"] = float(np.sqrt(max(mse, 0.0))) * span
@@ -644,12 +757,22 @@ def _quality_record(plane_quality: list, settings) -> dict:
         return {"automatic_stopping": False}
     planes = [{"chosen_iteration": q.get("chosen_iteration"), "iterations": q.get("iteration"),
                "estimated_psnr": q.get("chosen_estimated_psnr"), "estimated_rmse": q.get("chosen_estimated_rmse"),
-               "stop_reason": q.get("stop_reason")} for q in plane_quality]
+               "stop_reason": q.get("stop_reason"), **_mixing(q)} for q in plane_quality]
     entry = {"automatic_stopping": True, "holdout_fraction": settings.holdout_fraction,
              "method": "held-out pixels (squared error minus the noise variance)", "planes": planes}
     if len(planes) == 1:
         entry.update({k: v for k, v in planes[0].items() if k != "stop_reason"})
     return entry
+
+
+def _mixing(plane_quality: dict) -> dict:
+    """The record's word on the classical estimate mixed into a plane's result: {} when the settings ask for none."""
+    mixing = plane_quality.get("mixing")
+    if mixing is None:
+        return {}
+    if mixing["used"]:
+        mixing = dict(mixing, network_weight=plane_quality.get("network_weight"))
+    return {"mixed_with": mixing}
 
 
 def _metric_pair(result, truth, channel_axis, ssim: bool = True):

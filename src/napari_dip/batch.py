@@ -15,6 +15,7 @@ summary and does not stop the others.
 from __future__ import annotations
 
 import glob
+import importlib
 import logging
 import os
 import time
@@ -28,6 +29,21 @@ from .errors import DIPInputError
 from .io import FORMATS, atomic_output, create_zarr, format_for, read_image_lazy, write_image, write_json
 
 SUMMARY_COLUMNS = ("file", "status", "iterations", "stop reason", "seconds", "error")
+BATCH_MODULES = ("dask", "distributed", "zarr")  # the ``batch`` extra of pyproject.toml
+
+
+def require_batch_extra() -> None:
+    """Raise ImportError, saying what to install, when the modules of the ``batch`` extra are missing."""
+    missing = []
+    for name in BATCH_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(f"batch runs need {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                          'installed: install the batch extra with pip install "napari-dip[batch]" (from a source '
+                          'folder: pip install -e ".[batch]"), which adds dask[distributed] and zarr')
 
 
 @dataclass(frozen=True)
@@ -289,6 +305,7 @@ def run_batch(tasks, options: dict, *, scheduler: str | None = None, workers: in
     tile_size, overlap
         Tiling of large images (see :func:`restore_file`).
     """
+    require_batch_extra()
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 

@@ -519,8 +519,12 @@ def _tile_size(text: str):
 
 
 def batch_command(args) -> int:
-    from .batch import format_summary, plan_tasks, run_batch
+    from .batch import format_summary, plan_tasks, require_batch_extra, run_batch
 
+    try:
+        require_batch_extra()  # before any work, and without a traceback
+    except ImportError as exc:
+        return _fail(exc, EXIT_ERROR)
     files = {}
     options = restore_kwargs(args, {}, files)  # mask, PSF, guide: read once, shared by every task
     options["channel_axis"] = args.channel_axis  # 'auto': each file says where its channels are

@@ -39,6 +39,11 @@ class Problem:
     # variance of the measurement's noise in normalised units (a number, or per pixel like target):
     # subtracted from the held-out squared error to estimate the result's own error
     noise_variance: torch.Tensor | float | None = None
+    # a classical estimate to mix into the result (core/fill.py), on the output grid like the network's output:
+    # ``reference`` made from every measured pixel, ``reference_scored`` from those the fit sees (the mixing
+    # weight is chosen at the held-out pixels, so the estimate judged there must not have seen them either)
+    reference: torch.Tensor | None = None
+    reference_scored: torch.Tensor | None = None
 
     @property
     def dims(self) -> int:
@@ -63,6 +68,9 @@ class LoopState:
     best_estimated_mse: float | None = None
     heldout_error: float | None = None  # raw held-out squared error of the current result
     current: torch.Tensor | None = None  # the iterate the estimate judges (EMA of outputs, or the output)
+    # with a reference: the network's weight w in the result reference + w·(network − reference), now and as chosen
+    mix_weight: float | None = None
+    best_mix_weight: float | None = None
     stop_reason: str | None = None  # set on the final state only
     done: bool = False
 
@@ -89,6 +97,39 @@ def masked_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tens
         return values.mean()
     w = weight.expand_as(values)
     return (values * w).sum() / w.sum().clamp_min(1)
+
+
+class ReferenceMix:
+    """Mixes each iterate x with a classical estimate r as r + w·(x − r), w in [0, 1] least-squares at the held-out
+    pixels (core/fill.py says why). ``reference_measured`` is A(r') for the r' made without the held-out pixels."""
+
+    def __init__(self, reference, reference_measured, target, scored):
+        self.reference = reference
+        self.reference_measured = reference_measured
+        self.residual = target - reference_measured  # what the reference misses, at the measurements
+        self.scored = scored
+        self.current = None
+        self._weight = None
+        self._best_weight = None
+
+    def mix(self, iterate, iterate_measured):
+        """(the mixed iterate, its held-out squared error), both kept on the device."""
+        difference = iterate_measured - self.reference_measured
+        weight = (masked_mean(difference * self.residual, self.scored)
+                  / masked_mean(difference * difference, self.scored).clamp_min(1e-12)).clamp(0.0, 1.0)
+        error = masked_mean((weight * difference - self.residual) ** 2, self.scored)
+        self._weight = weight
+        self.current = self.reference + weight * (iterate - self.reference)
+        return self.current, error
+
+    def keep(self, improved):
+        """Remember the weight of the iterate that the stopping rule keeps (``improved``: 0-d bool tensor)."""
+        self._best_weight = self._weight if self._best_weight is None else torch.where(
+            improved, self._weight, self._best_weight)
+
+    def weight(self, best: bool = False) -> float | None:
+        value = self._best_weight if best else self._weight
+        return None if value is None else float(value)
 
 
 class MovingVariance:
@@ -290,10 +331,11 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         members = max(1, int(getattr(settings, "ensemble", 1) or 1))
-        net = build_network(settings.network, n_in, problem.out_channels, dims, members=members)
+        net = build_network(settings.network, n_in, problem.out_channels, dims, members=members,
+                            spatial=problem.out_spatial)
     spatial = problem.out_spatial
     if settings.network.kind == "light":
-        spatial = tuple(s // net.input_downscale for s in spatial)
+        spatial = net.input_shape(spatial)
     if members > 1 and settings.input == "noise":
         z = make_input(settings.input, n_in * members, spatial, noise_gen).to(device)
     else:
@@ -341,6 +383,10 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     if scored is not None and noise_variance is not None:
         variance_term = float(masked_mean(noise_variance, scored)) if isinstance(noise_variance, torch.Tensor) \
             else float(noise_variance)
+    mixer = None
+    if scored is not None and problem.reference is not None:
+        mixer = ReferenceMix(problem.reference.to(device), operator(problem.reference_scored.to(device)), target,
+                             scored)
     score = None
     best_estimate = None
     last_good = [p.detach().clone() for p in net.parameters()] if settings.backtracking else None
@@ -356,6 +402,13 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
 
     def estimate():
         return best_estimate if best_estimate is not None else latest()
+
+    def judged():
+        """The iterate the held-out score judges: the latest one, mixed with the reference when there is one."""
+        return mixer.current if mixer is not None and mixer.current is not None else latest()
+
+    def mix_weights():
+        return {} if mixer is None else {"mix_weight": mixer.weight(), "best_mix_weight": mixer.weight(best=True)}
 
     def chosen_iteration():
         if auto is not None:
@@ -428,9 +481,14 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
             step_counter.fill_(iteration)
             current = latest()
             with torch.no_grad():
-                score = data_term(operator(current), target, scored, "gaussian")
+                if mixer is not None:
+                    current, score = mixer.mix(current, operator(current))
+                else:
+                    score = data_term(operator(current), target, scored, "gaussian")
             if auto is not None:
                 improved = auto.update(step_counter, score)
+                if mixer is not None:
+                    mixer.keep(improved)
                 best_estimate = current.clone() if best_estimate is None else torch.where(
                     improved, current, best_estimate)
                 if iteration % sync_every == 0 or iteration % settings.snapshot_every == 0:
@@ -456,7 +514,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         if iteration % settings.snapshot_every == 0 and iteration < total:
             loss_value = float(loss.detach())
             yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
-                            backtracks, chosen_iteration(), *scores(), current=latest())
+                            backtracks, chosen_iteration(), *scores(), current=judged(), **mix_weights())
 
     if stopper is not None:
         stopper.sync()
@@ -472,4 +530,5 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     if auto is not None and auto.best_iteration is not None and stop_reason.startswith("completed"):
         stop_reason += f"; the held-out error was lowest at iteration {auto.best_iteration}"
     yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
-                    backtracks, chosen_iteration(), *scores(), current=latest(), stop_reason=stop_reason, done=True)
+                    backtracks, chosen_iteration(), *scores(), current=judged(), **mix_weights(),
+                    stop_reason=stop_reason, done=True)

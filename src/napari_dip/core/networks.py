@@ -5,6 +5,10 @@ Ulyanov et al. (2018), supplementary material: stride-2 convolutions go down,
 bilinear or nearest upsampling goes up, BatchNorm and LeakyReLU(0.2) after every
 convolution, optional skip branches of 1×1 convolutions, a 1×1 convolution after
 each up block and a sigmoid output.
+
+Strides may differ per axis (``halvings``): a volume's Z axis, often only a few
+planes, is halved at the finest levels only, as long as it has room
+(:meth:`NetworkSpec.halvings`), and upsampling mirrors the strides.
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ def _block(dims, c_in, c_out, kernel, stride=1, pad="reflection"):
     return _conv(dims, c_in, c_out, kernel, stride, pad) + [bn(c_out), nn.LeakyReLU(0.2, inplace=True)]
 
 
+def _level_factor(halvings, level: int):
+    """Stride of one level (finest is 0), and the upsampling that undoes it: 2 along the axes that are still
+    halved there, 1 along the others. A single int when all axes agree, as in 2D."""
+    factors = [2 if level < h else 1 for h in halvings]
+    return factors[0] if len(set(factors)) == 1 else tuple(factors)
+
+
 def _upsample_mode(mode: str, dims: int) -> str:
     if mode == "bilinear" and dims == 3:
         return "trilinear"
@@ -49,16 +60,18 @@ def _upsample_mode(mode: str, dims: int) -> str:
 class _Level(nn.Module):
     """One level of the skip net: skip branch ‖ (down, deeper, up), then the up convolutions."""
 
-    def __init__(self, dims, c_in, down, up, skip, deeper_out, deeper, k_down, k_up, k_skip, upsample, pad):
+    def __init__(self, dims, c_in, down, up, skip, deeper_out, deeper, k_down, k_up, k_skip, upsample, pad,
+                 stride=2):
         super().__init__()
         _, bn, _, _ = _layers(dims)
         self.skip = nn.Sequential(*_block(dims, c_in, skip, k_skip, pad=pad)) if skip else None
-        down_layers = _block(dims, c_in, down, k_down, stride=2, pad=pad) + _block(dims, down, down, k_down, pad=pad)
+        down_layers = (_block(dims, c_in, down, k_down, stride=stride, pad=pad)
+                       + _block(dims, down, down, k_down, pad=pad))
         if deeper is not None:
             down_layers.append(deeper)
         mode = _upsample_mode(upsample, dims)
         align = False if mode in ("bilinear", "trilinear") else None
-        down_layers.append(nn.Upsample(scale_factor=2, mode=mode, align_corners=align))
+        down_layers.append(nn.Upsample(scale_factor=stride, mode=mode, align_corners=align))
         self.deeper = nn.Sequential(*down_layers)
         merged = skip + deeper_out
         self.merge = nn.Sequential(
@@ -79,17 +92,20 @@ class SkipNet(nn.Module):
 
     ``down``, ``up`` and ``skip`` give the channels per level (finest first);
     ``skip`` entries of 0 remove that skip branch, so all-zero skips give the
-    hourglass. ``upsample`` is one mode or one per level. Input sides must be divisible by 2**levels.
+    hourglass. ``upsample`` is one mode or one per level. ``halvings`` says how
+    many levels halve each spatial axis (the finest ones; default: all levels,
+    every axis). Each side must be divisible by 2**(its halvings).
     """
 
     def __init__(self, in_channels, out_channels, down=(128,) * 5, up=(128,) * 5, skip=(4,) * 5,
                  filter_down=3, filter_up=3, filter_skip=1, upsample="bilinear", pad="reflection",
-                 dims=2, sigmoid=True):
+                 dims=2, sigmoid=True, halvings=None):
         super().__init__()
         if not (len(down) == len(up) == len(skip)):
             raise ValueError("down, up and skip need one entry per level")
         self.levels = len(down)
         self.dims = dims
+        self.halvings = (self.levels,) * dims if halvings is None else tuple(halvings)
         modes = (upsample,) * self.levels if isinstance(upsample, str) else tuple(upsample)
         level = None
         # build from the coarsest level outwards so each level can hold the one below
@@ -97,7 +113,7 @@ class SkipNet(nn.Module):
             c_in = in_channels if i == 0 else down[i - 1]
             deeper_out = down[i] if level is None else up[i + 1]
             level = _Level(dims, c_in, down[i], up[i], skip[i], deeper_out, level,
-                           filter_down, filter_up, filter_skip, modes[i], pad)
+                           filter_down, filter_up, filter_skip, modes[i], pad, _level_factor(self.halvings, i))
         self.body = level
         out = _conv(dims, up[0], out_channels, 1, pad=pad)
         if sigmoid:
@@ -106,7 +122,7 @@ class SkipNet(nn.Module):
 
     @property
     def multiple(self) -> int:
-        """Input sides must be multiples of this."""
+        """Input sides halved at every level must be multiples of this."""
         return 2 ** self.levels
 
     def forward(self, z):
@@ -134,10 +150,14 @@ class LightDecoder(nn.Module):
     shared): input and output have ``members`` times the channels, member k
     owning the k-th block. Averaging their outputs is the paper's "average of
     several runs" at the cost of one wider network.
+
+    ``halvings`` says how many of the levels (the finest ones) upsample each
+    spatial axis; by default all of them, every axis. :meth:`input_shape` gives
+    the input's size for an output size.
     """
 
     def __init__(self, in_channels, out_channels, channels=64, levels=4, upsample="bilinear", dims=2,
-                 sigmoid=True, kernel=1, head_channels=0, head_kernel=0, members=1):
+                 sigmoid=True, kernel=1, head_channels=0, head_kernel=0, members=1, halvings=None):
         super().__init__()
         k = members
         conv, bn, _, _ = _layers(dims)
@@ -145,12 +165,14 @@ class LightDecoder(nn.Module):
         align = False if mode in ("bilinear", "trilinear") else None
         head_channels = head_channels or channels
         head_kernel = head_kernel or kernel
+        self.halvings = (levels,) * dims if halvings is None else tuple(halvings)
         layers = []
         c = in_channels
-        for level in range(levels):
+        for level in range(levels):  # coarsest first: an axis halved h times is upsampled in the last h levels
             width = head_channels if level == levels - 1 else channels
             layers += _conv(dims, c * k, width * k, kernel, pad="reflection", groups=k)
-            layers += [nn.Upsample(scale_factor=2, mode=mode, align_corners=align), nn.ReLU(inplace=True),
+            scale = _level_factor(self.halvings, levels - 1 - level)
+            layers += [nn.Upsample(scale_factor=scale, mode=mode, align_corners=align), nn.ReLU(inplace=True),
                        bn(width * k)]
             c = width
         layers += _conv(dims, c * k, head_channels * k, head_kernel, pad="reflection", groups=k)
@@ -171,8 +193,12 @@ class LightDecoder(nn.Module):
 
     @property
     def input_downscale(self) -> int:
-        """The input is this many times smaller than the output per axis."""
+        """The input is this many times smaller than the output along axes upsampled at every level."""
         return 2 ** self.levels
+
+    def input_shape(self, spatial) -> tuple:
+        """The input's spatial size for an output of size ``spatial`` (per axis: 2**halvings smaller)."""
+        return tuple(s // 2 ** h for s, h in zip(spatial, self.halvings))
 
     def forward(self, z):
         if not self.skipped_upsamples:
@@ -204,8 +230,49 @@ class NetworkSpec:
     head_kernel: int = 0  # light decoder: filter size at full resolution (0 = kernel)
 
     @property
+    def depth(self) -> int:
+        """Levels: halvings of the skip net and hourglass, upsamplings of the light decoder."""
+        return self.levels if self.kind == "light" else len(self.down)
+
+    @property
     def multiple(self) -> int:
-        return 2 ** (self.levels if self.kind == "light" else len(self.down))
+        """Y and X sides must be multiples of this (see :meth:`padding` for every axis)."""
+        return 2 ** self.depth
+
+    @property
+    def coarsest_side(self) -> int:
+        """Fewest samples an axis may have at the coarsest level: reflection padding for a k-tap filter
+        needs more than k // 2 of them."""
+        if self.kind == "light":
+            kernels = (self.kernel, self.head_kernel or self.kernel)
+        else:
+            kernels = (self.filter_down, self.filter_up, self.filter_skip)
+        return max(kernels) // 2 + 1
+
+    def halvings(self, spatial) -> tuple:
+        """How many levels halve each axis of the output grid ``spatial`` (the finest levels do).
+
+        Y and X (the last two axes) take every level; their sides are padded to suit. A volume's Z is
+        halved only while ``coarsest_side`` planes remain, so a thin stack (microscopy's Z: often a few
+        planes) keeps its planes instead of being padded to 2**depth times as many.
+        """
+        out = []
+        for axis, n in enumerate(spatial):
+            halvings = self.depth
+            if axis < len(spatial) - 2:
+                halvings = 0
+                while halvings < self.depth and n // 2 ** (halvings + 1) >= self.coarsest_side:
+                    halvings += 1
+            out.append(halvings)
+        return tuple(out)
+
+    def padding(self, spatial) -> list[tuple[int, int]]:
+        """(multiple, minimum) per axis: the sizes to pad the output grid ``spatial`` to for this network.
+
+        A network built for the padded grid may halve Z once more than ``spatial`` would; the padded
+        size is then divisible by that power of two as well.
+        """
+        return [(2 ** h, 2 ** h * self.coarsest_side) for h in self.halvings(spatial)]
 
     def as_dict(self) -> dict:
         if self.kind == "light":
@@ -219,18 +286,25 @@ class NetworkSpec:
 
 
 def build_network(spec: NetworkSpec, in_channels: int, out_channels: int, dims: int = 2,
-                  members: int = 1) -> nn.Module:
-    """Build the generator a spec describes; ``members`` > 1 (light decoder only) builds an ensemble."""
+                  members: int = 1, spatial: tuple | None = None) -> nn.Module:
+    """Build the generator a spec describes; ``members`` > 1 (light decoder only) builds an ensemble.
+
+    ``spatial``, the (padded) output grid, sets the strides per axis (:meth:`NetworkSpec.halvings`);
+    without it every axis is halved at every level.
+    """
     if members > 1 and spec.kind != "light":
         raise ValueError(f"an ensemble of networks (members={members}) needs the 'light' network kind")
+    if spatial is not None and len(spatial) != dims:
+        raise ValueError(f"spatial {tuple(spatial)} needs {dims} sizes for a {dims}D network")
+    halvings = None if spatial is None else spec.halvings(spatial)
     if spec.kind in ("skip", "hourglass"):
         skip = spec.skip if spec.kind == "skip" else (0,) * len(spec.down)
         return SkipNet(in_channels, out_channels, spec.down, spec.up, skip, spec.filter_down,
-                       spec.filter_up, spec.filter_skip, spec.upsample, spec.pad, dims)
+                       spec.filter_up, spec.filter_skip, spec.upsample, spec.pad, dims, halvings=halvings)
     if spec.kind == "light":
         return LightDecoder(in_channels, out_channels, spec.channels, spec.levels, spec.upsample, dims,
                             kernel=spec.kernel, head_channels=spec.head_channels, head_kernel=spec.head_kernel,
-                            members=members)
+                            members=members, halvings=halvings)
     raise ValueError(f"unknown network kind {spec.kind!r}; use 'skip', 'hourglass' or 'light'")
 
 

@@ -42,6 +42,11 @@ class Settings:
     holdout_fraction: float = 0.1
     stop_patience: int = 150
     stop_patience_growth: float = 0.5
+    # with automatic stopping: mix a classical estimate r into the result, r + w·(network − r), w chosen at the
+    # held-out pixels (core/reference.py): "biharmonic" (a fill of missing pixels in small gaps), "nl-means"
+    # (non-local means, Anscombe-transformed for photon counts), or None
+    mix_with: str | None = None
+    keep_measured: bool = False  # the result keeps the measured pixels as they are; the network fills the rest
     snapshot_every: int = 50
     amp: bool = True  # mixed precision where the device supports it (CUDA)
     # --- schedules (defaults keep the paper's plain loop)
@@ -101,13 +106,14 @@ def _denoise(name: str, factor: int | None) -> Settings:
         # automatic stopping chooses the result; iterations is a ceiling that low noise levels need (their
         # best comes late) and high ones never reach. The coarse stages have fixed lengths so that a higher
         # ceiling does not stretch them: smooth images are often best at the end of a coarse stage.
-        return Settings(network=_net(**_LIGHT_DENOISE), iterations=2000,
+        return Settings(network=_net(**_LIGHT_DENOISE), iterations=2000, mix_with="nl-means",
                         **dict(_FAST_SCHEDULE, ensemble=2, coarse_to_fine=((250, 4), (250, 2))))
     raise KeyError(name)
 
 
 def _inpaint(name: str, factor: int | None) -> Settings:
-    common = dict(reg_noise_std=0.03, ema=None, backtracking=False)
+    # inpainting fills the missing pixels and leaves the measured ones as the user measured them
+    common = dict(reg_noise_std=0.03, ema=None, backtracking=False, keep_measured=True)
     if name in ("paper", "text"):
         return Settings(network=_net(kind="skip", down=(128,) * 5, up=(128,) * 5, skip=(128,) * 5,
                                      upsample="nearest"), iterations=6001, **common)
@@ -118,14 +124,16 @@ def _inpaint(name: str, factor: int | None) -> Settings:
     if name == "region":
         depth6 = (16, 32, 64, 128, 128, 128)
         return Settings(network=_net(kind="hourglass", down=depth6, up=depth6, skip=(0,) * 6, filter_down=5),
-                        input_channels=1, iterations=3001, reg_noise_std=0.0, ema=None, backtracking=False)
+                        input_channels=1, iterations=3001, reg_noise_std=0.0, ema=None, backtracking=False,
+                        keep_measured=True)
     if name == "missing-pixels":
         return Settings(network=_net(**_SKIP_PAPER), iterations=11000, lr=0.001, reg_noise_std=0.03,
-                        ema=None, backtracking=True, backtrack_every=50)
+                        ema=None, backtracking=True, backtrack_every=50, keep_measured=True)
     if name == "fast":
         return Settings(network=_net(kind="skip", down=(16, 32, 64, 64, 128), up=(16, 32, 64, 64, 128),
                                      skip=(16, 16, 16, 16, 16), upsample="nearest"),
-                        input_channels=8, iterations=1000, snapshot_every=25, auto_stop=True, **common)
+                        input_channels=8, iterations=1000, snapshot_every=25, auto_stop=True, mix_with="biharmonic",
+                        **common)
     raise KeyError(name)
 
 
@@ -214,10 +222,19 @@ def _stopping(s: Settings) -> str:
     return "ES-WMV" if s.early_stopping else "fixed length"
 
 
+def _result(s: Settings) -> str:
+    parts = ["the network's output"]
+    if s.mix_with and s.auto_stop:
+        parts = [f"mixed with {'a biharmonic fill (small gaps)' if s.mix_with == 'biharmonic' else 'non-local means'}"]
+    if s.keep_measured:
+        parts.append("measured pixels kept")
+    return ", ".join(parts)
+
+
 def preset_table() -> str:
     """The presets as a Markdown table (docs/presets.md is made from it)."""
-    rows = ["| task | preset | network | input z | jitter σ | LR | iterations | EMA | backtracking | stopping |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| task | preset | network | input z | jitter σ | LR | iterations | EMA | backtracking | stopping | result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, names in PRESETS.items():
         for name in names:
             s = get_settings(task, name, 4)
@@ -237,7 +254,7 @@ def preset_table() -> str:
             z = f"noise, {s.input_channels} ch" if s.input == "noise" else s.input
             rows.append(f"| {task} | {name} | {arch} | {z} | {s.reg_noise_std:.3g} | {s.lr:g} | {s.iterations} "
                         f"| {s.ema if s.ema is not None else 'off'} | {'yes' if s.backtracking else 'no'} "
-                        f"| {_stopping(s)} |")
+                        f"| {_stopping(s)} | {_result(s)} |")
     return "\n".join(rows)
 
 

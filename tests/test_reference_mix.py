@@ -1,0 +1,128 @@
+"""Classical estimates mixed into the result (core/reference.py): the weight, what the judged estimate sees,
+measured pixels kept, and what the record says."""
+
+import numpy as np
+import pytest
+import torch
+
+import napari_dip
+from napari_dip.core import reference
+from napari_dip.core.loop import ReferenceMix, masked_mean
+from napari_dip.errors import DIPInputError
+
+TINY = dict(preset="fast", device="cpu", iterations=60, snapshot_every=20, cpu_bf16=False)
+
+
+def _smooth(side=48, seed=0):
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    rng = np.random.default_rng(seed)
+    return (100 + 60 * np.sin(3 * x + rng.random()) * np.cos(2 * y) + 40 * x).astype(np.float32)
+
+
+def test_mixing_weight_is_least_squares_and_never_worse_than_either_estimate():
+    rng = np.random.default_rng(1)
+    truth = torch.from_numpy(rng.random((1, 1, 32, 32)).astype(np.float32))
+    target = truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(2))
+    scored = (torch.rand((1, 1, 32, 32), generator=torch.Generator().manual_seed(3)) < 0.2).float()
+    ref = truth + 0.2 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(4))
+    iterate = truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(5))
+    mix = ReferenceMix(ref, ref, target, scored)
+    mixed, error = mix.mix(iterate, iterate)
+    w = mix.weight()
+    assert 0.0 <= w <= 1.0
+    assert torch.allclose(mixed, ref + w * (iterate - ref))
+    # the least-squares weight: no other weight has a lower held-out error
+    for other in np.linspace(0, 1, 21):
+        assert float(error) <= float(masked_mean((ref + other * (iterate - ref) - target) ** 2, scored)) + 1e-7
+    # a perfect iterate takes all the weight; one no better than the reference at the held-out pixels, none
+    mix.mix(target, target)
+    assert mix.weight() == pytest.approx(1.0)
+    mix.mix(ref + 1.0, ref + 1.0)
+    assert mix.weight() == pytest.approx(0.0)
+
+
+def test_judged_references_never_see_the_held_out_values():
+    rng = np.random.default_rng(0)
+    plane = rng.random((1, 40, 40)).astype(np.float32)
+    held = (rng.random((1, 40, 40)) < 0.1).astype(np.float32)
+    changed = np.where(held > 0, rng.random(plane.shape) * 10, plane).astype(np.float32)
+    a = reference.nl_means(reference.neighbour_mean_fill(plane, held), 0.2)
+    b = reference.nl_means(reference.neighbour_mean_fill(changed, held), 0.2)
+    assert np.array_equal(a, b)
+    known = (rng.random((1, 40, 40)) > 0.5).astype(np.float32)
+    fitted = known * (1 - held)
+    assert np.array_equal(reference.biharmonic_fill(plane, fitted), reference.biharmonic_fill(changed, fitted))
+    # and the unjudged ones do see them (the test can fail)
+    assert not np.array_equal(reference.nl_means(plane, 0.2), reference.nl_means(changed, 0.2))
+
+
+def test_nl_means_keeps_the_channels_first_layout():
+    rng = np.random.default_rng(0)
+    for shape in [(1, 24, 32), (3, 24, 32), (1, 6, 24, 32)]:
+        plane = rng.random(shape).astype(np.float32)
+        assert reference.nl_means(plane, 0.1).shape == shape
+    one = rng.random((1, 24, 32)).astype(np.float32)
+    from skimage.restoration import denoise_nl_means
+    expected = denoise_nl_means(one[0].astype(np.float64), h=0.08, sigma=0.1, fast_mode=True, patch_size=5,
+                                patch_distance=6)
+    assert np.allclose(reference.nl_means(one, 0.1)[0], expected, atol=1e-6)
+
+
+def test_gap_distance_tells_scattered_pixels_from_a_hole():
+    rng = np.random.default_rng(0)
+    scattered = (rng.random((1, 64, 64)) > 0.5).astype(np.float32)
+    hole = np.ones((1, 64, 64), np.float32)
+    hole[0, 16:48, 16:48] = 0
+    assert reference.mean_gap_distance(scattered) <= reference.MAX_SCATTERED_GAP
+    assert reference.mean_gap_distance(hole) > reference.MAX_SCATTERED_GAP
+    assert reference.mean_gap_distance(np.ones((1, 8, 8))) == 0.0
+
+
+def test_inpainting_keeps_measured_pixels_and_reports_the_fill_weight():
+    clean = _smooth()
+    missing = np.random.default_rng(1).random(clean.shape) < 0.5
+    damaged = np.where(missing, 0, clean).astype(np.float32)
+    before = damaged.copy()
+    result = napari_dip.restore(damaged, "inpaint", mask=missing, **TINY)
+    assert np.array_equal(damaged, before)  # the input is not touched
+    assert np.array_equal(result.image[~missing], damaged[~missing])  # measured pixels kept as measured
+    mixed = result.record["quality"]["mixed_with"]
+    assert mixed["used"] and mixed["method"] == "biharmonic" and 0.0 <= mixed["network_weight"] <= 1.0
+    # on smooth content a short fit alone is far below the biharmonic fill; the mix is close to the fill
+    from skimage.restoration import inpaint_biharmonic
+    fill = inpaint_biharmonic(damaged, missing)
+    alone = napari_dip.restore(damaged, "inpaint", mask=missing, mix_with=None, **TINY)
+
+    def psnr(x):
+        return 10 * np.log10(np.ptp(clean) ** 2 / np.mean((x - clean) ** 2))
+
+    assert psnr(result.image) >= psnr(fill) - 1.0 and psnr(result.image) > psnr(alone.image) + 3.0
+
+
+def test_a_wide_hole_gets_no_fill_and_the_record_says_why():
+    clean = _smooth()
+    hole = np.zeros(clean.shape, bool)
+    hole[12:36, 12:36] = True
+    result = napari_dip.restore(np.where(hole, 0, clean), "inpaint", mask=hole, **TINY)
+    mixed = result.record["quality"]["mixed_with"]
+    assert not mixed["used"] and "wide" in mixed["why"] and "network_weight" not in mixed
+
+
+def test_denoising_mixes_non_local_means_for_both_noise_models():
+    clean = _smooth()
+    rng = np.random.default_rng(2)
+    gaussian = napari_dip.restore(clean + rng.normal(0, 10, clean.shape).astype(np.float32), "denoise", **TINY)
+    counts = rng.poisson(clean / clean.max() * 20).astype(np.float32)
+    poisson = napari_dip.restore(counts, "denoise", noise="poisson", **TINY)
+    for result in (gaussian, poisson):
+        mixed = result.record["quality"]["mixed_with"]
+        assert mixed["used"] and mixed["method"] == "nl-means" and 0.0 <= mixed["network_weight"] <= 1.0
+        assert np.isfinite(result.image).all()
+    # turned off: nothing mixed, nothing said
+    plain = napari_dip.restore(clean, "denoise", mix_with=None, **TINY)
+    assert "mixed_with" not in plain.record["quality"]
+
+
+def test_unknown_mixing_method_is_a_clear_error():
+    with pytest.raises(DIPInputError, match="mix_with"):
+        napari_dip.restore(_smooth(), "denoise", mix_with="bm3d", **TINY)
