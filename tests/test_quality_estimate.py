@@ -94,6 +94,8 @@ def test_auto_stop_rule_fires_after_the_minimum_and_not_while_improving():
     assert stop.best_iteration == 40
     assert fired == 40 + max(10, 20)
     assert not AutoStop(10, 0.5).should_stop(5)  # nothing recorded: no stop
+    # coarse-to-fine: a minimum found in a coarse stage waits for the full-resolution stage's own patience
+    assert not stop.should_stop(130, full_resolution_from=120) and stop.should_stop(140, full_resolution_from=120)
 
 
 def _overfitting_problem(size=32, sigma=0.15):

@@ -27,13 +27,13 @@ def test_mixing_weight_is_least_squares_and_never_worse_than_either_estimate():
     ref = truth + 0.2 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(4))
     iterate = truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(5))
     mix = ReferenceMix(ref, ref, target, scored)
-    mixed, error = mix.mix(iterate, iterate)
-    w = mix.weight()
+    mixed = mix.mix(iterate, iterate)
+    w, error = mix.weight(), mix.error()
     assert 0.0 <= w <= 1.0
     assert torch.allclose(mixed, ref + w * (iterate - ref))
     # the least-squares weight: no other weight has a lower held-out error
     for other in np.linspace(0, 1, 21):
-        assert float(error) <= float(masked_mean((ref + other * (iterate - ref) - target) ** 2, scored)) + 1e-7
+        assert error <= float(masked_mean((ref + other * (iterate - ref) - target) ** 2, scored)) + 1e-7
     # a perfect iterate takes all the weight; one no better than the reference at the held-out pixels, none
     mix.mix(target, target)
     assert mix.weight() == pytest.approx(1.0)

@@ -101,7 +101,8 @@ def masked_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tens
 
 class ReferenceMix:
     """Mixes each iterate x with a classical estimate r as r + w·(x − r), w in [0, 1] least-squares at the held-out
-    pixels (core/fill.py says why). ``reference_measured`` is A(r') for the r' made without the held-out pixels."""
+    pixels (core/reference.py says why). ``reference_measured`` is A(r') for the r' made without the held-out
+    pixels; the mixed iterate's held-out error is kept beside its weight, for the iterate the loop keeps."""
 
     def __init__(self, reference, reference_measured, target, scored):
         self.reference = reference
@@ -109,27 +110,30 @@ class ReferenceMix:
         self.residual = target - reference_measured  # what the reference misses, at the measurements
         self.scored = scored
         self.current = None
-        self._weight = None
-        self._best_weight = None
+        self._now = None  # (weight, held-out error) of the latest iterate, 0-d tensors on the device
+        self._kept = None
 
     def mix(self, iterate, iterate_measured):
-        """(the mixed iterate, its held-out squared error), both kept on the device."""
+        """The mixed iterate (kept as ``current``); weight and held-out error stay on the device."""
         difference = iterate_measured - self.reference_measured
         weight = (masked_mean(difference * self.residual, self.scored)
                   / masked_mean(difference * difference, self.scored).clamp_min(1e-12)).clamp(0.0, 1.0)
         error = masked_mean((weight * difference - self.residual) ** 2, self.scored)
-        self._weight = weight
+        self._now = torch.stack([weight, error])
         self.current = self.reference + weight * (iterate - self.reference)
-        return self.current, error
+        return self.current
 
     def keep(self, improved):
-        """Remember the weight of the iterate that the stopping rule keeps (``improved``: 0-d bool tensor)."""
-        self._best_weight = self._weight if self._best_weight is None else torch.where(
-            improved, self._weight, self._best_weight)
+        """Remember the weight and error of the iterate that the stopping rule keeps (``improved``: 0-d bool)."""
+        self._kept = self._now if self._kept is None else torch.where(improved, self._now, self._kept)
 
     def weight(self, best: bool = False) -> float | None:
-        value = self._best_weight if best else self._weight
-        return None if value is None else float(value)
+        value = self._kept if best else self._now
+        return None if value is None else float(value[0])
+
+    def error(self, best: bool = False) -> float | None:
+        value = self._kept if best else self._now
+        return None if value is None else float(value[1])
 
 
 class MovingVariance:
@@ -419,11 +423,14 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         """(estimated MSE now, estimated MSE of the chosen iteration, raw held-out error now)."""
         if score is None:
             return None, None, None
-        raw = float(score)
+        if mixer is not None:  # the estimate is of the mixed result
+            raw, best = mixer.error(), mixer.error(best=True)
+        else:
+            raw = float(score)
+            best = auto.best_score if auto is not None and math.isfinite(auto.best_score) else None
         if variance_term is None:
             return None, None, raw
-        best = auto.best_score - variance_term if auto is not None and math.isfinite(auto.best_score) else None
-        return raw - variance_term, best, raw
+        return raw - variance_term, None if best is None else best - variance_term, raw
 
     while iteration < total:
         if should_stop():
@@ -481,10 +488,11 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
             step_counter.fill_(iteration)
             current = latest()
             with torch.no_grad():
+                measured = operator(current)
+                score = data_term(measured, target, scored, "gaussian")
                 if mixer is not None:
-                    current, score = mixer.mix(current, operator(current))
-                else:
-                    score = data_term(operator(current), target, scored, "gaussian")
+                    # the network's own held-out error picks the iterate; the mix is the result at that iterate
+                    current = mixer.mix(current, measured)
             if auto is not None:
                 improved = auto.update(step_counter, score)
                 if mixer is not None:
@@ -493,7 +501,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
                     improved, current, best_estimate)
                 if iteration % sync_every == 0 or iteration % settings.snapshot_every == 0:
                     auto.sync()
-                    if auto.should_stop(iteration, allowed=not (stages and net.skipped_upsamples)):
+                    if auto.should_stop(iteration, full_resolution_from=stages[-1][0] if stages else 0):
                         stop_reason = (f"automatic stop: the held-out error was lowest at iteration "
                                        f"{auto.best_iteration} and did not improve for {iteration - auto.best_iteration}"
                                        f" iterations")

@@ -79,9 +79,9 @@ class AutoStop:
     The run ends when no new minimum has come for ``patience`` iterations,
     where patience = max(``min_patience``, ``growth`` × the minimum's
     iteration): a late optimum needs a longer look past it, since the curves
-    get flatter as the run goes on. A stop is never decided during a
-    coarse-to-fine stage (``allowed`` False), whose plateau says nothing about
-    the full-resolution fit to come.
+    get flatter as the run goes on. In a coarse-to-fine run the patience
+    counts from the start of the full-resolution stage at the earliest: the
+    plateau of a coarse stage says nothing about the full-resolution fit to come.
     """
 
     def __init__(self, min_patience: int = 150, growth: float = 0.5):
@@ -108,8 +108,12 @@ class AutoStop:
     def patience(self) -> int:
         return max(self.min_patience, int(self.growth * (self.best_iteration or 0)))
 
-    def should_stop(self, iteration: int, allowed: bool = True) -> bool:
-        return allowed and self.best_iteration is not None and iteration - self.best_iteration >= self.patience()
+    def should_stop(self, iteration: int, full_resolution_from: int = 0) -> bool:
+        """True once the patience has run out since the minimum, or since the full-resolution stage began if
+        that came later: a coarse-to-fine run is never judged before its full-resolution fit has had a chance."""
+        if self.best_iteration is None:
+            return False
+        return iteration - max(self.best_iteration, full_resolution_from) >= self.patience()
 
 
 # ---------------------------------------------------------------------------------------------

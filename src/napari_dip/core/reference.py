@@ -8,7 +8,10 @@ the weight w in [0, 1] that minimises the squared error at the held-out pixels (
 least-squares stacking of two estimators: one parameter fitted on hundreds of
 pixels or more). For that choice to be fair, the reference that is judged never
 sees the held-out pixels either: the fill treats them as missing, and non-local
-means sees them replaced by the mean of their measured neighbours.
+means sees them replaced by the mean of their measured neighbours. The result then
+uses the estimate made from every measured pixel. For the fill that is a little
+better than the judged one; for non-local means it can be better (textures) or
+worse (smooth images at low noise), so there the weight is approximate.
 
 Held-out pixels are scattered, so for inpainting they judge how well each
 estimator fills small gaps. Large holes (a painted region) are another problem,
