@@ -59,7 +59,8 @@ def main(argv=None):
     print(f"ablation — {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}; "
           f"{describe_device(device)}; torch {torch.__version__}; load {os.getloadavg()[0]:.2f}")
     print(f"{args.task} / {args.preset}: {base.network.kind} network, ensemble {base.ensemble}, "
-          f"{args.size}² × {args.channels} channel(s), full resolution; {args.rounds} rounds × {args.iterations} iterations")
+          f"{args.size}² × {args.channels} channel(s), full resolution; "
+          f"{args.rounds} rounds × {args.iterations} iterations")
     for _ in range(args.rounds):
         for i, variant in enumerate(variants):
             warmup = 2
@@ -67,7 +68,7 @@ def main(argv=None):
                                                   early_stopping=False, snapshot_every=10 ** 9))
             stamps = []
 
-            def on_iteration(it, net, stamps=stamps):
+            def on_iteration(it, net, stamps=stamps, warmup=warmup):
                 if it > warmup:
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)

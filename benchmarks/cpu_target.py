@@ -71,7 +71,8 @@ def run_one(task: str, name: str, budget: float, size: int = 256, full: bool = T
     return dict(task=task, image=name, size=size, input_psnr=case["input_psnr"], reference=case["baseline_name"],
                 reference_psnr=reference, best_psnr_in_budget=best_in_budget, seconds_to_reference=reached,
                 final_psnr=final, final_seconds=record["seconds"], iterations=record["iterations"],
-                stop_reason=record["stop_reason"], seconds_per_iteration=record["seconds"] / max(1, record["iterations"]),
+                stop_reason=record["stop_reason"],
+                seconds_per_iteration=record["seconds"] / max(1, record["iterations"]),
                 device=record["device"], curve=curve)
 
 

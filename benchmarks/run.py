@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import resource
 import subprocess
@@ -129,7 +128,6 @@ def _sync(device):
 
 
 def _count_flops(net, z, target) -> int:
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
@@ -143,8 +141,8 @@ def worker(case_name: str, variant: str, device_name: str, iterations: int, warm
     import psutil
     import torch
 
-    from napari_dip.core.networks import NetworkSpec, build_network, count_parameters
     from napari_dip.core.device import describe_device
+    from napari_dip.core.networks import build_network, count_parameters
 
     device = torch.device(device_name)
     case = dict(CASES[case_name])
@@ -210,12 +208,10 @@ def worker(case_name: str, variant: str, device_name: str, iterations: int, warm
             if i > warmup and device.type == "cpu":
                 stamps.append(time.perf_counter())
 
-        state = None
         for state in fit(problem, settings, seed=0, device=device, on_iteration=on_iteration):
-            pass
+            result["final_loss"] = state.loss  # the last state's loss is the one that stays
         _sync(device)
         seconds = time.perf_counter() - clock["start"]
-        result["final_loss"] = state.loss
     else:
         raise ValueError(variant)
 

@@ -200,7 +200,8 @@ def table(rows) -> str:
         ref_txt = ", ".join(f"{k} {v:.2f}" for k, v in refs.items())
         auto = row["auto"]
         fixed = f"{row['fixed']['psnr']:.2f}" if "fixed" in row else "—"
-        lines.append(f"| {label(row)} | {auto['psnr']:.2f} ({auto['seconds']:.0f} s, it {auto.get('chosen_iteration')}) "
+        lines.append(f"| {label(row)} | {auto['psnr']:.2f} "
+                     f"({auto['seconds']:.0f} s, it {auto.get('chosen_iteration')}) "
                      f"| {row['oracle']:.2f} | {auto['psnr'] - row['oracle']:+.2f} | {fixed} | {ref_txt} "
                      f"| {auto['psnr'] - refs[ref_name]:+.2f} ({ref_name}) |" if ref_name else "| — |")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs and run the whole suite.
+# Install everything the test suite needs, lint with ruff and run the whole suite.
 #
 # For Debian (run as root, or with sudo) and Python >= 3.11. Safe to run again:
 # system packages are installed only when one is missing, and pip skips what is
@@ -29,6 +29,9 @@ fi
 # torch==2.13.0 first, in the same command: it is the local CPU wheel, whereas the
 # package's range alone would pull the newest torch with gigabytes of CUDA wheels.
 python -m pip install --progress-bar off torch==2.13.0 -e ".[test]"
+
+# Lint first (ruff, configured in pyproject.toml): a lint error fails the run before the tests start.
+python -m ruff check .
 
 # pytest-xvfb (in the test extra) starts Xvfb for the GUI tests.
 exec python -m pytest -q "$@"

@@ -1,8 +1,9 @@
 """Shared test set-up. Keep it small: several test modules rely on it."""
 
+import pytest
+
 # torch must be imported before a QApplication exists (GUI tests), or it can crash on import
 import torch  # noqa: F401
-import pytest
 
 # A network small enough for a few CPU iterations in a second
 TINY_NETWORK = dict(network_down=(8, 16), network_up=(8, 16), network_skip=(2, 2), input_channels=4)

@@ -98,7 +98,7 @@ def test_an_output_without_its_record_is_done_again(tmp_path, cluster):
         == ["done"] * 3
     # as if killed while the last one was written: its record is missing and a partial file is left over
     os.remove(tasks[1].record)
-    (tmp_path / "out" / f".img1.tif.0badc0de.partial").write_bytes(b"half a file")
+    (tmp_path / "out" / ".img1.tif.0badc0de.partial").write_bytes(b"half a file")
     kept = mtimes([tasks[0].output, tasks[0].record, tasks[2].output, tasks[2].record])
     rows = batch(tasks, cluster)
     assert [r["status"] for r in rows] == ["skipped (done)", "done", "skipped (done)"]

@@ -5,8 +5,15 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_dip.core.operators import (BlurOperator, ComposedOperator, DownsampleOperator, IdentityOperator,
-                                       MaskOperator, gaussian_psf, lanczos2_kernel)
+from napari_dip.core.operators import (
+    BlurOperator,
+    ComposedOperator,
+    DownsampleOperator,
+    IdentityOperator,
+    MaskOperator,
+    gaussian_psf,
+    lanczos2_kernel,
+)
 
 
 def test_identity_returns_its_input():

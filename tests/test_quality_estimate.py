@@ -12,8 +12,7 @@ import napari_dip
 from napari_dip.core.loop import Problem, data_term, fit
 from napari_dip.core.networks import NetworkSpec
 from napari_dip.core.presets import Settings
-from napari_dip.core.quality import (AutoStop, estimate_camera_gain_offset, estimate_gaussian_sigma,
-                                     heldout_mask)
+from napari_dip.core.quality import AutoStop, estimate_camera_gain_offset, estimate_gaussian_sigma, heldout_mask
 from napari_dip.errors import DIPInputError
 
 

@@ -273,8 +273,7 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
              iterations, seed, ground_truth, snapshot_every, early_stopping, auto_stop=None, holdout_fraction=None,
              gain=None, offset=None, read_noise=None, percentiles=(0.0, 100.0), overrides=None) -> _Job:
     from .core import data
-    from .core.operators import (BlurOperator, ComposedOperator, DownsampleOperator, IdentityOperator,
-                                 gaussian_psf)
+    from .core.operators import BlurOperator, ComposedOperator, DownsampleOperator, IdentityOperator, gaussian_psf
     from .core.presets import apply_overrides, get_settings
 
     _check_task(task)

@@ -324,6 +324,7 @@ def _kept(quality: dict) -> str:
 
 
 def add_restore_command(commands) -> None:
+    """Register the ``restore`` subcommand: one image file in, its restoration and run record out."""
     parser = commands.add_parser(
         "restore", help="restore one image file",
         description="Restore INPUT (TIFF, PNG, JPEG or .npy) and write the result to OUTPUT, "
@@ -336,6 +337,7 @@ def add_restore_command(commands) -> None:
 
 
 def restore_command(args) -> int:
+    """Run ``napari-dip restore``: read INPUT, restore it, write OUTPUT and its record; return the exit code."""
     format_for(args.output)  # an unknown output type fails now, not after the run
     image, metadata = read_image(args.input)
     files = {"input": str(args.input), "output": str(args.output)}
@@ -352,6 +354,7 @@ def restore_command(args) -> int:
 
 
 def add_demo_command(commands) -> None:
+    """Register the ``demo`` subcommand: restore a degraded crop of the bundled ``camera`` photo."""
     parser = commands.add_parser(
         "demo", help="restore a degraded crop of a bundled sample image (no download)",
         description="Degrade a crop of scikit-image's bundled 'camera' photo (for denoise: Gaussian "
@@ -367,6 +370,7 @@ def add_demo_command(commands) -> None:
 
 
 def demo_command(args) -> int:
+    """Run ``napari-dip demo``: degrade a crop, restore it, write the files and PSNRs; return the exit code."""
     from skimage.metrics import peak_signal_noise_ratio
 
     out = Path(args.output)
@@ -484,6 +488,7 @@ def side_by_side(images, labels, title: str, display_range) -> np.ndarray:
 
 
 def add_batch_command(commands) -> None:
+    """Register the ``batch`` subcommand: many files, or every plane of a stack, on a dask cluster."""
     parser = commands.add_parser(
         "batch", help="restore many files, or every plane of a stack, on a dask cluster",
         description="Restore every INPUT with one configuration on dask.distributed: a local cluster by "
@@ -519,6 +524,7 @@ def _tile_size(text: str):
 
 
 def batch_command(args) -> int:
+    """Run ``napari-dip batch`` and print the summary table; return the exit code (1 if any input failed)."""
     from .batch import format_summary, plan_tasks, require_batch_extra, run_batch
 
     try:

@@ -91,7 +91,8 @@ def auto_tile_size(image_shape, task: str = "denoise", *, channel_axis=None, vol
 
     from .core.device import resolve_device
     from .core.presets import apply_overrides, get_settings
-    from .core.tiling import auto_tile_size as side_for, estimate_bytes_per_pixel
+    from .core.tiling import auto_tile_size as side_for
+    from .core.tiling import estimate_bytes_per_pixel
 
     factor = int(factor or (4 if task == "superres" else 1))
     network_settings = {k: v for k, v in settings.items() if k.startswith("network")}

@@ -1,0 +1,1 @@
+"""The restoration engine, independent of napari: data layout, operators, networks, the loop, presets."""

@@ -71,6 +71,7 @@ class PlaneLayout:
 
 
 def normalise_channel_axis(channel_axis: int | None, ndim: int) -> int | None:
+    """``channel_axis`` as an index in 0…ndim-1 (None stays None); DIPInputError when it is out of range."""
     if channel_axis is None:
         return None
     if not -ndim <= channel_axis < ndim:
@@ -151,5 +152,6 @@ def pad_reflect(planes: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
 
 
 def crop(planes: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
+    """Undo :func:`pad_reflect`: cut ``pads`` (before, after) off the spatial axes of (P, C, *spatial)."""
     index = [slice(None), slice(None)] + [slice(b, planes.shape[2 + i] - a) for i, (b, a) in enumerate(pads)]
     return planes[tuple(index)]

@@ -29,6 +29,7 @@ def guide_input(guide: torch.Tensor) -> torch.Tensor:
 
 def make_input(kind: str, channels: int, spatial: tuple, generator: torch.Generator,
                guide: torch.Tensor | None = None) -> torch.Tensor:
+    """The network input z of ``kind``: 'noise', 'meshgrid' or 'guide' (which needs ``guide``)."""
     if kind == "noise":
         return noise_input(channels, spatial, generator)
     if kind == "meshgrid":
@@ -41,6 +42,8 @@ def make_input(kind: str, channels: int, spatial: tuple, generator: torch.Genera
 
 
 def input_channels(kind: str, channels: int, dims: int, guide_channels: int | None = None) -> int:
+    """Channels of the network input: one per spatial axis for 'meshgrid', the guide's for 'guide', else
+    ``channels``."""
     if kind == "meshgrid":
         return dims
     if kind == "guide":

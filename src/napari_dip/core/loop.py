@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -503,8 +503,8 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
                     auto.sync()
                     if auto.should_stop(iteration, full_resolution_from=stages[-1][0] if stages else 0):
                         stop_reason = (f"automatic stop: the held-out error was lowest at iteration "
-                                       f"{auto.best_iteration} and did not improve for {iteration - auto.best_iteration}"
-                                       f" iterations")
+                                       f"{auto.best_iteration} and did not improve for "
+                                       f"{iteration - auto.best_iteration} iterations")
                         break
         if stopper is not None and not (stages and net.skipped_upsamples):  # ES-WMV at full resolution only
             step_counter.fill_(iteration)

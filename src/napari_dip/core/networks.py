@@ -39,7 +39,7 @@ def _conv(dims, c_in, c_out, kernel, stride=1, pad="reflection", groups=1):
 
 
 def _block(dims, c_in, c_out, kernel, stride=1, pad="reflection"):
-    """conv → BatchNorm → LeakyReLU(0.2)"""
+    """Conv → BatchNorm → LeakyReLU(0.2)."""
     _, bn, _, _ = _layers(dims)
     return _conv(dims, c_in, c_out, kernel, stride, pad) + [bn(c_out), nn.LeakyReLU(0.2, inplace=True)]
 
@@ -309,4 +309,5 @@ def build_network(spec: NetworkSpec, in_channels: int, out_channels: int, dims: 
 
 
 def count_parameters(net: nn.Module) -> int:
+    """The number of parameter values (weights, biases, normalisation scales) of ``net``."""
     return sum(p.numel() for p in net.parameters())

@@ -22,7 +22,7 @@ class Operator:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def to(self, device, dtype=None) -> "Operator":
+    def to(self, device, dtype=None) -> Operator:
         return self
 
     def describe(self) -> str:

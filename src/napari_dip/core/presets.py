@@ -164,8 +164,9 @@ def _guided(name: str, factor: int | None) -> Settings:
     common = dict(input="guide", reg_noise_std=0.0, ema=None, backtracking=False)
     if name == "paper":
         # flash/no-flash: nearest upsampling in the two coarsest levels, bilinear elsewhere
-        return Settings(network=_net(**_SKIP_PAPER, upsample=("nearest", "nearest", "bilinear", "bilinear", "bilinear")), lr=0.1,
-                        iterations=601, snapshot_every=25, **common)
+        return Settings(network=_net(**_SKIP_PAPER,
+                                     upsample=("nearest", "nearest", "bilinear", "bilinear", "bilinear")),
+                        lr=0.1, iterations=601, snapshot_every=25, **common)
     if name == "fast":
         return Settings(network=_net(**_SKIP_FAST), lr=0.01, iterations=400, snapshot_every=25, auto_stop=True,
                         **common)
@@ -206,7 +207,8 @@ def apply_overrides(settings: Settings, overrides: dict) -> Settings:
     valid_net = {f.name for f in dataclasses.fields(NetworkSpec)}
     bad_net = set(net_changes) - valid_net
     if bad_net:
-        raise ValueError(f"unknown network setting(s) {', '.join(sorted(bad_net))}; valid: {', '.join(sorted(valid_net))}")
+        raise ValueError(f"unknown network setting(s) {', '.join(sorted(bad_net))}; "
+                         f"valid: {', '.join(sorted(valid_net))}")
     if "kind" not in net_changes and settings.network.kind == "light" and {"down", "up", "skip"} & set(net_changes):
         net_changes["kind"] = "skip"  # channels per level describe a skip network, not the light decoder
     if net_changes.get("kind", settings.network.kind) != "light" and "ensemble" not in overrides:
@@ -233,7 +235,8 @@ def _result(s: Settings) -> str:
 
 def preset_table() -> str:
     """The presets as a Markdown table (docs/presets.md is made from it)."""
-    rows = ["| task | preset | network | input z | jitter σ | LR | iterations | EMA | backtracking | stopping | result |",
+    rows = ["| task | preset | network | input z | jitter σ | LR | iterations | EMA | backtracking | stopping "
+            "| result |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, names in PRESETS.items():
         for name in names:

@@ -21,8 +21,18 @@ from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QPushButton, QVBo
 from superqt import QCollapsible
 
 from ..errors import DIPInputError
-from .layer_data import (CURRENT_PLANE, PLANE_MODES, VOLUME, InputSelection, Placement, companion_array,
-                         layer_array, result_placement, select_input, spatial_axes)
+from .layer_data import (
+    CURRENT_PLANE,
+    PLANE_MODES,
+    VOLUME,
+    InputSelection,
+    Placement,
+    companion_array,
+    layer_array,
+    result_placement,
+    select_input,
+    spatial_axes,
+)
 from .loss_plot import LossPlot
 from .result_layers import ResultLayers
 from .worker import RunFailed, restoration_steps, seconds_per_iteration, start
@@ -76,12 +86,15 @@ class CurrentRun:
 
 @dataclass
 class RunRequest:
+    """What one run needs: the input chosen in the form, the engine's arguments and where the result goes."""
+
     selection: InputSelection
     kwargs: dict
     placement: Placement
 
 
 def available_devices() -> list[str]:
+    """The device choices: 'auto', 'cpu', every CUDA device, and 'mps' when it is available."""
     import torch
 
     devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -91,7 +104,8 @@ def available_devices() -> list[str]:
 
 
 def layer_choice(viewer, layer_type, label, nullable=False, tooltip=None) -> ComboBox:
-    """A drop-down of the viewer's layers of one type; visible layers first, so hidden ground truths are not the default."""
+    """A drop-down of the viewer's layers of one type; visible layers first, so hidden ground truths are not
+    the default."""
 
     def choices(_widget):
         layers = [layer for layer in viewer.layers if isinstance(layer, layer_type)]
@@ -111,6 +125,7 @@ def qt_object_deleted(qt_object) -> bool:
 
 
 def format_seconds(seconds: float) -> str:
+    """A duration for people: '42 s', '3 min 05 s', '1 h 02 min'; '?' when it is not finite."""
     if not math.isfinite(seconds):
         return "?"
     if seconds < 60:
@@ -254,7 +269,7 @@ class RestorationWidget(QWidget):
     # the form
 
     def reset_choices(self, *_):
-        """napari calls this when layers are added, removed, renamed or reordered."""
+        """Called by napari when layers are added, removed, renamed or reordered."""
         self.main.reset_choices()
         self._on_image_changed()
 

@@ -12,6 +12,7 @@ from .layer_data import InputSelection, companion_array, layer_array
 
 
 def noise_model_choice() -> ComboBox:
+    """The noise model drop-down: Gaussian (the default), Poisson or Poisson-Gaussian."""
     return ComboBox(label="noise model", value="gaussian",
                     choices=[("Gaussian (squared error)", "gaussian"), ("Poisson (photon counts)", "poisson"),
                              ("Poisson-Gaussian (camera ADU)", "poisson-gaussian")],

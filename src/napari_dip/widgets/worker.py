@@ -24,10 +24,13 @@ SYNC_ENV = "NAPARI_DIP_SYNC"
 
 @dataclass
 class RunFailed:
+    """A run stopped by a user error (bad input, not enough memory): the message to show."""
+
     message: str
 
 
 def synchronous() -> bool:
+    """True when ``NAPARI_DIP_SYNC`` (1, true or yes) asks to run in the calling thread."""
     return os.environ.get(SYNC_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
