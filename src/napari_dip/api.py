@@ -764,6 +764,33 @@ def _quality_record(plane_quality: list, settings) -> dict:
     return entry
 
 
+def kept_summary(record_quality: dict | None) -> str:
+    """How the kept result was chosen, in words, from a record's ``quality`` entry.
+
+    E.g. 'iteration 27, estimated PSNR 25.2 dB, mixed with nl-means (network weight 0.62)', or
+    'iterations 310, 420 (one per plane or tile)'; '' when automatic stopping was off.
+    """
+    quality = record_quality or {}
+    if not quality.get("automatic_stopping", True):
+        return ""
+    units = quality.get("units") or quality.get("planes") or []
+    if quality.get("chosen_iteration") is None and len(units) == 1:
+        quality = units[0]
+    if quality.get("chosen_iteration") is None:
+        chosen = [u["chosen_iteration"] for u in units if u.get("chosen_iteration") is not None]
+        if not chosen:
+            return ""
+        return "iterations " + ", ".join(map(str, chosen[:5])) + (", …" if len(chosen) > 5 else "") + \
+            " (one per plane or tile)"
+    text = f"iteration {quality['chosen_iteration']}"
+    if quality.get("estimated_psnr") is not None:
+        text += f", estimated PSNR {quality['estimated_psnr']:.1f} dB"
+    mixed = quality.get("mixed_with") or {}
+    if mixed.get("used") and mixed.get("network_weight") is not None:
+        text += f", mixed with {mixed['method']} (network weight {mixed['network_weight']:.2f})"
+    return text
+
+
 def _mixing(plane_quality: dict) -> dict:
     """The record's word on the classical estimate mixed into a plane's result: {} when the settings ask for none."""
     mixing = plane_quality.get("mixing")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .api import kept_summary
 from .errors import DIPInputError, DIPMemoryError
 from .io import format_for, read_image, write_image, write_json
 
@@ -292,31 +293,12 @@ def _summary(result) -> str:
     record = result.record
     text = f"{record['iterations']} iterations in {record['seconds']:.1f} s on {record['device']} " \
            f"({record['stop_reason']})"
-    kept = _kept(record.get("quality") or {})
+    kept = kept_summary(record.get("quality"))
     if kept:
-        text += f"; {kept}"
+        text += f"; kept {kept}"
     if "psnr" in record["metrics"]:
         text += f"; PSNR {record['metrics']['psnr']:.2f} dB"
     return text
-
-
-def _kept(quality: dict) -> str:
-    """'kept iteration 27, estimated PSNR 25.2 dB' from a record's ``quality`` entry ('' without automatic
-    stopping); one iteration per plane or tile when there are several."""
-    if not quality.get("automatic_stopping"):
-        return ""
-    units = quality.get("units") or quality.get("planes") or []
-    if quality.get("chosen_iteration") is None and len(units) == 1:
-        quality = units[0]
-    if quality.get("chosen_iteration") is not None:
-        text = f"kept iteration {quality['chosen_iteration']}"
-        if quality.get("estimated_psnr") is not None:
-            text += f", estimated PSNR {quality['estimated_psnr']:.1f} dB"
-        return text
-    chosen = [u["chosen_iteration"] for u in units if u.get("chosen_iteration") is not None]
-    if not chosen:
-        return ""
-    return "kept iterations " + ", ".join(map(str, chosen[:5])) + (", ..." if len(chosen) > 5 else "")
 
 
 # ---------------------------------------------------------------------------------------------

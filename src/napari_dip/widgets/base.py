@@ -20,6 +20,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
+from ..api import kept_summary
 from ..errors import DIPInputError
 from .layer_data import (
     CURRENT_PLANE,
@@ -595,24 +596,13 @@ def running_quality(quality: dict) -> str:
 
 
 def kept_description(record_quality: dict | None, quality: dict) -> str:
-    """'Kept iteration 27 (estimated PSNR 25.2 dB)' from the record's ``quality`` entry (one iteration per
-    plane or tile when there are several), or '' when automatic stopping was off."""
-    if record_quality is None:  # no record entry: the final snapshot's own estimate
+    """'Kept iteration 27, estimated PSNR 25.2 dB' from the record's ``quality`` entry, or from the final
+    snapshot's own ``quality`` when the record has none; '' when automatic stopping was off."""
+    if record_quality is None and quality:
         record_quality = {"chosen_iteration": quality.get("chosen_iteration"),
-                          "estimated_psnr": quality.get("chosen_estimated_psnr")} if quality else {}
-    if not record_quality.get("automatic_stopping", True):
-        return ""
-    units = record_quality.get("units") or record_quality.get("planes") or []
-    if record_quality.get("chosen_iteration") is None and len(units) == 1:
-        record_quality = units[0]
-    if record_quality.get("chosen_iteration") is not None:
-        return (f"Kept iteration {record_quality['chosen_iteration']} "
-                f"(estimated PSNR {_decibels(record_quality.get('estimated_psnr'))})")
-    iterations = [u.get("chosen_iteration") for u in units if u.get("chosen_iteration") is not None]
-    if not iterations:
-        return ""
-    shown = ", ".join(map(str, iterations[:5])) + (", …" if len(iterations) > 5 else "")
-    return f"Kept iterations {shown} (one per plane or tile)"
+                          "estimated_psnr": quality.get("chosen_estimated_psnr")}
+    kept = kept_summary(record_quality)
+    return f"Kept {kept}" if kept else ""
 
 
 FINISHED = object()  # the worker's last item: the thread has ended
