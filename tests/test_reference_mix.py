@@ -118,6 +118,9 @@ def test_denoising_mixes_non_local_means_for_both_noise_models():
         mixed = result.record["quality"]["mixed_with"]
         assert mixed["used"] and mixed["method"] == "nl-means" and 0.0 <= mixed["network_weight"] <= 1.0
         assert np.isfinite(result.image).all()
+        # the CLI's summary line and the widget's status name the mix and its weight
+        assert f"mixed with nl-means (network weight {mixed['network_weight']:.2f})" in \
+            napari_dip.api.kept_summary(result.record["quality"])
     # turned off: nothing mixed, nothing said
     plain = napari_dip.restore(clean, "denoise", mix_with=None, **TINY)
     assert "mixed_with" not in plain.record["quality"]
