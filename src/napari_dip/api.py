@@ -233,10 +233,13 @@ class _Job:
 
 
 def _check_task(task):
-    from .core.presets import TASKS
+    """The registered task called ``task``; DIPInputError naming the choices if there is none."""
+    from .core.tasks import get_task
 
-    if task not in TASKS:
-        raise DIPInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    try:
+        return get_task(task)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
 
 
 def _check_arguments(image, tile_size, overlap, percentiles):
@@ -276,7 +279,7 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
     from .core.operators import BlurOperator, ComposedOperator, DownsampleOperator, IdentityOperator, gaussian_psf
     from .core.presets import apply_overrides, get_settings
 
-    _check_task(task)
+    spec = _check_task(task)
     image = data.as_image(image)
     if noise not in NOISE_MODELS:
         raise DIPInputError(f"unknown noise model {noise!r}; use one of: {', '.join(NOISE_MODELS)}")
@@ -289,15 +292,10 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
         raise DIPInputError(f"the read noise σ (ADU) must be ≥ 0; got {read_noise}")
 
     # --- factor
-    if task == "superres":
-        factor = 4 if factor is None else factor
-    if factor not in (None, 1, 2, 4, 8):
-        raise DIPInputError(f"factor must be 2, 4 or 8; got {factor!r}")
-    if factor not in (None, 1) and task in ("denoise", "inpaint"):
-        raise DIPInputError(f"task {task!r} takes no factor; use task='superres' to enlarge the image")
-    factor = factor or 1
-    if task == "superres" and factor == 1:
-        raise DIPInputError("super-resolution needs factor 2, 4 or 8")
+    try:
+        factor = spec.factor(factor)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
 
     # --- settings
     try:
@@ -357,7 +355,7 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
     if mask is not None:
         mask_planes = _mask_planes(mask, image.shape, layout, channel_axis)
         missing = missing | mask_planes
-    if task == "inpaint" and not missing.any():
+    if "mask" in spec.needs and not missing.any():
         raise DIPInputError("the mask marks no pixel as missing: paint the region to fill "
                             "(nonzero = missing) or pass NaN pixels")
     if not np.isfinite(planes).any():
@@ -403,7 +401,7 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
     # --- operator
     operator = IdentityOperator()
     psf_description = None
-    if task == "deconvolve":
+    if "psf" in spec.accepts:
         if psf is None and psf_sigma is None:
             raise DIPInputError("deconvolution needs a PSF: pass psf=array or psf_sigma=pixels")
         if psf is not None:
@@ -432,7 +430,7 @@ def _prepare(image, task, *, preset, mask, factor, psf, psf_sigma, guide, noise,
 
     # --- guide
     guide_planes = None
-    if task == "guided":
+    if "guide" in spec.accepts:
         if guide is None:
             raise DIPInputError("guided restoration needs a guide image (the flash photo, or the panchromatic band)")
         guide_planes = _guide_planes(data.as_image(guide, "guide"), layout, out_shape, channel_axis, factor)

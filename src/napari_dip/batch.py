@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import data
+from .core.tasks import default_factor
 from .errors import DIPInputError
 from .io import FORMATS, atomic_output, create_zarr, format_for, read_image_lazy, write_image, write_json
 
@@ -219,7 +220,7 @@ def _restore(image, output, metadata, options, tile_size, overlap):
     from .tiled import auto_tile_size, restore_tiled
 
     task, channel_axis, volumetric = options.get("task", "denoise"), options["channel_axis"], options.get("volumetric")
-    factor = int(options.get("factor") or (4 if task == "superres" else 1))
+    factor = int(options.get("factor") or default_factor(task))
     if tile_size == "auto":  # workers of one machine share its memory: count this worker's share only
         tile_size = auto_tile_size(image.shape, memory_limit=_worker_attribute("memory_limit", None), **options)
     tiling = {"tile_size": tile_size} if overlap is None else {"tile_size": tile_size, "overlap": overlap}

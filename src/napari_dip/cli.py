@@ -25,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .api import kept_summary
+from .core.tasks import TASKS as TASK_REGISTRY
 from .errors import DIPInputError, DIPMemoryError
 from .io import format_for, read_image, write_image, write_json
 
@@ -32,10 +33,19 @@ EXIT_ERROR = 1
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
 
-# As napari_dip.core.presets.TASKS and PRESETS, which import torch: too slow to load for --help.
-TASKS = ("denoise", "inpaint", "superres", "deconvolve", "guided")
-PRESET_NAMES = ("denoise: fast, paper, paper-sigma50, jpeg; inpaint: fast, paper, text, large-hole, region, "
-                "missing-pixels; superres, deconvolve, guided: fast, paper")
+# From the task registry, which (unlike core.presets) does not import torch: quick to load for --help.
+TASKS = tuple(TASK_REGISTRY)
+
+
+def _preset_names() -> str:
+    """The presets of each task, for --help; tasks with the same presets share one entry."""
+    by_presets: dict = {}
+    for task in TASK_REGISTRY.values():
+        by_presets.setdefault(task.presets, []).append(task.name)
+    return "; ".join(f"{', '.join(names)}: {', '.join(presets)}" for presets, names in by_presets.items())
+
+
+PRESET_NAMES = _preset_names()
 # --set cannot pass arrays: these come from files through their own options
 _ARRAY_ARGUMENTS = {"image": "INPUT", "mask": "--mask", "psf": "--psf", "guide": "--guide",
                     "ground_truth": "--ground-truth"}

@@ -21,6 +21,7 @@ import numpy as np
 
 from .api import Restoration, RestorationRun, Snapshot, restore_iter
 from .core import data
+from .core.tasks import default_factor
 from .core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Tile, plan_tiles
 from .errors import DIPInputError
 
@@ -94,7 +95,7 @@ def auto_tile_size(image_shape, task: str = "denoise", *, channel_axis=None, vol
     from .core.tiling import auto_tile_size as side_for
     from .core.tiling import estimate_bytes_per_pixel
 
-    factor = int(factor or (4 if task == "superres" else 1))
+    factor = int(factor or default_factor(task))
     network_settings = {k: v for k, v in settings.items() if k.startswith("network")}
     try:
         network = apply_overrides(get_settings(task, preset, factor), network_settings).network
@@ -140,7 +141,7 @@ class _TiledJob:
         if image.ndim < spatial_dims + (channel_axis is not None):
             raise DIPInputError(f"cannot tile an array of shape {image.shape}: it needs Y and X axes")
         self.layout = data.PlaneLayout(tuple(image.shape), channel_axis, spatial_dims)
-        self.factor = int(kwargs.get("factor") or (4 if task == "superres" else 1))
+        self.factor = int(kwargs.get("factor") or default_factor(task))
         self.yx = _yx_axes(image.ndim, channel_axis)
         height, width = (image.shape[a] for a in self.yx)
         if tile_size == "auto":  # one tile when the whole image fits

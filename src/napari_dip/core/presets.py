@@ -11,8 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .networks import NetworkSpec
+from .tasks import TASKS as _REGISTRY
 
-TASKS = ("denoise", "inpaint", "superres", "deconvolve", "guided")
+TASKS = tuple(_REGISTRY)  # the task names, in the registry's order (core/tasks.py)
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _inpaint(name: str, factor: int | None) -> Settings:
 
 
 def _superres(name: str, factor: int | None) -> Settings:
-    factor = factor or 4
+    factor = factor or _REGISTRY["superres"].default_factor
     if name == "paper":
         return Settings(network=_net(**_SKIP_PAPER), reg_noise_std=0.05 if factor >= 8 else 0.03,
                         iterations=4000 if factor >= 8 else 2000, ema=None, backtracking=False)
@@ -176,13 +177,8 @@ def _guided(name: str, factor: int | None) -> Settings:
 _BUILDERS = {"denoise": _denoise, "inpaint": _inpaint, "superres": _superres,
              "deconvolve": _deconvolve, "guided": _guided}
 
-PRESETS = {
-    "denoise": ("fast", "paper", "paper-sigma50", "jpeg"),
-    "inpaint": ("fast", "paper", "text", "large-hole", "region", "missing-pixels"),
-    "superres": ("fast", "paper"),
-    "deconvolve": ("fast", "paper"),
-    "guided": ("fast", "paper"),
-}
+PRESETS = {name: task.presets for name, task in _REGISTRY.items()}
+assert set(_BUILDERS) == set(_REGISTRY), "every registered task needs a settings builder"
 
 
 def get_settings(task: str, preset: str = "fast", factor: int | None = None) -> Settings:

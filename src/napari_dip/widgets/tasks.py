@@ -6,6 +6,7 @@ import napari.layers
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 
+from ..core.tasks import get_task
 from ..errors import DIPInputError
 from .base import RestorationWidget, layer_choice
 from .layer_data import InputSelection, companion_array, layer_array
@@ -115,7 +116,9 @@ class SuperResolveWidget(RestorationWidget):
     title = "Super-resolve"
 
     def task_widgets(self):
-        self.factor_choice = ComboBox(label="factor", value=4, choices=[("×2", 2), ("×4", 4), ("×8", 8)],
+        spec = get_task(self.task)
+        self.factor_choice = ComboBox(label="factor", value=spec.default_factor,
+                                      choices=[(f"×{f}", f) for f in spec.factors],
                                       tooltip="The result has this many times more pixels along Y and X.")
         self.factor_choice.changed.connect(self.apply_preset_defaults)
         self.factor_choice.changed.connect(self._schedule_estimate)
@@ -169,8 +172,9 @@ class GuidedWidget(RestorationWidget):
         self.guide = layer_choice(self.viewer, napari.layers.Image, "guide",
                                   tooltip="The sharp image whose structure guides the result: the flash "
                                           "photo, or the panchromatic band. It must cover the result's grid.")
-        self.factor_choice = ComboBox(label="factor", value=1,
-                                      choices=[("same size", 1), ("×2", 2), ("×4", 4), ("×8", 8)],
+        spec = get_task(self.task)
+        self.factor_choice = ComboBox(label="factor", value=spec.default_factor,
+                                      choices=[("same size" if f == 1 else f"×{f}", f) for f in spec.factors],
                                       tooltip="How many times larger (along Y and X) the guide is than the "
                                               "image; the result has the guide's size.")
         self.factor_choice.changed.connect(self._schedule_estimate)
