@@ -63,7 +63,7 @@ def test_a_stack_is_restored_plane_by_plane_with_progress_over_planes():
     assert all(s.planes == 3 for s in snapshots)
     final = snapshots[-1]
     assert final.done and final.image.shape == (3, 24, 24)
-    assert final.record["iterations_per_plane"] == [4, 4, 4]
+    assert final.record["iterations_per_unit"] == [4, 4, 4] and final.record["work_unit"] == "plane"
 
 
 def test_a_volume_is_restored_with_a_3d_network():

@@ -1,13 +1,16 @@
 """Tiled restoration: tile plans, blending windows, and runs with no seams."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
-import napari_dip.tiled as tiled
-from napari_dip.api import Restoration, RestorationRun, Snapshot
+import napari_dip.executor as executor
+from napari_dip import restore, restore_iter
 from napari_dip.core.tiling import auto_tile_size, plan_tiles
 from napari_dip.errors import DIPInputError
+from napari_dip.job import UnitStep
 
 # a tiny skip network with the paper's loop settings, pinned so that retuning the CPU presets
 # does not change what these tests measure
@@ -46,19 +49,25 @@ def test_window_gives_no_weight_near_inner_tile_edges():
     assert window[0, 0] == 1  # the image border keeps full weight
 
 
-def fake_restore_iter(process, calls=None):
-    """A stand-in for restore_iter: one snapshot, ``process(tile, kwargs)`` as the result."""
-    def restore_iter(image, task="denoise", **kwargs):
-        def snapshots(run):
-            if calls is not None:
-                calls.append({"shape": np.shape(image), **kwargs})
-            out = process(np.asarray(image, np.float32), kwargs)
-            record = {"task": task, "preset": "fake", "parameters": {"normalisation": {}}, "iterations": 1,
-                      "stop_reason": "fake", "backtracks": 0, "metrics": {}}
-            run.result = Restoration(out, record)
-            yield Snapshot(1, 1, 0.0, out, 0.0, done=True, record=record)
-        return RestorationRun(snapshots, 1, 1, "fake")
-    return restore_iter
+@dataclass
+class FinishedState:
+    """The last loop state of a fake fit."""
+
+    iteration: int = 1
+    total: int = 1
+    loss: float = 0.0
+    backtracks: int = 0
+    done: bool = True
+    stop_reason: str = "fake"
+
+
+def fake_fit_unit(process, calls=None):
+    """A stand-in for the executor's fit: one final step whose result is ``process(unit's input, unit job)``."""
+    def fit_unit(job, should_stop):
+        if calls is not None:
+            calls.append(job)
+        yield UnitStep(FinishedState(), process(job.input_image.astype(np.float32), job))
+    return fit_unit
 
 
 def seam_and_inside_masks(shape, plan, width=2, rim=10):
@@ -78,17 +87,17 @@ def seam_and_inside_masks(shape, plan, width=2, rim=10):
 
 def test_blending_hides_the_edge_artefacts_of_each_tile(monkeypatch):
     # a "restorer" with strong edge artefacts: a blur that pads with a constant
-    blur = fake_restore_iter(lambda tile, kw: ndimage.gaussian_filter(tile, 2, mode="constant", cval=tile.mean()))
-    monkeypatch.setattr(tiled, "restore_iter", blur)
+    blur = fake_fit_unit(lambda tile, job: ndimage.gaussian_filter(tile, 2, mode="constant", cval=tile.mean()))
+    monkeypatch.setattr(executor, "fit_unit", blur)
     y, x = np.mgrid[0:100, 0:140].astype(np.float32)
     gradient = 50 + y + 2 * x  # smooth: the blur is exact on it away from any edge
 
-    hard = tiled.restore_tiled(gradient, tile_size=48, overlap=0)
+    hard = restore(gradient, tile_size=48, overlap=0)
     border, inside = seam_and_inside_masks(gradient.shape, plan_tiles(gradient.shape, 48, 0))
     error = np.abs(hard.image - gradient)
     assert error[border].mean() > 10 * (error[inside].mean() + 0.01)  # without overlap the seams show
 
-    blended = tiled.restore_tiled(gradient, tile_size=48, overlap=32)
+    blended = restore(gradient, tile_size=48, overlap=32)
     border, inside = seam_and_inside_masks(gradient.shape, plan_tiles(gradient.shape, 48, 32))
     error = np.abs(blended.image - gradient)
     assert error[border].max() <= error[inside].max() + 1e-3
@@ -97,70 +106,70 @@ def test_blending_hides_the_edge_artefacts_of_each_tile(monkeypatch):
 
 def test_identity_restorer_gives_back_the_image_and_cuts_every_array(monkeypatch):
     calls = []
-    monkeypatch.setattr(tiled, "restore_iter", fake_restore_iter(lambda tile, kw: tile, calls))
+    monkeypatch.setattr(executor, "fit_unit", fake_fit_unit(lambda tile, job: tile, calls))
     image = np.random.default_rng(0).random((50, 70, 3)).astype(np.float32)
     mask = np.zeros((50, 70), np.uint8)
     mask[10:12, 10:60] = 1
-    result = tiled.restore_tiled(image, "denoise", channel_axis=-1, mask=mask, ground_truth=image,
+    result = restore(image, "denoise", channel_axis=-1, mask=mask, ground_truth=image,
                                  tile_size=32, overlap=8)
     np.testing.assert_allclose(result.image, image, atol=1e-5)
-    assert len(calls) == len(result.record["tiling"]["tiles"]) == 6
-    for call, entry in zip(calls, result.record["tiling"]["tiles"]):
+    assert len(calls) == len(result.record["tiling"]["tiles"]) == len(result.record["units"]) == 6
+    for job, entry in zip(calls, result.record["tiling"]["tiles"]):
         height, width = entry["y"][1] - entry["y"][0], entry["x"][1] - entry["x"][0]
-        assert call["shape"] == (height, width, 3)
-        assert call["mask"].shape == (height, width) and call["ground_truth"].shape == (height, width, 3)
-        assert call["channel_axis"] == -1
+        assert job.input_image.shape == (height, width, 3) and job.ground_truth.shape == (height, width, 3)
+        expected_missing = mask[slice(*entry["y"]), slice(*entry["x"])].sum()
+        assert job.missing_pixels == 3 * expected_missing  # the mask is cut with the tile, for every channel
     assert image.flags.writeable and mask.sum() == 100  # the caller's arrays are untouched
 
 
 def test_tiles_with_nothing_to_fit_or_nothing_to_fill_are_not_run(monkeypatch):
     calls = []
-    monkeypatch.setattr(tiled, "restore_iter", fake_restore_iter(lambda tile, kw: tile, calls))
+    monkeypatch.setattr(executor, "fit_unit", fake_fit_unit(lambda tile, job: tile, calls))
     image = np.random.default_rng(3).random((40, 120)).astype(np.float32)
     mask = np.zeros(image.shape, bool)
     mask[:, :45] = True  # tiles start at columns 0, 27, 53, 80: the first has no measured pixel,
-    result = tiled.restore_tiled(image, "inpaint", mask=mask, tile_size=40, overlap=8)  # the last two no hole
-    reasons = [t["stop_reason"] for t in result.record["tiling"]["tiles"]]
-    assert reasons[0].startswith("no measured pixel") and reasons[2:] == ["nothing to fill in this tile"] * 2
+    result = restore(image, "inpaint", mask=mask, tile_size=40, overlap=8)  # the last two no hole
+    reasons = [u["stop_reason"] for u in result.record["units"]]
+    assert reasons[0].startswith("no measured pixel") and reasons[2:] == ["nothing to fill here"] * 2
     assert len(calls) == 1 and np.isfinite(result.image).all()
 
 
 def test_super_resolution_tiles_are_factor_times_larger_in_the_output(monkeypatch):
     calls = []
-    enlarge = fake_restore_iter(lambda tile, kw: tile.repeat(2, 0).repeat(2, 1), calls)
-    monkeypatch.setattr(tiled, "restore_iter", enlarge)
+    enlarge = fake_fit_unit(lambda tile, job: tile.repeat(2, 0).repeat(2, 1), calls)
+    monkeypatch.setattr(executor, "fit_unit", enlarge)
     image = np.random.default_rng(1).random((40, 60)).astype(np.float32)
     guide = np.zeros((80, 120), np.float32)
-    result = tiled.restore_tiled(image, "guided", factor=2, guide=guide, tile_size=24, overlap=8)
+    result = restore(image, "guided", factor=2, guide=guide, tile_size=24, overlap=8)
     np.testing.assert_allclose(result.image, image.repeat(2, 0).repeat(2, 1), atol=1e-5)
-    assert all(c["guide"].shape == (2 * c["shape"][0], 2 * c["shape"][1]) for c in calls)
+    assert all(job.guide_planes.shape[2:] == tuple(2 * n for n in job.input_image.shape) for job in calls)
 
 
 def test_tiles_can_be_read_from_and_written_to_zarr(monkeypatch, tmp_path):
     zarr = pytest.importorskip("zarr")
-    monkeypatch.setattr(tiled, "restore_iter", fake_restore_iter(lambda tile, kw: tile * 2))
+    monkeypatch.setattr(executor, "fit_unit", fake_fit_unit(lambda tile, job: tile * 2))
     image = np.random.default_rng(2).random((2, 60, 50)).astype(np.float32)
     source = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=image.shape, chunks=(1, 16, 16),
                              dtype="f4")
     source[...] = image
     out = zarr.open_array(str(tmp_path / "out.zarr"), mode="w", shape=image.shape, dtype="f4", fill_value=0)
-    result = tiled.restore_tiled(source, out=out, tile_size=32, overlap=8)
+    result = restore(source, out=out, tile_size=32, overlap=8)
     assert result.image is out
     np.testing.assert_allclose(out[...], 2 * image, atol=1e-5)
 
 
 def test_wrong_shapes_are_refused_before_any_run():
     with pytest.raises(DIPInputError, match="mask"):
-        tiled.restore_tiled(np.zeros((40, 40)), "inpaint", mask=np.zeros((40, 41)), tile_size=16, overlap=4)
+        restore(np.zeros((40, 40)), "inpaint", mask=np.zeros((40, 41)), tile_size=16, overlap=4)
     with pytest.raises(DIPInputError, match="overlap"):
-        tiled.restore_tiled(np.zeros((40, 40)), tile_size=16, overlap=16)
+        restore(np.zeros((40, 40)), tile_size=16, overlap=16)
 
 
 def test_a_real_tiled_run_shows_no_seam():
     y, x = np.mgrid[0:64, 0:128].astype(np.float32)
     clean = 100 + y + 2 * x
     noisy = clean + np.random.default_rng(0).normal(0, 10, clean.shape).astype(np.float32)
-    result = tiled.restore_tiled(noisy, tile_size=64, overlap=32, iterations=10, seed=3, **TINY)
+    result = restore(noisy, tile_size=64, overlap=32, iterations=10, seed=3, **TINY)
     assert result.image.shape == clean.shape and np.isfinite(result.image).all()
     record = result.record
     assert record["tiling"]["grid"] == [1, 3] and record["iterations"] == 30
@@ -175,7 +184,7 @@ def test_a_real_tiled_run_shows_no_seam():
 
 def test_stop_ends_the_current_tile_and_leaves_the_rest_as_the_input():
     image = np.random.default_rng(0).random((40, 80)).astype(np.float32)
-    run = tiled.restore_tiled_iter(image, tile_size=40, overlap=8, iterations=50, snapshot_every=2, **TINY)
+    run = restore_iter(image, tile_size=40, overlap=8, iterations=50, snapshot_every=2, **TINY)
     assert run.tiling == {"tiles": 3, "grid": (1, 3), "tile_size": (40, 40), "overlap": 8}
     first = next(run)
     assert first.image.shape == image.shape and first.planes == 3 and first.plane == 0
@@ -183,7 +192,7 @@ def test_stop_ends_the_current_tile_and_leaves_the_rest_as_the_input():
     snapshots = list(run)
     assert snapshots[-1].done
     record = run.result.record
-    assert [t["stop_reason"] for t in record["tiling"]["tiles"]] == [
+    assert [u["stop_reason"] for u in record["units"]] == [
         "stopped by user", "stopped by user before this tile", "stopped by user before this tile"]
     assert record["iterations"] < 10
     np.testing.assert_allclose(run.result.image[:, -20:], image[:, -20:], atol=1e-5)
@@ -194,19 +203,18 @@ def test_auto_tile_size_tiles_only_what_does_not_fit():
     side = auto_tile_size((4000, 4000), 1, 1800, 16e9)
     assert side % 64 == 0 and side * side * 1800 <= 0.25 * 16e9
     assert auto_tile_size((4000, 4000), 4, 1800, 16e9) <= side // 4 + 64
-    assert tiled.auto_tile_size((64, 64), device="cpu") is None
+    assert restore_iter(np.zeros((64, 64)), device="cpu").tiling is None
 
 
 def test_automatic_stopping_in_tiles_is_recorded_per_tile():
     image = np.random.default_rng(0).random((32, 64)).astype(np.float32)
-    options = dict(auto_stop=True, holdout_fraction=0.1, gain=None, offset=None, read_noise=None, **TINY)
-    assert tiled.auto_tile_size(image.shape, "denoise", **options) is None  # takes every restore argument
-    run = tiled.restore_tiled_iter(image, tile_size=40, overlap=16, iterations=6, snapshot_every=3, **options)
+    options = dict(auto_stop=True, holdout_fraction=0.1, **TINY)
+    run = restore_iter(image, tile_size=40, overlap=16, iterations=6, snapshot_every=3, **options)
     snapshots = list(run)
     assert all("chosen_iteration" in s.quality for s in snapshots)
-    quality = run.result.record["quality"]
-    assert quality["automatic_stopping"] is True and quality["unit"] == "tile"
-    assert [u["tile"] for u in quality["units"]] == [t["index"] for t in run.result.record["tiling"]["tiles"]]
-    assert all(u["automatic_stopping"] and u["holdout_fraction"] == 0.1 and 1 <= u["chosen_iteration"] <= 6
-               for u in quality["units"])
-    assert "noise_estimate" in run.result.record["tiling"]["tiles"][0]
+    record = run.result.record
+    quality = record["quality"]
+    assert quality["automatic_stopping"] is True and record["work_unit"] == "tile"
+    assert [u["tile"] for u in quality["units"]] == [t["index"] for t in record["tiling"]["tiles"]]
+    assert all(1 <= u["chosen_iteration"] <= 6 and u["iterations"] == 6 for u in quality["units"])
+    assert all("sigma" in u["noise_estimate"] for u in record["units"])  # each tile estimates its noise

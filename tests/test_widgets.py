@@ -13,7 +13,7 @@ pytestmark = pytest.mark.gui
 
 from napari.utils.notifications import notification_manager  # noqa: E402
 
-from napari_dip.widgets import base  # noqa: E402
+from napari_dip.widgets.controller import RunController, RunRefused, RunStatus  # noqa: E402
 from napari_dip.widgets.layer_data import ALL_PLANES, CURRENT_PLANE, VOLUME  # noqa: E402
 
 ITERATIONS = 6
@@ -27,7 +27,7 @@ def sync_runs(monkeypatch):
 @pytest.fixture
 def viewer(make_napari_viewer):
     yield make_napari_viewer()
-    assert not base.ACTIVE_RUNS, "a run outlived its test"
+    assert not RunController.active(), "a run outlived its test"
 
 
 def open_widget(viewer, name, tiny_network, iterations=ITERATIONS, every=2):
@@ -87,18 +87,25 @@ def test_threaded_run_streams_snapshots(viewer, qtbot, tiny_network):
         widget.run_button.click()
         assert widget.running and widget.run_button.text() == "Stop"
     assert "napari_dip" in viewer.layers["noisy [denoise]"].metadata
-    assert widget.run_button.text() == "Run" and not base.ACTIVE_RUNS
+    assert widget.run_button.text() == "Run" and not RunController.active()
 
 
 def test_stop_mid_run_keeps_the_best_result(viewer, qtbot, tiny_network):
     viewer.add_image(noisy_image(), name="noisy")
     widget = open_widget(viewer, "Denoise", tiny_network, iterations=10_000, every=1)
+    statuses, buttons = [], []
+    widget.controller.status_changed.connect(statuses.append)
+    widget.controller.status_changed.connect(lambda _: buttons.append(
+        (widget.run_button.text(), widget.run_button.isEnabled())))
     widget.snapshot_shown.connect(lambda s: widget.run_button.click() if s.iteration == 2 else None)
     with qtbot.waitSignal(widget.run_finished, timeout=60_000):
         widget.run_restoration()
     record = viewer.layers["noisy [denoise]"].metadata["napari_dip"]
     assert record["stop_reason"] == "stopped by user"
     assert record["iterations"] < 100
+    assert statuses == [RunStatus.RUNNING, RunStatus.STOPPING, RunStatus.DONE]
+    assert buttons == [("Stop", True), ("Stopping…", False), ("Run", True)]  # the button follows the status
+    assert widget.controller.status is RunStatus.DONE and not widget.running
 
 
 def test_second_run_is_refused_while_one_is_active(viewer, qtbot, tiny_network):
@@ -108,10 +115,69 @@ def test_second_run_is_refused_while_one_is_active(viewer, qtbot, tiny_network):
     infos = len(notification_manager.records)
     widget.run_restoration()
     other.run_restoration()
-    assert len(base.ACTIVE_RUNS) == 1
+    assert RunController.active() == (widget.controller,)
     assert "still running" in notification_manager.records[infos].message
     with qtbot.waitSignal(widget.run_finished, timeout=60_000):
         widget.stop_restoration()
+
+
+def test_controller_reports_running_then_done_and_the_dock_follows(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    controller = widget.controller
+    assert controller.status is RunStatus.IDLE and not widget.running
+    statuses, started, seen = [], [], []
+    controller.status_changed.connect(statuses.append)
+    controller.started.connect(started.append)
+
+    def after_the_widget(snapshot):  # connected after the widget's own subscribers: they have run
+        layer = viewer.layers["noisy [denoise]"]
+        seen.append((controller.steps, widget.progress.value(), np.array_equal(layer.data, snapshot.image),
+                     len(widget.plot.losses), widget.run_button.text()))
+
+    controller.snapshot.connect(after_the_widget)
+    widget.run_restoration()
+    assert statuses == [RunStatus.RUNNING, RunStatus.DONE]
+    assert len(started) == 1 and controller.total == started[0].iterations == ITERATIONS
+    assert widget.progress.maximum() == ITERATIONS
+    # progress bar, result layer and plot show each snapshot before the next one comes
+    assert seen == [(2, 2, True, 1, "Stop"), (4, 4, True, 2, "Stop"), (6, 6, True, 3, "Stop")]
+    assert widget.run_button.text() == "Run" and widget.main.enabled
+
+
+def test_controller_reports_a_failed_run(viewer, sync_runs, tiny_network):
+    viewer.add_image(noisy_image((4, 4)), name="tiny")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    statuses, failures = [], []
+    widget.controller.status_changed.connect(statuses.append)
+    widget.controller.failed.connect(failures.append)
+    widget.run_restoration()  # the engine refuses a 4 × 4 image
+    assert statuses == [RunStatus.RUNNING, RunStatus.FAILED]
+    assert len(failures) == 1 and "too small" in failures[0]
+    assert widget.status.text() == f"Not run: {failures[0]}"
+    assert widget.progress.format() == "not finished" and widget.run_button.text() == "Run"
+
+    inpaint = open_widget(viewer, "Inpaint", tiny_network)
+    inpaint.controller.status_changed.connect(statuses.append)
+    inpaint.run_restoration()  # no mask: refused by the form, the controller never starts
+    assert inpaint.controller.status is RunStatus.IDLE and len(statuses) == 2
+
+
+def test_controller_allows_one_run_at_a_time(qtbot, tiny_network):
+    first, second = RunController(), RunController()
+    first.start("the first run", noisy_image(), "denoise", dict(tiny_network, iterations=10_000, snapshot_every=1))
+    assert first.busy and RunController.active() == (first,)
+    assert "the first run is still running" in second.refusal()
+    with pytest.raises(RunRefused):
+        second.start("the second run", noisy_image(), "denoise", dict(tiny_network))
+    assert second.status is RunStatus.IDLE and RunController.active() == (first,)
+
+    qtbot.waitUntil(lambda: first.steps > 0, timeout=60_000)
+    first.stop()
+    assert first.status is RunStatus.STOPPING
+    qtbot.waitUntil(lambda: not first.busy, timeout=60_000)
+    assert first.status is RunStatus.DONE and first.steps == first.total
+    assert not RunController.active() and second.refusal() is None
 
 
 def test_deleting_the_widget_stops_its_run(make_napari_viewer, qtbot, tiny_network):
@@ -120,11 +186,11 @@ def test_deleting_the_widget_stops_its_run(make_napari_viewer, qtbot, tiny_netwo
     widget = open_widget(viewer, "Denoise", tiny_network, iterations=10_000, every=1)
     with qtbot.waitSignal(widget.snapshot_shown, timeout=60_000):
         widget.run_restoration()
-    state = widget._current.state
+    controller = widget.controller
     viewer.window.remove_dock_widget(widget)  # what closing the viewer does to its docks
     widget.deleteLater()
-    qtbot.waitUntil(lambda: not base.ACTIVE_RUNS, timeout=60_000)
-    assert state.stop_requested
+    qtbot.waitUntil(lambda: not RunController.active(), timeout=60_000)
+    assert controller.stop_requested and not controller.busy
 
 
 def test_painted_mask_reaches_the_engine(viewer, sync_runs, tiny_network):
@@ -314,7 +380,7 @@ def test_device_line_estimates_seconds_per_iteration(viewer, qtbot, tiny_network
     assert "estimate" in widget.device_label.text()
 
 
-def test_lazy_stack_is_streamed_plane_by_plane(viewer, sync_runs, tiny_network):
+def test_lazy_stack_is_read_plane_by_plane(viewer, sync_runs, tiny_network):
     da = pytest.importorskip("dask.array")
     data = noisy_image((3, 32, 32))
     reads = []
@@ -329,16 +395,14 @@ def test_lazy_stack_is_streamed_plane_by_plane(viewer, sync_runs, tiny_network):
     widget = open_widget(viewer, "Denoise", tiny_network, iterations=2)
     widget.planes.value = ALL_PLANES
     reads.clear()
-    planes_read_at_snapshot = []
-    widget.snapshot_shown.connect(lambda s: planes_read_at_snapshot.append({start for start, _ in reads}))
     widget.run_restoration()
 
-    # the viewer shows plane 0; a plane is read when its turn comes, not the whole stack up front
-    assert planes_read_at_snapshot[0] == {0} and planes_read_at_snapshot[-1] == {0, 1, 2}
+    # each plane is read whole twice: once for the joint intensity range, once when its turn comes
+    assert sorted(reads) == sorted([(p, p + 1) for p in range(3)] * 2)
     result = viewer.layers["lazy [denoise]"]
     assert result.data.shape == (3, 32, 32)
     record = result.metadata["napari_dip"]
-    assert record["planes_restored"] == 3 and "one plane at a time" in record["streamed"]
+    assert record["units_restored"] == 3 and record["work_unit"] == "plane"
     assert np.all(np.isfinite(result.data)) and np.all(result.data[2] != 0)
 
 
@@ -359,7 +423,7 @@ def test_zarr_backed_layer_current_plane_and_all_planes(viewer, sync_runs, tiny_
     widget.planes.value = ALL_PLANES
     widget.run_restoration()
     stack = viewer.layers["disk [denoise] [1]"]
-    assert stack.data.shape == (2, 32, 32) and "streamed" in stack.metadata["napari_dip"]
+    assert stack.data.shape == (2, 32, 32) and stack.metadata["napari_dip"]["units_restored"] == 2
     assert np.array_equal(stored[:], data)  # the file is untouched
 
 

@@ -12,7 +12,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["restore", "restore_iter", "restore_stream_iter", "DIPInputError", "DIPMemoryError", "__version__"]
+__all__ = ["restore", "restore_iter", "DIPInputError", "DIPMemoryError", "__version__"]
 
 
 def __getattr__(name):
@@ -21,8 +21,4 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
-    if name == "restore_stream_iter":
-        from . import stream
-
-        return stream.restore_stream_iter
     raise AttributeError(f"module 'napari_dip' has no attribute {name!r}")

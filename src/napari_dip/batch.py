@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import data
-from .core.tasks import default_factor
+from .core.tasks import get_task
 from .errors import DIPInputError
 from .io import FORMATS, atomic_output, create_zarr, format_for, read_image_lazy, write_image, write_json
 
@@ -215,27 +215,28 @@ def restore_file(task: BatchTask, options: dict, *, tile_size="auto", overlap: i
 
 
 def _restore(image, output, metadata, options, tile_size, overlap):
-    """Restore (tile by tile when large) and write the result to ``output``; returns the Restoration."""
-    from .api import restore
-    from .tiled import auto_tile_size, restore_tiled
+    """Restore (the engine tiles what would not fit) and write the result to ``output``; returns the Restoration.
 
-    task, channel_axis, volumetric = options.get("task", "denoise"), options["channel_axis"], options.get("volumetric")
-    factor = int(options.get("factor") or default_factor(task))
-    if tile_size == "auto":  # workers of one machine share its memory: count this worker's share only
-        tile_size = auto_tile_size(image.shape, memory_limit=_worker_attribute("memory_limit", None), **options)
+    A zarr output is written by the run itself, tile by tile, so a result larger than memory never is held whole.
+    """
+    from .api import restore
+
+    task = get_task(options.get("task", "denoise"))
+    volumetric = bool(options.get("volumetric") or task.volumetric)
+    axis_factors = task.axis_factors(int(options.get("factor") or task.default_factor), 3 if volumetric else 2)
     tiling = {"tile_size": tile_size} if overlap is None else {"tile_size": tile_size, "overlap": overlap}
+    # workers of one machine share its memory: count this worker's share only
+    tiling["memory_limit"] = _worker_attribute("memory_limit", None)
     metadata = dict(metadata)
-    if factor > 1 and metadata.get("pixel_size"):  # super-resolution: pixels are factor times smaller
-        metadata["pixel_size"] = {a: s / factor if a in "YX" else s for a, s in metadata["pixel_size"].items()}
-    if tile_size and format_for(output).name == "zarr":  # maybe larger than memory: tiles go straight to disk
-        shape = data.PlaneLayout(tuple(image.shape), channel_axis, 3 if volumetric else 2).output_shape(factor)
+    enlarged = dict(zip("ZYX"[-len(axis_factors):], axis_factors))
+    if metadata.get("pixel_size"):  # super-resolution: pixels are factor times smaller along the enlarged axes
+        metadata["pixel_size"] = {a: s / enlarged.get(a, 1) for a, s in metadata["pixel_size"].items()}
+    if format_for(output).name == "zarr":
+        shape = data.PlaneLayout(tuple(image.shape), options["channel_axis"],
+                                 3 if volumetric else 2).output_shape(axis_factors)
         with atomic_output(output) as partial:
-            result = restore_tiled(image, out=create_zarr(partial, shape, metadata), **tiling, **options)
-        return result
-    if tile_size:
-        result = restore_tiled(image, **tiling, **options)  # reads the input tile by tile
-    else:
-        result = restore(np.asarray(image), **options)
+            return restore(image, out=create_zarr(partial, shape, metadata), **tiling, **options)
+    result = restore(image, **tiling, **options)  # a lazy input is read unit by unit
     write_image(output, result.image, metadata)
     return result
 

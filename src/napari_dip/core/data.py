@@ -64,10 +64,19 @@ class PlaneLayout:
             return a[..., 0]
         return np.moveaxis(a, -1, self.channel_axis)
 
-    def output_shape(self, factor: int = 1) -> tuple:
-        spatial = tuple(s * factor if i >= self.spatial_dims - 2 else s
-                        for i, s in enumerate(self.spatial_shape))
+    def output_shape(self, factor=1) -> tuple:
+        """The shape of a result ``factor`` times larger in Y and X, or per spatial axis for a tuple."""
+        factors = factor if isinstance(factor, tuple) else (1,) * (self.spatial_dims - 2) + (factor, factor)
+        spatial = tuple(s * f for s, f in zip(self.spatial_shape, factors))
         return self.from_planes(np.empty((self.planes, self.channels) + spatial, dtype=np.uint8)).shape
+
+    @property
+    def axes(self) -> dict:
+        """The array's axes by role: 'lead' (a list, the axes that number the planes), 'spatial' (Z, Y, X
+        or Y, X) and 'channel' (or None)."""
+        others = [a for a in range(len(self.shape)) if a != self.channel_axis]
+        return {"lead": others[:-self.spatial_dims], "spatial": others[-self.spatial_dims:],
+                "channel": self.channel_axis}
 
 
 def normalise_channel_axis(channel_axis: int | None, ndim: int) -> int | None:
@@ -77,6 +86,23 @@ def normalise_channel_axis(channel_axis: int | None, ndim: int) -> int | None:
     if not -ndim <= channel_axis < ndim:
         raise DIPInputError(f"channel_axis={channel_axis} is out of range for an image with {ndim} axes")
     return channel_axis % ndim
+
+
+def is_lazy(array) -> bool:
+    """True for array-likes that read their values on demand (dask, zarr, h5py …), not numpy arrays."""
+    return not isinstance(array, np.ndarray) and hasattr(array, "shape") and hasattr(array, "__getitem__")
+
+
+def check_array(array, name: str = "image"):
+    """Like :func:`as_image`, but a lazy array is checked from its shape and dtype and returned unread."""
+    if not is_lazy(array):
+        return as_image(array, name)
+    dtype = np.dtype(array.dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b") or np.issubdtype(dtype, np.complexfloating):
+        raise DIPInputError(f"{name} must hold real numbers; got dtype {dtype}")
+    if int(np.prod(array.shape)) == 0:
+        raise DIPInputError(f"{name} is empty (shape {tuple(array.shape)})")
+    return array
 
 
 def as_image(image, name: str = "image") -> np.ndarray:
@@ -155,3 +181,60 @@ def crop(planes: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
     """Undo :func:`pad_reflect`: cut ``pads`` (before, after) off the spatial axes of (P, C, *spatial)."""
     index = [slice(None), slice(None)] + [slice(b, planes.shape[2 + i] - a) for i, (b, a) in enumerate(pads)]
     return planes[tuple(index)]
+
+
+@dataclass
+class ArraySource:
+    """An array read, or added into, one work unit at a time: one plane, a Y/X region, channels last.
+
+    ``lead_axes`` number the planes; an array with fewer of them than the image's applies to every
+    plane along the missing ones (a 2D mask for a whole stack). ``yx_scale``: the array's pixels per
+    input pixel along Y and X (the factor, for arrays on the result's grid). Reads are copies: the
+    caller's array is never changed by a read.
+    """
+
+    array: object
+    lead_axes: tuple
+    yx_axes: tuple
+    channel_axis: int | None
+    yx_scale: tuple = (1, 1)
+
+    @classmethod
+    def of(cls, array, channel_axis, spatial_dims, yx_scale=(1, 1)) -> ArraySource:
+        layout = PlaneLayout(tuple(array.shape), channel_axis, spatial_dims)
+        axes = layout.axes
+        return cls(array, tuple(axes["lead"]), tuple(axes["spatial"][-2:]), channel_axis, tuple(yx_scale))
+
+    def _index(self, lead, y, x):
+        index = [slice(None)] * len(self.array.shape)
+        own = tuple(lead)[len(lead) - len(self.lead_axes):] if self.lead_axes else ()
+        for axis, i in zip(self.lead_axes, own):
+            index[axis] = int(i)
+        for axis, span, scale in zip(self.yx_axes, (y, x), self.yx_scale):
+            if span is not None:
+                index[axis] = slice(span[0] * scale, span[1] * scale)
+        return tuple(index)
+
+    def _channel_in_piece(self):
+        if self.channel_axis is None:
+            return None
+        return self.channel_axis - sum(a < self.channel_axis for a in self.lead_axes)
+
+    def read(self, lead=(), y=None, x=None) -> np.ndarray:
+        """The unit's piece (a copy): the plane ``lead``, rows ``y`` and columns ``x`` (None: all), channels last."""
+        piece = np.array(self.array[self._index(lead, y, x)])
+        channel = self._channel_in_piece()
+        return piece if channel is None else np.moveaxis(piece, channel, -1)
+
+    def add(self, values: np.ndarray, lead=(), y=None, x=None):
+        """Add a piece laid out as :meth:`read` returns it into the array (which must be writable)."""
+        channel = self._channel_in_piece()
+        if channel is not None:
+            values = np.moveaxis(values, -1, channel)
+        index = self._index(lead, y, x)
+        self.array[index] = np.asarray(self.array[index]) + values
+
+    def write(self, values: np.ndarray, lead=(), y=None, x=None):
+        """Write a piece laid out as :meth:`read` returns it into the array (replacing what was there)."""
+        channel = self._channel_in_piece()
+        self.array[self._index(lead, y, x)] = values if channel is None else np.moveaxis(values, -1, channel)

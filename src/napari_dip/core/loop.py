@@ -18,6 +18,7 @@ import torch
 
 from .inputs import input_channels, make_input
 from .networks import build_network
+from .noise import NoiseModel, get_noise_model, masked_mean
 from .operators import IdentityOperator, Operator
 from .presets import Settings
 from .quality import AutoStop, RunningMinimum
@@ -32,7 +33,7 @@ class Problem:
     out_spatial: tuple  # network output size (padded)
     operator: Operator = field(default_factory=IdentityOperator)
     known: torch.Tensor | None = None  # 1 where x0 was measured, broadcastable to target
-    noise: str = "gaussian"  # gaussian (MSE) | poisson (negative log-likelihood)
+    noise: str | NoiseModel = "gaussian"  # a model from core/noise.py, or its name: gaussian | poisson
     guide: torch.Tensor | None = None  # network input for guided restoration, (1, Cg, *out_spatial)
     # automatic stopping: 1 at the measured pixels left out of the data term, (1, 1, *spatial of the measurement)
     heldout: torch.Tensor | None = None
@@ -75,28 +76,9 @@ class LoopState:
     done: bool = False
 
 
-def data_term(prediction, target, known, noise: str):
-    """Mean data fidelity over the measured pixels.
-
-    gaussian: squared error. poisson: the Poisson deviance / 2, ``a − y − y·log(a / y)``,
-    which is the negative log-likelihood minus its minimum, so it is 0 for a perfect fit.
-    """
-    if noise == "gaussian":
-        per_pixel = (prediction - target) ** 2
-    elif noise == "poisson":
-        eps = 1e-6
-        per_pixel = prediction - target - target * torch.log((prediction + eps) / (target + eps))
-    else:
-        raise ValueError(f"unknown noise model {noise!r}; use 'gaussian' or 'poisson'")
-    return masked_mean(per_pixel, known)
-
-
-def masked_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``values`` over the pixels ``weight`` selects (all pixels when None), as a 0-d tensor."""
-    if weight is None:
-        return values.mean()
-    w = weight.expand_as(values)
-    return (values * w).sum() / w.sum().clamp_min(1)
+def data_term(prediction, target, known, noise: str | NoiseModel):
+    """Mean data fidelity over the measured pixels under the noise model ``noise`` (a model or its name)."""
+    return get_noise_model(noise).data_term(prediction, target, known)
 
 
 class ReferenceMix:
@@ -327,6 +309,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     called before each step (used by tests to inject faults).
     """
     device = torch.device(device)
+    noise = get_noise_model(problem.noise)
     dims = problem.dims
     guide_channels = problem.guide.shape[1] if problem.guide is not None else None
     n_in = input_channels(settings.input, settings.input_channels, dims, guide_channels)
@@ -457,11 +440,11 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
             out = torch.nn.functional.interpolate(out, size=tuple(problem.out_spatial),
                                                   mode="bilinear" if dims == 2 else "trilinear", align_corners=False)
         prediction = operator(out)
-        loss = data_term(prediction, target, known, problem.noise)
+        loss = noise.data_term(prediction, target, known)
 
         if settings.backtracking and (iteration + 1) % backtrack_every == 0:
-            # PSNR(data, output) dropping by d dB is the MSE growing by 10^(d/10).
-            fidelity = float(data_term(prediction.detach(), target, known, "gaussian"))
+            # PSNR(data, output) dropping by d dB is the MSE growing by 10^(d/10): the squared error, in every model.
+            fidelity = float(masked_mean((prediction.detach() - target) ** 2, known))
             jumped = last_good_fidelity is not None and (
                 not math.isfinite(fidelity) or fidelity > last_good_fidelity * 10 ** (settings.backtrack_drop_db / 10))
             if jumped:
@@ -489,7 +472,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
             current = latest()
             with torch.no_grad():
                 measured = operator(current)
-                score = data_term(measured, target, scored, "gaussian")
+                score = noise.heldout_score(measured, target, scored)
                 if mixer is not None:
                     # the network's own held-out error picks the iterate; the mix is the result at that iterate
                     current = mixer.mix(current, measured)

@@ -12,51 +12,44 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
-class Operator:
-    """Base class: ``A(x)``. ``scale`` is output size over input size per spatial axis."""
+def _like(kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The kernel in ``x``'s dtype and on its device (a no-op when they match).
+
+    The dtype follows the input under mixed precision; the device too, so that an
+    operator another run moved to a GPU still applies to tensors on the CPU.
+    """
+    return kernel.to(dtype=x.dtype, device=x.device)
+
+
+class Operator(nn.Module):
+    """Base class: ``A(x)``. ``scale`` is output size over input size per spatial axis.
+
+    A ``torch.nn.Module``: kernels are buffers, so ``operator.to(device)`` moves them.
+    """
 
     scale: float = 1.0
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def to(self, device, dtype=None) -> Operator:
-        return self
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def extra_repr(self) -> str:
+        return self.describe()
 
 
 class IdentityOperator(Operator):
     """Denoising and JPEG deblocking: the measurement is the image itself."""
 
-    def __call__(self, x):
+    def forward(self, x):
         return x
 
     def describe(self):
         return "identity"
-
-
-class MaskOperator(Operator):
-    """Inpainting: keeps the known pixels and zeroes exactly the missing ones.
-
-    ``known`` is 1 where the pixel was measured, 0 where it is missing (the
-    complement of the user's mask), broadcastable to the image tensor.
-    """
-
-    def __init__(self, known: torch.Tensor):
-        self.known = known
-
-    def __call__(self, x):
-        return x * self.known
-
-    def to(self, device, dtype=None):
-        return MaskOperator(self.known.to(device=device, dtype=dtype or self.known.dtype))
-
-    def describe(self):
-        return "mask"
 
 
 def _sinc(x: np.ndarray) -> np.ndarray:
@@ -90,21 +83,17 @@ class DownsampleOperator(Operator):
     def __init__(self, factor: int, dims: int = 2):
         if factor < 2 or factor & (factor - 1):
             raise ValueError(f"factor must be a power of two ≥ 2, got {factor}")
+        super().__init__()
         self.factor = factor
         self.scale = 1.0 / factor
         self.dims = dims
-        self.kernel1d = torch.from_numpy(lanczos2_kernel(factor)).float()
+        self.register_buffer("kernel1d", torch.from_numpy(lanczos2_kernel(factor)).float(), persistent=False)
 
-    def to(self, device, dtype=None):
-        op = DownsampleOperator(self.factor, self.dims)
-        op.kernel1d = self.kernel1d.to(device=device, dtype=dtype or torch.float32)
-        return op
-
-    def __call__(self, x):
+    def forward(self, x):
         f = self.factor
         pad = 3 * f // 2
         channels = x.shape[1]
-        k = self.kernel1d.to(dtype=x.dtype, device=x.device)
+        k = _like(self.kernel1d, x)
         spatial = x.ndim - 2
         # Only the last two axes (Y, X) are downsampled, also for volumes.
         if spatial == 3:
@@ -160,18 +149,13 @@ class BlurOperator(Operator):
     """
 
     def __init__(self, psf: np.ndarray):
+        super().__init__()
         self.psf_array = prepare_psf(psf)
         flipped = np.ascontiguousarray(self.psf_array[(slice(None, None, -1),) * self.psf_array.ndim])
-        self.kernel = torch.from_numpy(flipped).float()
+        self.register_buffer("kernel", torch.from_numpy(flipped).float(), persistent=False)
 
-    def to(self, device, dtype=None):
-        op = BlurOperator.__new__(BlurOperator)
-        op.psf_array = self.psf_array
-        op.kernel = self.kernel.to(device=device, dtype=dtype or torch.float32)
-        return op
-
-    def __call__(self, x):
-        k = self.kernel.to(dtype=x.dtype, device=x.device)
+    def forward(self, x):
+        k = _like(self.kernel, x)
         channels = x.shape[1]
         spatial = x.ndim - 2
         if k.ndim == 2 and spatial == 3:  # plane-wise blur of a volume
@@ -198,13 +182,11 @@ class ComposedOperator(Operator):
     """``A = outer ∘ inner``, e.g. blur then downsample."""
 
     def __init__(self, *operators: Operator):
-        self.operators = operators
+        super().__init__()
+        self.operators = nn.ModuleList(operators)  # registered, so .to() moves their kernels too
         self.scale = float(np.prod([op.scale for op in operators]))
 
-    def to(self, device, dtype=None):
-        return ComposedOperator(*(op.to(device, dtype) for op in self.operators))
-
-    def __call__(self, x):
+    def forward(self, x):
         for op in self.operators:
             x = op(x)
         return x

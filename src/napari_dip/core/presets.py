@@ -178,16 +178,17 @@ _BUILDERS = {"denoise": _denoise, "inpaint": _inpaint, "superres": _superres,
              "deconvolve": _deconvolve, "guided": _guided}
 
 PRESETS = {name: task.presets for name, task in _REGISTRY.items()}
-assert set(_BUILDERS) == set(_REGISTRY), "every registered task needs a settings builder"
+assert {t.settings_like or t.name for t in _REGISTRY.values()} <= set(_BUILDERS), \
+    "every registered task needs a settings builder"
 
 
 def get_settings(task: str, preset: str = "fast", factor: int | None = None) -> Settings:
     """The settings of a named preset; raises ValueError naming the choices."""
-    if task not in _BUILDERS:
+    if task not in _REGISTRY:
         raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     if preset not in PRESETS[task]:
         raise ValueError(f"unknown preset {preset!r} for task {task!r}; choose one of: {', '.join(PRESETS[task])}")
-    return _BUILDERS[task](preset, factor)
+    return _BUILDERS[_REGISTRY[task].settings_like or task](preset, factor)
 
 
 def apply_overrides(settings: Settings, overrides: dict) -> Settings:

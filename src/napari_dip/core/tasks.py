@@ -1,12 +1,39 @@
 """The restoration tasks as registered objects: the one place that says what each task takes.
 
-Plain data, without torch, so that the command line can list the tasks quickly (``--help``).
-Each task's settings are built in ``core/presets.py``; its forward operator in ``api._prepare``.
+Plain data, without torch at import, so that the command line can list the tasks quickly
+(``--help``): each task's forward operator is built by a function of this module that imports
+``core/operators.py`` only when called. Each task's settings are built in ``core/presets.py``.
+Adding a task means adding an entry here (with its operator builder), a widget and its docs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+def _identity(factors, spatial_dims, psf=None):
+    """Denoising, inpainting (the held-out and missing pixels are left out of the data term instead)."""
+    from .operators import IdentityOperator
+
+    return IdentityOperator()
+
+
+def _downsample(factors, spatial_dims, psf=None):
+    """Lanczos-2 downsampling of Y and X by the factor (the identity for factor 1)."""
+    from .operators import DownsampleOperator, IdentityOperator
+
+    factor = factors[-1]
+    return IdentityOperator() if factor == 1 else DownsampleOperator(factor, spatial_dims)
+
+
+def _blur_then_downsample(factors, spatial_dims, psf=None):
+    """Blur by the PSF, then (factor > 1) downsample Y and X."""
+    from .operators import BlurOperator, ComposedOperator
+
+    blur = BlurOperator(psf)
+    factor = factors[-1]
+    return blur if factor == 1 else ComposedOperator(blur, _downsample(factors, spatial_dims))
 
 # every factor the engine can downsample by; 1 = the result has the input's size
 ENGINE_FACTORS = (1, 2, 4, 8)
@@ -20,6 +47,10 @@ class Task:
     input's size); ``default_factor`` is used when none is asked for. ``needs`` names the extra
     arguments of which one is required (a mask for ``inpaint`` may be replaced by NaN pixels);
     ``accepts`` names every extra array argument the task uses besides ``mask``, which all take.
+    ``operator`` builds the forward operator A from the per-axis factors, the number of spatial
+    axes and the PSF (an array, or None). ``enlarges`` names the spatial axes the factor enlarges
+    ("yx", or "z" for axial resolution). ``volumetric`` True: the task needs (Z, Y, X) volumes.
+    ``settings_like`` names the task whose presets it uses (None: its own, in core/presets.py).
     """
 
     name: str
@@ -30,6 +61,10 @@ class Task:
     factors: tuple = (1,)
     needs: tuple = ()
     accepts: tuple = ()
+    operator: Callable = field(default=_identity, compare=False)
+    enlarges: str = "yx"
+    volumetric: bool = False
+    settings_like: str | None = None
 
     @property
     def takes_factor(self) -> bool:
@@ -49,6 +84,11 @@ class Task:
                              f"{', '.join(map(str, self.factors[:-1]))} or {self.factors[-1]}")
         return int(requested)
 
+    def axis_factors(self, factor: int, spatial_dims: int) -> tuple:
+        """How many times larger the result is than the input along each spatial axis (Z, Y, X or Y, X)."""
+        axes = "zyx"[-spatial_dims:]
+        return tuple(factor if axis in self.enlarges else 1 for axis in axes)
+
 
 TASKS = {task.name: task for task in (
     Task("denoise", "denoising", "identity (also JPEG deblocking)",
@@ -56,11 +96,13 @@ TASKS = {task.name: task for task in (
     Task("inpaint", "inpainting", "a mask of missing pixels (nonzero = missing)",
          presets=("fast", "paper", "text", "large-hole", "region", "missing-pixels"), needs=("mask",)),
     Task("superres", "super-resolution", "Lanczos-2 downsampling ×2/×4/×8",
-         presets=("fast", "paper"), default_factor=4, factors=(2, 4, 8)),
+         presets=("fast", "paper"), default_factor=4, factors=(2, 4, 8), operator=_downsample),
     Task("deconvolve", "deconvolution", "blur by a PSF, optionally then downsampling",
-         presets=("fast", "paper"), factors=ENGINE_FACTORS, needs=("psf", "psf_sigma"), accepts=("psf", "psf_sigma")),
+         presets=("fast", "paper"), factors=ENGINE_FACTORS, needs=("psf", "psf_sigma"), accepts=("psf", "psf_sigma"),
+         operator=_blur_then_downsample),
     Task("guided", "guided restoration", "identity (or downsampling); the guide image is the network input",
-         presets=("fast", "paper"), factors=ENGINE_FACTORS, needs=("guide",), accepts=("guide",)),
+         presets=("fast", "paper"), factors=ENGINE_FACTORS, needs=("guide",), accepts=("guide",),
+         operator=_downsample),
 )}
 
 

@@ -1,10 +1,12 @@
 """The parts every napari-dip dock widget shares.
 
-A widget reads layers into ``restore_iter`` arguments, starts the run in a
-thread worker and writes the snapshots back as layers. Task widgets (tasks.py)
-add their own fields and arguments through ``task_widgets`` and
-``task_arguments``. torch is imported when the widget opens (for the preset
-defaults and the device list), never when napari starts.
+A widget reads layers into ``restore_iter`` arguments and hands the run to its
+:class:`~napari_dip.widgets.controller.RunController` (thread worker, stop, one
+run at a time); the run button, progress bar, plot and result layer subscribe
+to the controller's signals. Task widgets (tasks.py) add their own fields and
+arguments through ``task_widgets`` and ``task_arguments``. torch is imported
+when the widget opens (for the preset defaults and the device list), never when
+napari starts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import dataclass
 
 import napari.layers
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
@@ -22,6 +23,7 @@ from superqt import QCollapsible
 
 from ..api import kept_summary
 from ..errors import DIPInputError
+from .controller import RunController, RunStatus
 from .layer_data import (
     CURRENT_PLANE,
     PLANE_MODES,
@@ -36,54 +38,9 @@ from .layer_data import (
 )
 from .loss_plot import LossPlot
 from .result_layers import ResultLayers
-from .worker import RunFailed, restoration_steps, seconds_per_iteration, start
+from .worker import seconds_per_iteration, start
 
 NETWORK_KINDS = ("skip", "hourglass", "light")
-
-# Runs in progress in this process, across all widgets: one at a time, since two
-# runs would share the same CPU cores or GPU and both crawl.
-ACTIVE_RUNS: list[RunState] = []
-
-
-class RunState:
-    """One run's worker, engine handle and activity-dock progress, kept outside the
-    widget so that a viewer closing (which deletes the widget) can still stop it."""
-
-    def __init__(self, description: str):
-        self.description = description
-        self.worker = None
-        self.run = None
-        self.progress_bar = None
-        self.stop_requested = False
-        self.completed = False  # the final snapshot arrived
-
-    def stop(self):
-        """The engine finishes the current iteration and sends its final, best snapshot."""
-        self.stop_requested = True
-        if self.run is not None:
-            self.run.stop()
-
-    def abort(self, *_):
-        """The viewer is closing: stop, and drop what the worker would still send."""
-        self.stop()
-        if self.worker is not None:
-            self.worker.quit()
-
-
-class CurrentRun:
-    """Holds the widget's current RunState for the close handlers (connected once)."""
-
-    state: RunState | None = None
-    widget_deleted = False
-
-    def abort(self, *_):
-        if self.state is not None:
-            self.state.abort()
-
-    def on_widget_deleted(self, *_):
-        self.widget_deleted = True
-        self.abort()
-
 
 @dataclass
 class RunRequest:
@@ -152,7 +109,8 @@ class RestorationWidget(QWidget):
         self.viewer = napari_viewer
         # restore_iter settings applied on top of the form (scripts and tests use a tiny network this way)
         self.extra_settings: dict = {}
-        self._current = CurrentRun()
+        # the run's state (worker, stop, one run at a time) lives here; it reports to the dock while it exists
+        self.controller = RunController(alive=lambda: not qt_object_deleted(self.plot))
         self._results: ResultLayers | None = None
         self._is_stack = False  # the layer has axes beyond Y/X and channels: the plane choice applies
         self._preset_values: dict = {}
@@ -235,11 +193,12 @@ class RestorationWidget(QWidget):
         for widget in (self.preset, self.planes, self.network, self.device):
             widget.changed.connect(self._schedule_estimate)
 
+        self._subscribe(self.controller)
         # closing the viewer deletes this widget: stop the run so its thread ends cleanly
-        self.destroyed.connect(self._current.on_widget_deleted)
+        self.destroyed.connect(self.controller.abort)
         app = QApplication.instance()
         if app is not None:
-            app.aboutToQuit.connect(self._current.abort)
+            app.aboutToQuit.connect(self.controller.abort)
 
         active = napari_viewer.layers.selection.active
         if isinstance(active, napari.layers.Image) and active.visible:
@@ -381,7 +340,7 @@ class RestorationWidget(QWidget):
         """'CPU, 2 threads: expect about 0.4 s per iteration (estimate)', timed in a worker thread."""
         description = self._describe_device()
         layer = self.image.value
-        if layer is None or self._current.state is not None:
+        if layer is None or self.controller.busy:
             self.device_label.setText(description)
             return
         try:
@@ -429,7 +388,7 @@ class RestorationWidget(QWidget):
 
     @property
     def running(self) -> bool:
-        return self._current.state is not None
+        return self.controller.busy
 
     def _on_run_button(self):
         if self.running:
@@ -439,134 +398,123 @@ class RestorationWidget(QWidget):
 
     def run_restoration(self):
         """Start a run from the form. Refused, with a message, while another run is active."""
-        if ACTIVE_RUNS:
-            show_info(f"napari-dip: {ACTIVE_RUNS[0].description} is still running; stop it first "
-                      "(one run at a time: two would share the same processor and both crawl)")
+        refusal = self.controller.refusal()
+        if refusal is not None:
+            show_info(refusal)
             return
         try:
             request = self.build_request()
         except DIPInputError as exc:
             show_error(f"napari-dip: {exc}")
             return
-        state = RunState(f"{self.title} on {request.selection.layer.name!r}")
-        self._current.state = state
-        ACTIVE_RUNS.append(state)
         self._results = ResultLayers(self.viewer, request.placement, self.history.value)
-        self._plane, self._iterations_before_plane, self._last_iteration = 0, 0, 0
-        self._nominal_done = 0
+        self._plane, self._iterations_before_plane, self._iterations_done = 0, 0, 0
         self._running_text = "Running"
-        self._total = self._iterations_per_plane = 0
         self.plot.clear()
         self.progress.setValue(0)
         self.progress.setFormat("starting…")
         self.status.setText("")
-        self.run_button.setText("Stop")
-        self.main.enabled = self.advanced.enabled = False
-
-        deliver = InOrder(lambda item: self._on_worker_item(state, item),
-                          lambda: not self._current.widget_deleted and not qt_object_deleted(self.plot))
-
-        def finished():
-            if state in ACTIVE_RUNS:
-                ACTIVE_RUNS.remove(state)
-            if state.progress_bar is not None:
-                state.progress_bar.close()
-                state.progress_bar = None
-            deliver(FINISHED)
-
-        state.worker = start(restoration_steps, request.selection.data, self.task, request.kwargs,
-                             on_yielded=deliver, on_finished=finished)
+        self.controller.start(f"{self.title} on {request.selection.layer.name!r}", request.selection.data,
+                              self.task, request.kwargs)
 
     def stop_restoration(self):
         """End the run after the current iteration; its best result so far stays in the viewer."""
-        if self._current.state is not None:
-            self._current.state.stop()
+        self.controller.stop()
+
+    # the controller's subscribers: the dock's parts first, the result layer last, since napari calls
+    # made for the layer may process Qt events (and a closing viewer with them)
+
+    def _subscribe(self, run: RunController):
+        run.status_changed.connect(self._show_status)
+        run.started.connect(self._show_start)
+        run.snapshot.connect(self._count_iterations)
+        run.snapshot.connect(self._update_plot)
+        run.snapshot.connect(self._update_progress)
+        run.snapshot.connect(self._update_result)
+        run.snapshot.connect(self._announce_snapshot)
+        run.failed.connect(self._show_failure)
+        run.finished.connect(self._announce_finished)
+
+    def _show_status(self, status: RunStatus):
+        """The run button and the form follow the run's status."""
+        if status is RunStatus.RUNNING:
+            self.run_button.setText("Stop")
+            self.run_button.setEnabled(True)
+            self.main.enabled = self.advanced.enabled = False
+        elif status is RunStatus.STOPPING:
             self.run_button.setText("Stopping…")
             self.run_button.setEnabled(False)
-
-    def _on_worker_item(self, state: RunState, item):
-        from ..api import RestorationRun
-
-        if item is FINISHED:
-            self._on_finished(state)
-        elif isinstance(item, RunFailed):
-            self.status.setText(f"Not run: {item.message}")
-            show_error(f"napari-dip: {item.message}")
-        elif isinstance(item, RestorationRun):
-            self._start_progress(state, item)
         else:
-            self._show_snapshot(state, item)
+            self.run_button.setText("Run")
+            self.run_button.setEnabled(True)
+            self.main.enabled = self.advanced.enabled = True
+            if status is RunStatus.FAILED:
+                self.progress.setFormat("not finished")
 
-    def _start_progress(self, state: RunState, run):
-        state.run = run
-        if state.stop_requested:
-            run.stop()
-        self._total = run.planes * run.iterations
-        self._iterations_per_plane = run.iterations
-        self.progress.setRange(0, self._total)
+    def _show_start(self, run):
+        self.progress.setRange(0, self.controller.total)
         self._running_text = f"Running on {run.device_description}"
         self.status.setText(self._running_text)
-        state.progress_bar = progress(total=self._total, desc=f"napari-dip: {state.description}")
 
-    def _show_snapshot(self, state: RunState, snapshot):
+    def _count_iterations(self, snapshot):
+        """Iterations done over all planes: automatic stopping may end a plane early."""
         if snapshot.plane != self._plane:  # a new plane: count the last plane's iterations as done
-            self._iterations_before_plane += self._last_iteration
+            self._iterations_before_plane = self._iterations_done
             self._plane = snapshot.plane
-        self._last_iteration = snapshot.iteration
-        iterations_done = self._iterations_before_plane + snapshot.iteration
-        nominal = self._total if snapshot.done else snapshot.plane * self._iterations_per_plane + snapshot.iteration
-        nominal_step, self._nominal_done = max(nominal - self._nominal_done, 0), nominal
+        self._iterations_done = self._iterations_before_plane + snapshot.iteration
 
-        # the dock first: napari calls below may process Qt events (and a closing viewer with them)
+    def _update_plot(self, snapshot):
         quality = snapshot.quality or {}
-        self.plot.add_point(iterations_done, snapshot.loss, current_psnr(snapshot),
+        self.plot.add_point(self._iterations_done, snapshot.loss, current_psnr(snapshot),
                             quality.get("estimated_psnr"))
         if quality.get("chosen_iteration") is not None:
             chosen = quality["chosen_iteration"]
             self.plot.set_chosen(self._iterations_before_plane + chosen, f"kept: it {chosen}")
-        self.progress.setValue(nominal)
+
+    def _update_progress(self, snapshot):
+        """The progress bar, the status line and, at the end, the device line's measured speed."""
+        run = self.controller
+        done = self._iterations_done
+        quality = snapshot.quality or {}
+        self.progress.setValue(run.steps)
         if snapshot.done:
-            state.completed = True
-            self.progress.setFormat(f"done · {iterations_done} iterations in {format_seconds(snapshot.seconds)}")
-            if iterations_done:
+            self.progress.setFormat(f"done · {done} iterations in {format_seconds(snapshot.seconds)}")
+            if done:
                 self.device_label.setText(f"{snapshot.record['device']}: the last run took "
-                                          f"{snapshot.seconds / iterations_done:.2g} s per iteration")
-            metrics = snapshot.metrics
+                                          f"{snapshot.seconds / done:.2g} s per iteration")
             sentences = [f"Finished: {snapshot.stop_reason}"]
             kept = kept_description((snapshot.record or {}).get("quality"), quality)
             if kept:
                 sentences.append(kept)
-            if "psnr" in metrics:
-                sentences.append(f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+            if "psnr" in snapshot.metrics:
+                sentences.append(f"PSNR {snapshot.metrics['psnr']:.2f} dB, SSIM {snapshot.metrics['ssim']:.3f}")
             sentences.append("The run record is in the layer's metadata['napari_dip'].")
             self.status.setText(". ".join(sentences))
-        else:
-            rate = iterations_done / snapshot.seconds if snapshot.seconds > 0 else float("nan")
-            eta = (self._total - nominal) / rate if rate > 0 else float("nan")
-            plane = f"plane {snapshot.plane + 1}/{snapshot.planes} · " if snapshot.planes > 1 else ""
-            self.progress.setFormat(f"{plane}iteration {snapshot.iteration}/{snapshot.total} · "
-                                    f"{rate:.2f} it/s · ETA {format_seconds(eta)}")
-            if state.stop_requested:
-                self.status.setText("Stopping after this iteration…")
-            elif quality.get("chosen_iteration") is not None:
-                self.status.setText(f"{self._running_text} · {running_quality(quality)}")
+            return
+        rate = done / snapshot.seconds if snapshot.seconds > 0 else float("nan")
+        eta = (run.total - run.steps) / rate if rate > 0 else float("nan")
+        plane = f"plane {snapshot.plane + 1}/{snapshot.planes} · " if snapshot.planes > 1 else ""
+        self.progress.setFormat(f"{plane}iteration {snapshot.iteration}/{snapshot.total} · "
+                                f"{rate:.2f} it/s · ETA {format_seconds(eta)}")
+        if run.status is RunStatus.STOPPING:
+            self.status.setText("Stopping after this iteration…")
+        elif quality.get("chosen_iteration") is not None:
+            self.status.setText(f"{self._running_text} · {running_quality(quality)}")
 
-        self._results.show(snapshot, iterations_done)
+    def _update_result(self, snapshot):
+        self._results.show(snapshot, self._iterations_done)
         if snapshot.done:
             self._results.finish(snapshot.record)
-        if state.progress_bar is not None:
-            state.progress_bar.update(nominal_step)
+
+    def _announce_snapshot(self, snapshot):
         if not qt_object_deleted(self):
             self.snapshot_shown.emit(snapshot)
 
-    def _on_finished(self, state: RunState):
-        if self._current.state is state:
-            self._current.state = None
-            self.run_button.setText("Run")
-            self.run_button.setEnabled(True)
-            self.main.enabled = self.advanced.enabled = True
-            if not state.completed:
-                self.progress.setFormat("not finished")
+    def _show_failure(self, message: str):
+        self.status.setText(f"Not run: {message}")
+        show_error(f"napari-dip: {message}")
+
+    def _announce_finished(self):
         self.run_finished.emit()
 
 
@@ -603,32 +551,3 @@ def kept_description(record_quality: dict | None, quality: dict) -> str:
                           "estimated_psnr": quality.get("chosen_estimated_psnr")}
     kept = kept_summary(record_quality)
     return f"Kept {kept}" if kept else ""
-
-
-FINISHED = object()  # the worker's last item: the thread has ended
-
-
-class InOrder:
-    """Hands worker items to the widget one at a time, in order, while it exists.
-
-    Showing an item calls napari (adding a layer, moving a progress bar), which
-    may process Qt events and so deliver the next item in the middle of this
-    one; the next item waits here instead.
-    """
-
-    def __init__(self, handle, widget_exists):
-        self.handle = handle
-        self.widget_exists = widget_exists
-        self.waiting: list = []
-        self.busy = False
-
-    def __call__(self, item):
-        self.waiting.append(item)
-        if self.busy:
-            return
-        self.busy = True
-        try:
-            while self.waiting and self.widget_exists():
-                self.handle(self.waiting.pop(0))
-        finally:
-            self.busy = False

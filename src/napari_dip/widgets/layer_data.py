@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.data import is_lazy
 from ..errors import DIPInputError
-from ..stream import is_lazy, leading_axes
+from ..executor import leading_axes
 
 CURRENT_PLANE = "current plane"
 ALL_PLANES = "all planes, one by one"

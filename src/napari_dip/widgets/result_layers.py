@@ -58,7 +58,7 @@ class ResultLayers:
             self._set_data(self.layer, snapshot.image)
         if not self.keep_history:
             return
-        self._frames.append(np.array(snapshot.image))  # a streamed run updates one array in place
+        self._frames.append(np.array(snapshot.image))  # a frame of its own, whatever the engine does next
         self._frame_iterations.append(iteration_label)
         stack = np.stack(self._frames)
         if self.history_layer is None:

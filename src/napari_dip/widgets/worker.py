@@ -1,10 +1,11 @@
 """Running the engine off the GUI thread.
 
-The generator :func:`restoration_steps` wraps ``restore_iter``: it yields the
-run first (so the widget can stop it), then every snapshot. Input errors come
-back as a :class:`RunFailed` item rather than an exception, so the widget shows
-one readable notification; anything unexpected is raised and napari shows it
-with its traceback.
+The generator :func:`restoration_steps` wraps ``restore_iter``: it yields
+tagged items, ``(RUN, run)`` first (so the run can be stopped), then
+``(SNAPSHOT, snapshot)`` for every snapshot. Input errors come back as a
+``(FAILED, message)`` item rather than an exception, so the widget shows one
+readable notification; anything unexpected is raised and napari shows it with
+its traceback. The run controller (controller.py) routes the items by their tag.
 
 ``NAPARI_DIP_SYNC=1`` runs everything in the calling thread (for tests and
 scripts, like stardist-napari's switch).
@@ -13,7 +14,6 @@ scripts, like stardist-napari's switch).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,11 +22,10 @@ from ..errors import DIPInputError, DIPMemoryError
 SYNC_ENV = "NAPARI_DIP_SYNC"
 
 
-@dataclass
-class RunFailed:
-    """A run stopped by a user error (bad input, not enough memory): the message to show."""
-
-    message: str
+# the tags of restoration_steps' items
+RUN = "run"
+SNAPSHOT = "snapshot"
+FAILED = "failed"
 
 
 def synchronous() -> bool:
@@ -35,17 +34,18 @@ def synchronous() -> bool:
 
 
 def restoration_steps(image, task: str, kwargs: dict):
-    """Yields the ``RestorationRun``, then its snapshots; a ``RunFailed`` on a user error."""
+    """Yields ``(RUN, RestorationRun)``, then ``(SNAPSHOT, snapshot)`` for each; ``(FAILED, message)`` on a
+    user error."""
     from ..api import restore_iter
-    from ..stream import is_lazy, restore_stream_iter
 
     try:
         # a lazy stack (dask, zarr) is read one plane at a time, never whole
-        run = (restore_stream_iter if is_lazy(image) else restore_iter)(image, task, **kwargs)
-        yield run
-        yield from run
+        run = restore_iter(image, task, **kwargs)
+        yield RUN, run
+        for snapshot in run:
+            yield SNAPSHOT, snapshot
     except (DIPInputError, DIPMemoryError) as exc:
-        yield RunFailed(str(exc))
+        yield FAILED, str(exc)
 
 
 def start(function, *args, on_yielded=None, on_returned=None, on_finished=None):

@@ -1,0 +1,78 @@
+"""Noise models E: how the measurement's noise turns a misfit into a loss.
+
+Each model gives the loop two things: its ``data_term``, the loss the network
+minimises over the measured pixels, and its ``heldout_score``, the error at the
+held-out pixels by which the loop judges an iterate (core/quality.py says why).
+``Problem.noise`` in core/loop.py takes a model or its name.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over the pixels ``weight`` selects (all pixels when None), as a 0-d tensor."""
+    if weight is None:
+        return values.mean()
+    w = weight.expand_as(values)
+    return (values * w).sum() / w.sum().clamp_min(1)
+
+
+class NoiseModel:
+    """Base class; ``name`` is what users pass to choose the model."""
+
+    name: str = ""
+
+    def data_term(self, prediction: torch.Tensor, target: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+        """Mean data fidelity of ``prediction`` = A(f(z)) to the measurement over the pixels ``known`` selects."""
+        raise NotImplementedError
+
+    def heldout_score(self, prediction: torch.Tensor, target: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+        """Mean squared error at the held-out pixels ``scored`` selects, a 0-d tensor.
+
+        Squared error for every model: for any zero-mean noise its expectation is the
+        result's own squared error plus the noise variance, so the score minus the mean
+        noise variance estimates the result's error (the loop subtracts it).
+        """
+        return masked_mean((prediction - target) ** 2, scored)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class GaussianNoise(NoiseModel):
+    """Additive Gaussian noise: the data term is the mean squared error."""
+
+    name = "gaussian"
+
+    def data_term(self, prediction, target, known):
+        return masked_mean((prediction - target) ** 2, known)
+
+
+class PoissonNoise(NoiseModel):
+    """Photon counts: the data term is the Poisson deviance / 2, ``a − y − y·log(a / y)``.
+
+    That is the negative log-likelihood minus its minimum, so it is 0 for a perfect fit.
+    """
+
+    name = "poisson"
+    eps = 1e-6  # keeps the logarithm finite where the prediction or the count is 0
+
+    def data_term(self, prediction, target, known):
+        eps = self.eps
+        per_pixel = prediction - target - target * torch.log((prediction + eps) / (target + eps))
+        return masked_mean(per_pixel, known)
+
+
+NOISE_MODELS = {model.name: model for model in (GaussianNoise, PoissonNoise)}
+
+
+def get_noise_model(name_or_model: str | NoiseModel) -> NoiseModel:
+    """The noise model of that name ('gaussian' or 'poisson'); a model instance is returned as it is."""
+    if isinstance(name_or_model, NoiseModel):
+        return name_or_model
+    model = NOISE_MODELS.get(name_or_model)
+    if model is None:
+        raise ValueError(f"unknown noise model {name_or_model!r}; use one of: {', '.join(NOISE_MODELS)}")
+    return model()

@@ -1,0 +1,480 @@
+"""The one way a restoration runs: work units, read lazily, fitted one at a time, written into an output.
+
+A job (``job.py``) is cut into work units: a plane (or a volume) of a stack, a Y/X tile of a large
+plane, or a plane × tile. :func:`start` returns a :class:`RestorationRun` whose generator reads each
+unit from the input (a NumPy array, or a lazy dask, zarr or memory-mapped one: only the unit is
+read), fits it, blends tiles with raised-cosine windows that sum to 1, adds the result into the output
+(a new NumPy array, or any array that supports slicing and assignment, e.g. a zarr array on disk),
+emits snapshots with whole-job progress, honours ``stop()`` and writes one run record.
+
+Intensities are normalised jointly (one mapping, fitted on a sample of the whole data: the same for
+a stack in memory and the same stack on disk) or per unit, as the job says. A unit that is not
+restored (stopped before it, or nothing to fit there) holds the input, missing pixels as the mean.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .core import data
+from .core.tiling import Tile, TilePlan, plan_tiles
+from .errors import DIPInputError
+from .job import (
+    JobSpec,
+    UnitStep,
+    fallback,
+    fit_intensities,
+    fit_unit,
+    missing_planes,
+    prepare_unit,
+    unit_quality,
+    whole_metric_pair,
+)
+
+SAMPLE_VALUES = 2 ** 26  # joint normalisation: data up to this many values is read whole, larger data sampled
+SAMPLE_PLANES = 16  # … from this many planes, evenly spaced
+
+
+@dataclass
+class Snapshot:
+    """One look at a running restoration.
+
+    ``image`` is the whole result so far in the input's layout and intensity units (float32; units not
+    yet restored hold the input, enlarged for super-resolution), or, when the output is an array of
+    the caller's (``out=``), the current unit's result only. ``plane`` and ``planes`` count work units
+    (planes, tiles, planes × tiles); ``iteration`` and ``total`` count within the current unit.
+    """
+
+    iteration: int
+    total: int
+    loss: float
+    image: np.ndarray
+    seconds: float
+    plane: int = 0
+    planes: int = 1
+    metrics: dict = field(default_factory=dict)
+    backtracks: int = 0
+    done: bool = False
+    stop_reason: str | None = None
+    record: dict | None = None
+    # ground-truth-free estimate (automatic stopping): estimated_psnr, estimated_rmse (input units),
+    # heldout_error, chosen_iteration and the chosen result's chosen_estimated_psnr / _rmse; {} when off
+    quality: dict = field(default_factory=dict)
+
+
+@dataclass
+class Restoration:
+    """The result: ``image`` (float32, input units) and the run ``record``."""
+
+    image: np.ndarray
+    record: dict
+
+
+class RestorationRun:
+    """An iterable of snapshots with ``stop()``; ``result`` is set once it is exhausted.
+
+    ``planes`` is the number of work units, ``iterations`` the iterations per unit; ``tiling`` (or None)
+    says how each plane is cut (tiles, grid, tile_size, overlap), for a user interface to show.
+    """
+
+    def __init__(self, snapshots_factory, planes: int, iterations: int, device_description: str,
+                 tiling: dict | None = None):
+        self._stop = threading.Event()
+        self.planes = planes
+        self.iterations = iterations
+        self.device_description = device_description
+        self.tiling = tiling
+        self.result: Restoration | None = None
+        self.last: Snapshot | None = None
+        self._gen = snapshots_factory(self)
+
+    def stop(self):
+        """Ask the run to end; a final snapshot with the best result so far follows within one iteration."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Snapshot:
+        snapshot = next(self._gen)
+        self.last = snapshot
+        return snapshot
+
+    def close(self):
+        self._gen.close()
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One work unit: a plane (``lead``: its index on the leading axes; ``plane``: its number) and a tile."""
+
+    number: int
+    plane: int
+    lead: tuple
+    tile: Tile | None  # None: the whole plane
+
+
+def leading_axes(ndim: int, channel_axis: int | None, volumetric: bool) -> list[int]:
+    """Axes that are neither channels nor the last two (three for volumes) spatial axes."""
+    axes = [a for a in range(ndim) if a != channel_axis]
+    return axes[:-(3 if volumetric else 2)]
+
+
+def plan_units(spec: JobSpec, tile_side: int | None, overlap: int) -> tuple[list[Unit], TilePlan | None]:
+    """The work units of a job: every plane, each cut into tiles when a side exceeds ``tile_side``."""
+    layout = spec.layout
+    height, width = layout.spatial_shape[-2:]
+    plan = None
+    if tile_side is not None and max(height, width) > tile_side:
+        try:
+            plan = plan_tiles((height, width), tile_side, overlap, spec.axis_factors[-1])
+        except ValueError as exc:
+            raise DIPInputError(str(exc)) from None
+    leads = list(itertools.product(*(range(n) for n in layout.lead_shape)))
+    tiles = plan.tiles if plan is not None else [None]
+    units = [Unit(i, p, lead, tile) for i, ((p, lead), tile) in enumerate(itertools.product(enumerate(leads), tiles))]
+    return units, plan
+
+
+def unit_kind(spec: JobSpec, units: list[Unit], plan: TilePlan | None) -> str:
+    """What a work unit is, in a word, for records and messages."""
+    planes = spec.layout.planes
+    if plan is not None:
+        return "tile" if planes == 1 else "unit"
+    if planes > 1:
+        return "volume" if spec.layout.spatial_dims == 3 else "plane"
+    return "volume" if spec.layout.spatial_dims == 3 else "image"
+
+
+def read_unit(spec: JobSpec, unit: Unit) -> dict:
+    """The unit's pieces of every array of the job (copies, channels last)."""
+    y, x = (unit.tile.y, unit.tile.x) if unit.tile is not None else (None, None)
+    return {name: source.read(unit.lead, y, x) for name, source in spec.sources.items()}
+
+
+def joint_normalisation(spec: JobSpec, units: list[Unit]):
+    """One intensity mapping for the whole data: from all of it when it holds up to ``SAMPLE_VALUES`` values,
+    else from ``SAMPLE_PLANES`` evenly spaced planes read with a stride. The sample depends on the shape
+    only, so a stack in memory and the same stack on disk get the same mapping."""
+    layout = spec.layout
+    total = int(np.prod(layout.shape, dtype=np.int64))
+    planes = list(range(layout.planes))
+    stride = 1
+    if total > SAMPLE_VALUES:
+        planes = sorted(set(np.linspace(0, layout.planes - 1, min(SAMPLE_PLANES, layout.planes)).round().astype(int)))
+        per_plane = total // layout.planes * len(planes)
+        stride = int(np.ceil(np.sqrt(per_plane / SAMPLE_VALUES)))
+    leads = list(itertools.product(*(range(n) for n in layout.lead_shape)))
+    sampled_planes, sampled_missing = [], []
+    yx = [slice(None)] * (layout.spatial_dims - 2) + [slice(None, None, stride)] * 2  # pieces: spatial axes first
+    for p in planes:
+        pieces = {name: source.read(leads[p])[tuple(yx)] for name, source in spec.sources.items()
+                  if name in ("image", "mask")}
+        _, values, missing = missing_planes(spec, pieces)
+        sampled_planes.append(values)
+        sampled_missing.append(missing)
+    values, missing = np.concatenate(sampled_planes), np.concatenate(sampled_missing)
+    if missing.all():
+        raise DIPInputError("the image has no measured pixel (all NaN, inf or masked) in the sample read to "
+                            "fit the intensity range; check the image and the mask")
+    return fit_intensities(spec, values, missing)
+
+
+def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=None) -> RestorationRun:
+    """The run of ``units``: the first unit is read and prepared now, so that its errors come before anything
+    runs. ``out``: an array of the output's shape to add the result into (zero-filled), or None."""
+    from .core.device import describe_device
+
+    if out is not None and tuple(out.shape) != spec.output_shape:
+        raise DIPInputError(f"out has shape {tuple(out.shape)}; the result needs {spec.output_shape}")
+    normalisation = joint_normalisation(spec, units) if spec.normalise == "joint" else None
+    first = _prepare(spec, units[0], normalisation, alone=len(units) == 1)
+    tiling = None if plan is None else {"tiles": len(plan.tiles), "grid": plan.grid, "tile_size": plan.tile_size,
+                                        "overlap": plan.overlap}
+    description = describe_device(device)
+    return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first),
+                          len(units), spec.settings.iterations, description, tiling)
+
+
+def _prepare(spec, unit, normalisation, alone):
+    """The unit's pieces and its UnitJob, or the reason it is not restored; a lone unit's reason is an error."""
+    pieces = read_unit(spec, unit)
+    job = prepare_unit(spec, pieces, unit.plane, normalisation)
+    if isinstance(job, str) and alone:
+        raise DIPInputError("the mask marks no pixel as missing: paint the region to fill (nonzero = missing) or "
+                            "pass NaN pixels" if job.startswith("nothing") else
+                            "the image has no measured pixel (all NaN, inf or masked): nothing is left to fit")
+    return pieces, job
+
+
+class _Output:
+    """Where results go. Held in memory (no ``out``): a preview that is the whole result so far (the input
+    where no unit is done yet), and for tiles the window-weighted sum and the weights of the current plane.
+    The caller's ``out``: results are added into it, window-weighted, and there is no preview."""
+
+    def __init__(self, spec: JobSpec, plan: TilePlan | None, out):
+        self.spec, self.plan = spec, plan
+        layout = spec.layout
+        spatial = layout.axes["spatial"]
+        places = (tuple(layout.axes["lead"]), tuple(spatial[-2:]), layout.channel_axis, spec.axis_factors[-2:])
+        self.preview = self.shown = self.coverage = None
+        if out is None:
+            self.preview = np.zeros(spec.output_shape, np.float32)
+            self.shown = data.ArraySource(self.preview, *places)
+            if not any(data.is_lazy(s.array) for name, s in spec.sources.items() if name in ("image", "mask")):
+                for lead in itertools.product(*(range(n) for n in layout.lead_shape)):
+                    pieces = {name: s.read(lead) for name, s in spec.sources.items() if name in ("image", "mask")}
+                    self.shown.write(fallback(spec, pieces), lead)
+        if out is None and plan is None:
+            self.target = None  # the preview is the output
+            return
+        self.array = np.zeros(spec.output_shape, np.float32) if out is None else out
+        self.target = data.ArraySource(self.array, *places)
+        if out is None:
+            shape = [1] * len(spec.output_shape)
+            for axis in spatial[-2:]:
+                shape[axis] = spec.output_shape[axis]
+            self.coverage = np.zeros(shape, np.float32)
+
+    @staticmethod
+    def _yx(unit):
+        return (unit.tile.y, unit.tile.x) if unit.tile is not None else (None, None)
+
+    def _piece_shaped(self, yx_weights: np.ndarray, piece_ndim: int) -> np.ndarray:
+        """(Y, X) weights shaped to broadcast against a unit's piece (spatial axes, then channels)."""
+        spatial_dims = self.spec.layout.spatial_dims
+        shape = [1] * piece_ndim
+        shape[spatial_dims - 2], shape[spatial_dims - 1] = yx_weights.shape
+        return yx_weights.reshape(shape)
+
+    def show(self, unit: Unit, piece: np.ndarray):
+        """The unit's result so far in the preview (nothing when the output is the caller's)."""
+        if self.shown is not None:
+            self.shown.write(piece, unit.lead, *self._yx(unit))
+
+    def add(self, unit: Unit, piece: np.ndarray):
+        """The unit's final result into the output, weighted by its window; the preview shows the blend so far."""
+        y, x = self._yx(unit)
+        if self.target is None:
+            self.shown.write(piece, unit.lead, y, x)
+            return
+        window = self.plan.window(unit.tile) if unit.tile is not None else None
+        self.target.add(piece if window is None else piece * self._piece_shaped(window, piece.ndim), unit.lead, y, x)
+        if self.coverage is None:
+            return
+        index = [slice(None)] * self.coverage.ndim
+        for axis, part in zip(self.target.yx_axes, unit.tile.slices(self.spec.axis_factors[-1])):
+            index[axis] = part
+        region = tuple(index)
+        self.coverage[region] += window.reshape(self.coverage[region].shape)
+        weights = self.coverage[region].reshape(window.shape)
+        self.shown.write(self.target.read(unit.lead, y, x) / np.maximum(self._piece_shaped(weights, piece.ndim),
+                                                                          1e-12), unit.lead, y, x)
+
+    def new_plane(self):
+        """The weights are one plane's: a new plane's tiles start from none."""
+        if self.coverage is not None:
+            self.coverage[...] = 0.0
+
+    def finish(self):
+        """The output: in memory, the preview (for tiles the weighted sum over the weights: exact where rounding
+        leaves the windows' sum a hair off 1); else the caller's array."""
+        return self.preview if self.preview is not None else self.array
+
+
+def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first):
+    import torch
+
+    from . import __version__
+
+    start_time = time.perf_counter()
+    output = _Output(spec, plan, out)
+    kind = unit_kind(spec, units, plan)
+    entries, last_step, stop_reason, backtracks, stopped_at = [], None, None, 0, None
+    for unit in units:
+        if unit.tile is not None and unit.tile.index == 0:
+            output.new_plane()
+        pieces, job = first if unit.number == 0 else (read_unit(spec, unit), None)
+        entry = {"unit": unit.number}
+        if len(units) > 1 and spec.layout.planes > 1:
+            entry["plane"] = unit.plane
+        if unit.tile is not None:
+            entry.update(tile=unit.tile.index, y=list(unit.tile.y), x=list(unit.tile.x))
+        if run.stop_requested:
+            stopped_at = stopped_at or unit.number
+            job = f"stopped by user before this {kind}"
+        elif job is None:
+            job = prepare_unit(spec, pieces, unit.plane, normalisation)
+        if isinstance(job, str):  # not restored: the input stands in
+            output.add(unit, fallback(spec, pieces))
+            entries.append(dict(entry, iterations=0, stop_reason=job, seconds=0.0))
+            continue
+        job.device = device
+        unit_start = time.perf_counter()
+        output.show(unit, fallback(spec, pieces))
+        step: UnitStep | None = None
+        for step in fit_unit(job, lambda: run.stop_requested):
+            state = step.state
+            if run.stop_requested and stopped_at is None:
+                stopped_at = unit.number + 1
+            output.show(unit, step.image)
+            last_step = step
+            if state.done and (unit is units[-1] or run.stop_requested):
+                break
+            yield Snapshot(state.iteration, state.total, state.loss, _shown(output, step), time.perf_counter() -
+                           start_time, unit.number, len(units), step.metrics, backtracks + state.backtracks,
+                           quality=step.quality)
+        state = step.state
+        output.add(unit, step.image)
+        backtracks += state.backtracks
+        stop_reason = state.stop_reason
+        entries.append(dict(entry, iterations=state.iteration, stop_reason=state.stop_reason,
+                            seconds=round(time.perf_counter() - unit_start, 3), noise_estimate=job.noise_estimate,
+                            missing_pixels=job.missing_pixels, metrics=step.metrics, quality=unit_quality(step),
+                            **({"normalisation": _normalisation_entry(job.normalisation, spec)}
+                               if normalisation is None else {})))
+        del pieces, job
+
+    image = output.finish()
+    restored = [e for e in entries if "noise_estimate" in e]
+    if run.stop_requested and len(units) > 1:
+        stop_reason = f"stopped by user at {kind} {stopped_at or len(entries)} of {len(units)}"
+    elif len(units) > 1:
+        reasons = sorted({e["stop_reason"] for e in entries}, key=str)
+        stop_reason = reasons[0] if len(reasons) == 1 else f"per {kind}: " + "; ".join(
+            f"{sum(e['stop_reason'] == r for e in entries)} × {r}" for r in reasons)
+    metrics = _metrics(spec, image, output, entries, last_step)
+    parameters = dict(spec.parameters, missing_pixels=int(sum(e.get("missing_pixels", 0) for e in entries)))
+    if normalisation is not None:
+        parameters["normalisation"] = _normalisation_entry(normalisation[0], spec)
+    if len(restored) == 1 and len(units) == 1:
+        parameters["noise_estimate"] = restored[0]["noise_estimate"]
+        parameters.setdefault("normalisation", restored[0].get("normalisation"))
+    else:
+        parameters["noise_estimate"] = {"model": spec.noise, "per_unit": "see the record's units"}
+    settings = spec.settings
+    record = {
+        "task": spec.name, "preset": spec.preset, "parameters": parameters,
+        "iterations": int(sum(e["iterations"] for e in entries)),
+        "iterations_per_unit": [int(e["iterations"]) for e in entries],
+        "planes": spec.layout.planes, "work_unit": kind, "units_restored": len(restored),
+        "stop_reason": stop_reason, "backtracks": backtracks,
+        "seconds": round(time.perf_counter() - start_time, 3), "device": run.device_description,
+        "version": {"napari_dip": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "metrics": metrics, "quality": _quality_record(entries, settings),
+        "input": {"shape": list(spec.layout.shape), "dtype": str(np.dtype(spec.sources["image"].array.dtype))},
+        "output": {"shape": list(spec.output_shape), "dtype": "float32"},
+        "units": [{k: v for k, v in e.items() if k != "quality"} for e in entries],
+        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    if plan is not None:
+        record["tiling"] = {"tile_size": list(plan.tile_size), "overlap": plan.overlap, "grid": list(plan.grid),
+                            "window": "raised cosine across each overlap; the windows sum to 1",
+                            "tiles": [{"index": t.index, "y": list(t.y), "x": list(t.x)} for t in plan.tiles]}
+    run.result = Restoration(image, record)
+    last_entry = entries[-1]
+    yield Snapshot(last_entry["iterations"], settings.iterations,
+                   last_step.state.loss if last_step is not None else float("nan"), image, record["seconds"],
+                   len(units) - 1, len(units), metrics, backtracks, True, stop_reason, record,
+                   last_step.quality if last_step is not None else {})
+
+
+def _shown(output: _Output, step: UnitStep) -> np.ndarray:
+    """A snapshot's image: a copy of the whole result so far, or the unit's result when the output is the caller's."""
+    return output.preview.copy() if output.preview is not None else step.image
+
+
+def _normalisation_entry(normalisation, spec: JobSpec) -> dict:
+    return {"low": normalisation.low, "high": normalisation.high, "percentiles": list(spec.percentiles)}
+
+
+def _metrics(spec: JobSpec, image, output: _Output, entries, last_step) -> dict:
+    """PSNR/SSIM of the whole result against the ground truth (with the input's beside it), when both are in
+    memory; else the mean over the units."""
+    source = spec.sources.get("ground_truth")
+    if source is None:
+        return {}
+    if output.preview is None or data.is_lazy(source.array):
+        metrics = {}
+        for key in ("psnr", "ssim"):
+            values = [e["metrics"][key] for e in entries if e.get("metrics", {}).get(key) is not None]
+            if values:
+                metrics[key] = float(np.mean(values))  # the mean over the units restored
+        return metrics
+    truth = np.asarray(source.array, np.float32)
+    metrics = whole_metric_pair(image.astype(np.float32), truth, spec.layout)
+    degraded = spec.sources["image"].array
+    if not data.is_lazy(degraded) and tuple(degraded.shape) == truth.shape:
+        degraded = np.asarray(degraded, np.float32)
+        if np.isfinite(degraded).all():
+            base = whole_metric_pair(degraded, truth, spec.layout)
+            metrics.update({"psnr_input": base["psnr"], "ssim_input": base["ssim"]})
+    latest = (last_step.metrics or {}).get("psnr_current") if last_step is not None else None
+    if latest is not None and len(entries) == 1:
+        metrics["psnr_current"] = latest  # the last iterate's, beside the kept result's
+    return metrics
+
+
+def _quality_record(entries: list, settings) -> dict:
+    """The record's ``quality`` entry: how each unit's result was chosen, and the estimate there."""
+    if not settings.auto_stop:
+        return {"automatic_stopping": False}
+    units = [dict(e["quality"], unit=e["unit"], **{k: e[k] for k in ("plane", "tile") if k in e})
+             for e in entries if e.get("quality")]
+    quality = {"automatic_stopping": True, "holdout_fraction": settings.holdout_fraction,
+               "method": "held-out pixels (squared error minus the noise variance)", "units": units}
+    if len(entries) == 1 and units:
+        quality.update({k: v for k, v in units[0].items() if k not in ("stop_reason", "unit")})
+    return quality
+
+
+# ---------------------------------------------------------------------------------------------
+# how large a unit may be
+
+
+def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None) -> int | None:
+    """The tile side for ``tile_size='auto'``: None when a plane fits one run, else a side whose run needs at
+    most a quarter of the device's free memory (estimated from the network's widths).
+
+    ``memory_limit`` (bytes) caps the CPU memory counted as free, e.g. a dask worker's share.
+    """
+    import torch
+
+    from .core.tiling import auto_tile_size as side_for
+    from .core.tiling import estimate_bytes_per_pixel
+
+    network = spec.settings.network
+    per_pixel = estimate_bytes_per_pixel(network.down, network.up, network.skip)
+    layout = spec.layout
+    if layout.spatial_dims == 3:
+        per_pixel *= layout.spatial_shape[0] * spec.axis_factors[0]
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = min(available_memory(), memory_limit or float("inf"))
+    return side_for(layout.spatial_shape[-2:], spec.axis_factors[-1], per_pixel, free)
+
+
+def available_memory() -> float:
+    """Bytes of memory available to a new run (psutil when installed, else free pages, else 4 GB)."""
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # free pages only: on the safe side
+    except (ValueError, OSError, AttributeError):
+        return 4e9

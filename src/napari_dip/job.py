@@ -1,0 +1,667 @@
+"""One restoration job: its checked definition, and each work unit's preparation and fit.
+
+:func:`define_job` checks the arguments against the arrays' shapes and dtypes (no pixel is read
+from a lazy array) and returns a :class:`JobSpec`. The executor (``executor.py``) cuts the job into
+work units (a plane, a tile, a plane × tile, a volume), reads each unit's pixels, and calls
+:func:`prepare_unit` then :func:`fit_unit`. No napari and no Qt here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .core import data
+from .errors import DIPInputError, DIPMemoryError
+
+MIN_SIDE = 8  # smallest image side (pixels) that a run accepts
+MIN_PLANES = 3  # fewest Z planes that a volumetric run accepts (more where the network's filters need them)
+NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian")
+MIX_METHODS = ("biharmonic", "nl-means")  # classical estimates a result may be mixed with (core/reference.py)
+NORMALISE_CHOICES = ("joint", "per-unit")  # one intensity mapping for the whole data, or one per work unit
+
+
+@dataclass
+class JobSpec:
+    """Everything about a job that holds for all of its work units, checked before anything runs."""
+
+    task: object  # the registry entry (core/tasks.py)
+    preset: str
+    settings: object
+    layout: data.PlaneLayout  # of the whole input
+    factor: int
+    axis_factors: tuple  # per spatial axis: how many times larger the result is
+    operator: object
+    noise: str
+    camera: dict  # gain, offset, read_noise (None: estimated) for noise='poisson-gaussian'
+    seed: int
+    percentiles: tuple
+    normalise: str
+    sources: dict  # name → data.ArraySource: image, and the mask, guide and ground_truth given
+    output_shape: tuple
+    parameters: dict  # for the record
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+def check_task(task):
+    """The registered task called ``task``; DIPInputError naming the choices if there is none."""
+    from .core.tasks import get_task
+
+    try:
+        return get_task(task)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
+
+
+def define_job(image, task, *, preset="fast", mask=None, factor=None, psf=None, psf_sigma=None, guide=None,
+               noise="gaussian", channel_axis=None, volumetric=False, iterations=None, seed=0, ground_truth=None,
+               snapshot_every=None, early_stopping=None, auto_stop=None, holdout_fraction=None, gain=None,
+               offset=None, read_noise=None, percentiles=(0.0, 100.0), normalise="joint",
+               overrides=None) -> JobSpec:
+    """Check the arguments of a restoration against the arrays' shapes; DIPInputError says what to change."""
+    from .core.presets import apply_overrides, get_settings
+
+    spec = check_task(task)
+    image = data.check_array(image)
+    if noise not in NOISE_MODELS:
+        raise DIPInputError(f"unknown noise model {noise!r}; use one of: {', '.join(NOISE_MODELS)}")
+    camera = {"gain": gain, "offset": offset, "read_noise": read_noise}
+    if noise != "poisson-gaussian" and any(v is not None for v in camera.values()):
+        raise DIPInputError("gain, offset and read_noise describe a camera: use them with noise='poisson-gaussian'")
+    if gain is not None and not gain > 0:
+        raise DIPInputError(f"the camera gain (ADU per photon) must be positive; got {gain}")
+    if read_noise is not None and not read_noise >= 0:
+        raise DIPInputError(f"the read noise σ (ADU) must be ≥ 0; got {read_noise}")
+    if normalise not in NORMALISE_CHOICES:
+        raise DIPInputError(f"normalise must be 'joint' (one intensity mapping for all the data) or 'per-unit' "
+                            f"(one per plane or tile); got {normalise!r}")
+
+    # --- factor
+    try:
+        factor = spec.factor(factor)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
+    volumetric = bool(volumetric or spec.volumetric)
+
+    # --- settings
+    try:
+        settings = get_settings(spec.name, preset, factor)
+        changes = dict(overrides or {})
+        for key, value in (("auto_stop", auto_stop), ("holdout_fraction", holdout_fraction),
+                           ("iterations", iterations), ("snapshot_every", snapshot_every),
+                           ("early_stopping", early_stopping)):
+            if value is not None:
+                changes[key] = bool(value) if key in ("auto_stop", "early_stopping") else value
+        settings = apply_overrides(settings, changes)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
+    if settings.iterations < 1:
+        raise DIPInputError(f"iterations must be at least 1; got {settings.iterations}")
+    if settings.snapshot_every < 1:
+        raise DIPInputError(f"snapshot_every must be at least 1; got {settings.snapshot_every}")
+    if not 0.0 < settings.holdout_fraction < 0.5:
+        raise DIPInputError(f"holdout_fraction is the share of measured pixels kept out of the fit to judge it: "
+                            f"it must lie in (0, 0.5), e.g. 0.05; got {settings.holdout_fraction}")
+    if settings.mix_with not in (None, *MIX_METHODS):
+        raise DIPInputError(f"mix_with must be one of {', '.join(MIX_METHODS)} or None; got {settings.mix_with!r}")
+    if settings.auto_stop and settings.early_stopping:
+        raise DIPInputError("choose one stopping rule: auto_stop (held-out pixels) or early_stopping (ES-WMV)")
+
+    # --- layout
+    shape = tuple(int(s) for s in image.shape)
+    channel_axis = data.normalise_channel_axis(channel_axis, len(shape))
+    spatial_dims = 3 if volumetric else 2
+    if len(shape) < spatial_dims + (channel_axis is not None):
+        what = "a volume (Z, Y, X)" if volumetric else "an image (Y, X)"
+        raise DIPInputError(f"expected {what}{' with a channel axis' if channel_axis is not None else ''}; "
+                            f"got an array of shape {shape}"
+                            + (f" ({spec.title} restores volumes)" if spec.volumetric else ""))
+    layout = data.PlaneLayout(shape, channel_axis, spatial_dims)
+    small = [s for s in layout.spatial_shape[-2:] if s < MIN_SIDE]
+    if small:
+        hint = ""
+        if channel_axis is None and len(shape) >= 3 and shape[-1] in (3, 4):
+            hint = " It looks like an RGB(A) image: pass channel_axis=-1."
+        raise DIPInputError(f"the image is too small to restore: Y/X size {layout.spatial_shape[-2:]}, "
+                            f"need at least {MIN_SIDE} pixels per side.{hint}")
+    if volumetric:
+        needed = max(MIN_PLANES, settings.network.coarsest_side)
+        if layout.spatial_shape[0] < needed:
+            raise DIPInputError(f"a volumetric run needs at least {needed} planes along Z; this volume has "
+                                f"{layout.spatial_shape[0]} (Z, Y, X: {layout.spatial_shape}). Restore its planes "
+                                "one by one instead (volumetric=False)")
+    axis_factors = spec.axis_factors(factor, spatial_dims)
+    output_shape = layout.output_shape(axis_factors)
+    yx_scale = axis_factors[-2:]
+
+    # --- the arrays read with the image, unit by unit
+    sources = {"image": data.ArraySource.of(image, channel_axis, spatial_dims)}
+    if mask is not None:
+        sources["mask"] = _mask_source(data.check_array(mask, "mask"), shape, channel_axis, spatial_dims)
+    if "guide" in spec.accepts:
+        if guide is None:
+            raise DIPInputError("guided restoration needs a guide image (the flash photo, or the panchromatic band)")
+        sources["guide"] = _guide_source(data.check_array(guide, "guide"), output_shape, channel_axis,
+                                         spatial_dims, yx_scale, factor)
+    elif guide is not None:
+        raise DIPInputError(f"task {spec.name!r} takes no guide; use task='guided'")
+    if ground_truth is not None:
+        truth = data.check_array(ground_truth, "ground_truth")
+        if tuple(truth.shape) != output_shape:
+            raise DIPInputError(f"ground_truth has shape {tuple(truth.shape)} but the result will have shape "
+                                f"{output_shape}")
+        sources["ground_truth"] = data.ArraySource.of(truth, channel_axis, spatial_dims, yx_scale)
+
+    # --- operator
+    psf_array, psf_description = None, None
+    if "psf" in spec.accepts:
+        psf_array, psf_description = _psf(psf, psf_sigma, spatial_dims, volumetric)
+        hr_spatial = tuple(s * f for s, f in zip(layout.spatial_shape, axis_factors))
+        if any(p > s for p, s in zip(psf_array.shape[::-1], hr_spatial[::-1])):
+            raise DIPInputError(f"the PSF ({psf_array.shape}) is larger than the image ({hr_spatial}); "
+                                "crop the PSF to its central part")
+    try:
+        operator = spec.operator(axis_factors, spatial_dims, psf_array)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
+
+    _check_values(sources, spec, noise, channel_axis)
+    percentiles = tuple(float(p) for p in percentiles)
+    parameters = {
+        "settings": settings.as_dict(), "factor": factor, "noise": noise, "channel_axis": channel_axis,
+        "volumetric": volumetric, "seed": seed, "psf": psf_description, "operator": operator.describe(),
+        "normalise": normalise,
+    }
+    return JobSpec(spec, preset, settings, layout, factor, axis_factors, operator, noise, camera, seed,
+                   percentiles, normalise, sources, output_shape, parameters)
+
+
+def _psf(psf, psf_sigma, spatial_dims, volumetric):
+    """The PSF array and its description for the record."""
+    from .core.operators import gaussian_psf
+
+    if psf is None and psf_sigma is None:
+        raise DIPInputError("deconvolution needs a PSF: pass psf=array or psf_sigma=pixels")
+    if psf is not None:
+        psf_array = data.as_image(psf, "psf").astype(np.float64)
+        if psf_array.ndim not in (2, spatial_dims):
+            raise DIPInputError(f"the PSF must be 2D{' or 3D' if volumetric else ''}; got shape {psf_array.shape}")
+        return psf_array, f"array {psf_array.shape}"
+    if psf_sigma <= 0:
+        raise DIPInputError(f"psf_sigma must be positive; got {psf_sigma}")
+    return gaussian_psf(psf_sigma, 2), f"gaussian sigma {psf_sigma}"
+
+
+def _without(shape, axis):
+    return tuple(s for i, s in enumerate(shape) if i != axis)
+
+
+def _mask_source(mask, image_shape, channel_axis, spatial_dims):
+    """How the mask's axes map onto the image's: its whole shape, or without the channel axis, or fewer
+    leading axes (one mask for every plane)."""
+    shape = tuple(mask.shape)
+    if shape == image_shape:
+        return data.ArraySource.of(mask, channel_axis, spatial_dims)
+    without_channels = _without(image_shape, channel_axis)
+    if spatial_dims <= len(shape) <= len(without_channels) and without_channels[len(without_channels)
+                                                                                - len(shape):] == shape:
+        return data.ArraySource.of(mask, None, spatial_dims)
+    raise DIPInputError(f"the mask has shape {shape} but the image has shape {image_shape}; "
+                        f"the mask must have shape {without_channels} (or {image_shape})")
+
+
+def _guide_source(guide, output_shape, channel_axis, spatial_dims, yx_scale, factor):
+    """How the guide's axes map onto the result's grid: without channels, or with a channel axis of its own
+    (last, or where the image has its); fewer leading axes apply to every plane."""
+    shape = tuple(guide.shape)
+    out_without_channels = _without(output_shape, channel_axis)
+
+    def covers(candidate):  # a suffix of the result's grid that includes every spatial axis
+        n = len(candidate)
+        return spatial_dims <= n <= len(out_without_channels) and out_without_channels[-n:] == candidate
+
+    if covers(shape):
+        return data.ArraySource.of(guide, None, spatial_dims, yx_scale)
+    if len(shape) > spatial_dims and covers(shape[:-1]):
+        return data.ArraySource.of(guide, len(shape) - 1, spatial_dims, yx_scale)
+    if channel_axis is not None and len(shape) == len(output_shape) and _without(shape, channel_axis) == \
+            out_without_channels:
+        return data.ArraySource.of(guide, channel_axis, spatial_dims, yx_scale)
+    raise DIPInputError(f"the guide has shape {shape}; it must cover the result's grid {out_without_channels} "
+                        f"(optionally with a channel axis)" + (f", i.e. {factor}x the image's Y/X size"
+                                                               if factor > 1 else ""))
+
+
+def _check_values(sources, spec, noise, channel_axis):
+    """The checks that need pixel values, on arrays held in memory (a lazy array is checked unit by unit)."""
+    image = sources["image"].array
+    mask = sources.get("mask")
+    if data.is_lazy(image) or (mask is not None and data.is_lazy(mask.array)):
+        return
+    values = image.astype(np.float32, copy=False)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise DIPInputError("the image has no finite pixel (all NaN or inf): nothing is left to restore from; "
+                            "check that the right image or layer was passed (NaN marks missing pixels, so some "
+                            "must be measured)")
+    missing = ~finite
+    if mask is not None:
+        marked = np.asarray(mask.array) != 0
+        if mask.channel_axis is None and channel_axis is not None:
+            from_end = channel_axis - values.ndim  # the channel axis, counted from the end
+            if -from_end <= marked.ndim + 1:
+                marked = np.expand_dims(marked, from_end)
+        missing = missing | np.broadcast_to(marked, missing.shape)
+    if "mask" in spec.needs and not missing.any():
+        raise DIPInputError("the mask marks no pixel as missing: paint the region to fill "
+                            "(nonzero = missing) or pass NaN pixels")
+    if missing.all():
+        raise DIPInputError("the mask hides every pixel: nothing is left to fit; "
+                            "nonzero mask values mark the pixels to fill, so invert your mask")
+    if noise == "poisson" and values[~missing].min() < 0:
+        raise DIPInputError(_NEGATIVE_COUNTS)
+
+
+_NEGATIVE_COUNTS = ("the Poisson noise model needs photon counts ≥ 0, but the image has negative values; for "
+                    "camera data (ADU) use noise='poisson-gaussian', else noise='gaussian'")
+
+
+# ---------------------------------------------------------------------------------------------
+# intensities: one mapping for the whole data (from a sample) or one per unit
+
+
+def unit_layout(spec: JobSpec, piece: np.ndarray) -> data.PlaneLayout:
+    """The layout of a unit's piece as the executor reads it: spatial axes, then channels (if any)."""
+    channel_axis = piece.ndim - 1 if spec.layout.channel_axis is not None else None
+    return data.PlaneLayout(piece.shape, channel_axis, spec.layout.spatial_dims)
+
+
+def missing_planes(spec: JobSpec, pieces: dict) -> tuple[data.PlaneLayout, np.ndarray, np.ndarray]:
+    """The unit's layout, its planes (P, C, *spatial) float32 and where they are missing (non-finite or masked)."""
+    layout = unit_layout(spec, pieces["image"])
+    planes = layout.to_planes(pieces["image"])  # a new float32 array: the caller's image is not touched
+    missing = ~np.isfinite(planes)
+    if "mask" in pieces:
+        mask = pieces["mask"] != 0
+        if mask.shape == pieces["image"].shape:
+            missing = missing | (layout.to_planes(mask) > 0)
+        else:
+            mask_layout = data.PlaneLayout(mask.shape, None, layout.spatial_dims)
+            missing = missing | (mask_layout.to_planes(mask) > 0)
+    return layout, planes, missing
+
+
+def fit_intensities(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
+    """The normalisation of ``planes`` (and the camera model for Poisson-Gaussian data) as a noise-estimate dict."""
+    values = planes[~missing]
+    estimate = {"model": spec.noise}
+    if spec.noise == "gaussian":
+        return data.fit_normalisation(values, spec.percentiles), estimate
+    camera = _camera_model(planes, missing, **spec.camera) if spec.noise == "poisson-gaussian" else \
+        {"gain": 1.0, "effective_offset": 0.0}
+    normalisation = data.fit_normalisation(values, spec.percentiles, zero_low=True)
+    # photon counts c = (y − effective offset) / gain map to c / (counts at 1) in the network's units
+    normalisation = data.Normalisation(camera["effective_offset"],
+                                       max(normalisation.high, camera["effective_offset"] + camera["gain"]))
+    estimate.update(camera)
+    estimate["photons_at_1"] = normalisation.span / camera["gain"]
+    return normalisation, estimate
+
+
+def _camera_model(planes, missing, gain, offset, read_noise) -> dict:
+    """Gain and effective offset of Poisson-Gaussian camera data: the user's values, else estimated."""
+    from .core.quality import estimate_camera_gain_offset
+
+    values = planes[~missing]
+    model = {"gain": gain, "offset": offset, "read_noise": read_noise, "estimated": []}
+    if gain is None or offset is None:
+        filled = np.where(missing, np.median(values), planes)
+        try:
+            fitted_gain, fitted_offset = estimate_camera_gain_offset(filled)
+        except ValueError as exc:
+            raise DIPInputError(str(exc)) from None
+        if gain is None:
+            model["gain"], gain = fitted_gain, fitted_gain
+            model["estimated"].append("gain")
+        if offset is None:
+            # the fitted line's zero already folds the read noise in (offset − read_noise² / gain)
+            model["estimated"].append("offset")
+            model["effective_offset"] = fitted_offset
+    if offset is not None:
+        if offset >= float(values.max()):
+            raise DIPInputError(f"the camera offset {offset} is at or above every pixel value (max "
+                                f"{float(values.max()):.4g}): nothing would be left to count; check the offset")
+        model["effective_offset"] = offset - (read_noise or 0.0) ** 2 / gain
+    if float(np.median(values)) <= model["effective_offset"]:
+        raise DIPInputError(f"half the pixels lie below the camera offset ({model['effective_offset']:.4g}): "
+                            "check offset= (the dark level, in ADU) or use noise='gaussian'")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# one unit
+
+
+@dataclass
+class UnitJob:
+    """One work unit, ready to fit: its planes normalised, its missing pixels known."""
+
+    spec: JobSpec
+    plane: int  # the unit's plane number in the whole job (seeds its held-out pixels)
+    layout: data.PlaneLayout  # of the unit's piece (channels last)
+    planes: np.ndarray  # (1, C, *spatial) normalised measurement, 0 where missing
+    known: np.ndarray | None  # (1, 1 or C, *spatial) 1 = measured
+    normalisation: data.Normalisation
+    noise_estimate: dict
+    guide_planes: np.ndarray | None
+    ground_truth: np.ndarray | None  # the unit's truth, laid out as its result
+    input_image: np.ndarray
+    missing_pixels: int
+    device: object = None
+
+
+def prepare_unit(spec: JobSpec, pieces: dict, plane: int, normalisation=None):
+    """A :class:`UnitJob` from the unit's pieces (as ``ArraySource.read`` returns them), or the reason (a
+    string) why the unit needs no run. ``normalisation``: (Normalisation, noise-estimate dict) fitted on the
+    whole data, or None to fit this unit's own."""
+    layout, planes, missing = missing_planes(spec, pieces)
+    if missing.all():
+        return "no measured pixel here: not restored (the input is kept, missing pixels as the mean)"
+    if "mask" in spec.task.needs and not missing.any():
+        return "nothing to fill here"
+    if spec.noise == "poisson" and planes[~missing].min() < 0:
+        raise DIPInputError(_NEGATIVE_COUNTS)
+    known = None if not missing.any() else (~missing).astype(np.float32)
+    if known is not None and known.shape[1] > 1 and (known == known[:, :1]).all():
+        known = known[:, :1].copy()
+
+    normalisation, estimate = normalisation if normalisation is not None else fit_intensities(spec, planes, missing)
+    estimate = dict(estimate)
+    planes = normalisation.forward(planes)
+    if spec.noise != "gaussian":
+        np.clip(planes, 0.0, None, out=planes)  # read noise can dip below the offset; counts cannot
+    planes[missing] = 0.0
+    if spec.noise == "gaussian":
+        from .core.quality import estimate_gaussian_sigma
+
+        sigma = estimate_gaussian_sigma(planes, None if not missing.any() else (~missing).astype(np.float32))
+        estimate.update({"sigma": sigma * normalisation.span, "sigma_normalised": sigma,
+                         "how": "wavelet median (finest diagonal Haar band)"})
+
+    guide_planes = None
+    if "guide" in pieces:
+        guide = pieces["guide"]
+        guide_layout = data.PlaneLayout(guide.shape, guide.ndim - 1 if guide.ndim > layout.spatial_dims else None,
+                                        layout.spatial_dims)
+        guide_planes = guide_layout.to_planes(guide)
+        if not np.isfinite(guide_planes).all():
+            raise DIPInputError("the guide has NaN or inf pixels; fill them first")
+        guide_planes = data.fit_normalisation(guide_planes).forward(guide_planes)
+    truth = pieces["ground_truth"].astype(np.float32) if "ground_truth" in pieces else None
+    return UnitJob(spec, plane, layout, planes, known, normalisation, estimate, guide_planes, truth,
+                   pieces["image"], int(missing.sum()) if known is not None else 0)
+
+
+def fallback(spec: JobSpec, pieces: dict) -> np.ndarray:
+    """What a unit shows before, or without, its restoration: the input, missing pixels as the mean of the
+    measured ones (0 if none), enlarged by repetition where the result is larger; laid out as its result."""
+    layout, planes, missing = missing_planes(spec, pieces)
+    measured = planes[~missing]
+    planes[missing] = measured.mean() if measured.size else 0.0
+    for axis, f in enumerate(spec.axis_factors):
+        if f > 1:
+            planes = np.repeat(planes, f, axis=2 + axis)
+    return layout.from_planes(planes)
+
+
+@dataclass
+class UnitStep:
+    """One look at a unit's fit: the loop state and the unit's result so far, laid out as its result."""
+
+    state: object
+    image: np.ndarray
+    metrics: dict = field(default_factory=dict)
+    quality: dict = field(default_factory=dict)
+    mixing: dict | None = None
+
+
+def fit_unit(job: UnitJob, should_stop):
+    """Fit one unit; yields a :class:`UnitStep` per loop state (the last one has ``state.done``)."""
+    import torch
+
+    from .core.loop import Problem, fit
+
+    spec, layout, settings = job.spec, job.layout, job.spec.settings
+    axis_factor = spec.axis_factors
+    # pad the measurement so that factor × its size suits the network (per axis: a thin Z is halved less often)
+    sizes = settings.network.padding(tuple(n * f for n, f in zip(layout.spatial_shape, axis_factor)))
+    meas_pads = [data.pad_amounts((n,), max(1, multiple // f), -(-minimum // f))[0]
+                 for n, f, (multiple, minimum) in zip(layout.spatial_shape, axis_factor, sizes)]
+    out_pads = [(b * f, a * f) for (b, a), f in zip(meas_pads, axis_factor)]
+
+    target = data.pad_reflect(job.planes, meas_pads)
+    known = data.pad_reflect(job.known, meas_pads) if job.known is not None else None
+    guide = data.pad_reflect(job.guide_planes, out_pads) if job.guide_planes is not None else None
+    heldout, known = _heldout(job, meas_pads, known)
+    reference, reference_scored, mixing = _reference(job, heldout, meas_pads, out_pads)
+    problem = Problem(
+        target=torch.from_numpy(target), out_channels=layout.channels,
+        out_spatial=tuple(s * f for s, f in zip(target.shape[2:], axis_factor)),
+        operator=spec.operator, known=None if known is None else torch.from_numpy(known),
+        noise="gaussian" if spec.noise == "gaussian" else "poisson",
+        guide=None if guide is None else torch.from_numpy(guide), heldout=heldout,
+        noise_variance=_noise_variance(job, target), reference=reference, reference_scored=reference_scored)
+    as_result = _result_maker(job, out_pads)
+    try:
+        for state in fit(problem, settings, seed=spec.seed, device=job.device, should_stop=should_stop):
+            result = as_result(state.estimate)
+            metrics = {}
+            if job.ground_truth is not None:
+                metrics = unit_metrics(result, job)
+                if state.best_iteration is not None and state.current is not None:
+                    # the iterate the estimate judges, so that estimate and truth can be compared
+                    metrics["psnr_current"] = unit_metrics(as_result(state.current), job, ssim=False)["psnr"]
+            yield UnitStep(state, layout.from_planes(result[None]), metrics, _quality(state, result, job), mixing)
+    except Exception as exc:  # out of memory becomes a message that says what to do
+        _raise_if_out_of_memory(exc, job)
+        raise
+
+
+def _heldout(job: UnitJob, pads, known_padded):
+    """The held-out pixels on the padded grid, and the known mask without their mirror images.
+
+    Reflection padding copies pixels into the border; the copies of held-out pixels must not be fitted
+    either, or their noise would leak into the fit.
+    """
+    import torch
+
+    from .core.quality import heldout_mask
+
+    settings = job.spec.settings
+    if not settings.auto_stop:
+        return None, known_padded
+    plane_known = None if job.known is None else torch.from_numpy(job.known)
+    mask = heldout_mask(job.planes.shape[2:], settings.holdout_fraction, job.spec.seed + job.plane,
+                        plane_known).numpy()
+    scored = np.pad(mask, [(0, 0), (0, 0)] + list(pads))
+    mirrored = data.pad_reflect(mask, pads) - scored
+    if mirrored.any():
+        base = np.ones_like(scored) if known_padded is None else known_padded
+        known_padded = (base * (1.0 - mirrored)).astype(np.float32)
+    return torch.from_numpy(scored.astype(np.float32)), known_padded
+
+
+def _result_maker(job: UnitJob, out_pads):
+    """A function from a loop tensor (1, C, *padded) to the unit's result (C, *spatial), in the input's units.
+
+    With ``keep_measured`` (inpainting), the measured pixels keep their measured values: only the missing ones
+    are the network's.
+    """
+    measured = None
+    if job.spec.settings.keep_measured and job.known is not None and all(f == 1 for f in job.spec.axis_factors):
+        measured = np.broadcast_to(job.known[0] > 0, job.planes[0].shape)
+        original = job.normalisation.inverse(job.planes[0])
+
+    def as_result(tensor):
+        plane = job.normalisation.inverse(data.crop(tensor.detach().float().cpu().numpy(), out_pads)[0])
+        return plane if measured is None else np.where(measured, original, plane)
+
+    return as_result
+
+
+def _reference(job: UnitJob, heldout, meas_pads, out_pads):
+    """The classical estimate to mix into the result (core/reference.py), if the settings ask.
+
+    Returns (the estimate from every measured pixel, the same without the held-out pixels' values, a note for the
+    record), padded like the network's output; the estimates are None, and the note says why, where none is used.
+    """
+    import torch
+
+    from .core import reference
+    from .core.operators import IdentityOperator
+
+    method = job.spec.settings.mix_with
+    if method is None:
+        return None, None, None
+    if heldout is None or not isinstance(job.spec.operator, IdentityOperator):
+        return None, None, {"used": False, "method": method,
+                            "why": "needs automatic stopping, and no resampling or blur in the task"}
+    plane = job.planes[0]
+    known = job.known[0] if job.known is not None else np.ones((1,) + plane.shape[1:], np.float32)
+    excluded = data.crop(heldout.numpy(), meas_pads)[0]
+    note = {"used": True, "method": method}
+    if method == "biharmonic":
+        gap = reference.mean_gap_distance(known)
+        note["gap_distance"] = round(gap, 2)
+        if job.known is None:
+            return None, None, dict(note, used=False, why="no pixel is missing")
+        if gap > reference.MAX_SCATTERED_GAP:
+            return None, None, dict(note, used=False, why=(
+                f"the gaps are wide (mean distance to a measured pixel {gap:.1f} px, more than "
+                f"{reference.MAX_SCATTERED_GAP:g}): held-out pixels cannot judge a fill there"))
+        estimates = [reference.biharmonic_fill(plane, k) for k in (known, known * (1.0 - excluded))]
+    else:
+        def denoise(x):
+            if job.spec.noise == "gaussian":
+                return reference.nl_means(x, float(job.noise_estimate["sigma_normalised"]))
+            # photon counts: Anscombe's transform makes the noise Gaussian with σ = 1
+            photons = float(job.noise_estimate["photons_at_1"])
+            return reference.anscombe(x * photons, lambda a: reference.nl_means(a, 1.0)) / photons
+
+        unmeasured = 1.0 - known
+        estimates = [denoise(reference.neighbour_mean_fill(plane, hidden))
+                     for hidden in (unmeasured, np.maximum(unmeasured, excluded))]
+    padded = [torch.from_numpy(data.pad_reflect(e[None], out_pads)) for e in estimates]
+    return padded[0], padded[1], note
+
+
+def _noise_variance(job: UnitJob, target: np.ndarray):
+    """The measurement's noise variance in normalised units: σ̂² (Gaussian), or y / photons at 1 (Poisson)."""
+    import torch
+
+    estimate = job.noise_estimate
+    if job.spec.noise == "gaussian":
+        return float(estimate["sigma_normalised"]) ** 2
+    return torch.from_numpy(target / float(estimate["photons_at_1"]))
+
+
+def _quality(state, result: np.ndarray, job: UnitJob) -> dict:
+    """The ground-truth-free estimate of a loop state, in the input's units.
+
+    ``estimated_psnr`` takes the result's own intensity range as the peak (as the PSNR against a ground truth
+    takes the truth's): the estimated MSE is of the measurement's grid (see core/quality.py).
+    """
+    from .core.quality import estimated_psnr
+
+    if state.heldout_error is None:
+        return {}
+    span = job.normalisation.span
+    peak = float(np.nanmax(result) - np.nanmin(result)) or span
+    out = {"heldout_error": state.heldout_error * span ** 2, "chosen_iteration": state.best_iteration}
+    if state.best_mix_weight is not None:
+        out["network_weight"] = state.best_mix_weight
+    for key, mse in (("", state.estimated_mse), ("chosen_", state.best_estimated_mse)):
+        if mse is not None:
+            out[f"{key}estimated_rmse"] = float(np.sqrt(max(mse, 0.0))) * span
+            out[f"{key}estimated_psnr"] = estimated_psnr(mse * span ** 2, peak)
+    return out
+
+
+def unit_quality(step: UnitStep) -> dict:
+    """The record's word on how a unit's result was chosen (automatic stopping), from its last step."""
+    quality, state = step.quality, step.state
+    entry = {"chosen_iteration": quality.get("chosen_iteration"), "iterations": state.iteration,
+             "estimated_psnr": quality.get("chosen_estimated_psnr"),
+             "estimated_rmse": quality.get("chosen_estimated_rmse"), "stop_reason": state.stop_reason}
+    if step.mixing is not None:
+        mixing = step.mixing
+        if mixing["used"]:
+            mixing = dict(mixing, network_weight=quality.get("network_weight"))
+        entry["mixed_with"] = mixing
+    return entry
+
+
+def metric_pair(result, truth, channel_axis, ssim: bool = True) -> dict:
+    """PSNR (and SSIM) of ``result`` against ``truth``, with the truth's range as the peak."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    data_range = float(truth.max() - truth.min()) or 1.0
+    with np.errstate(divide="ignore"):
+        psnr = peak_signal_noise_ratio(truth, result, data_range=data_range)
+    psnr = None if not np.isfinite(psnr) else float(psnr)  # identical images: JSON has no infinity
+    if not ssim:
+        return {"psnr": psnr}
+    min_side = min(truth.shape[-2:]) if channel_axis is None else min(
+        s for i, s in enumerate(truth.shape) if i != channel_axis % truth.ndim)
+    win = min(7, min_side if min_side % 2 else min_side - 1)
+    similarity = structural_similarity(truth, result, data_range=data_range, channel_axis=channel_axis,
+                                       win_size=win)
+    return {"psnr": psnr, "ssim": float(similarity)}
+
+
+def plane_metric_pair(result, truth, ssim: bool = True) -> dict:
+    """PSNR/SSIM (or PSNR alone) of one plane (C, *spatial) against the truth's; volumes: the first channel."""
+    if result.ndim == 3:
+        return metric_pair(result, truth, 0, ssim)
+    return metric_pair(result[0], truth[0], None, ssim)
+
+
+def unit_metrics(result, job: UnitJob, ssim: bool = True) -> dict:
+    """PSNR/SSIM (or PSNR alone) of a unit's result (C, *spatial) against its ground truth."""
+    truth = data.PlaneLayout(job.ground_truth.shape, job.layout.channel_axis,
+                             job.layout.spatial_dims).to_planes(job.ground_truth)[0]
+    return plane_metric_pair(result, truth, ssim)
+
+
+def whole_metric_pair(result, truth, layout: data.PlaneLayout) -> dict:
+    """PSNR of a whole result against the truth, and SSIM: of the image, or the mean over a stack's planes."""
+    if layout.planes == 1:
+        return metric_pair(result, truth, layout.channel_axis)
+    out_layout = data.PlaneLayout(truth.shape, layout.channel_axis, layout.spatial_dims)
+    pairs = [plane_metric_pair(r, t) for r, t in zip(out_layout.to_planes(result), out_layout.to_planes(truth))]
+    return {"psnr": metric_pair(result, truth, None, ssim=False)["psnr"],
+            "ssim": float(np.mean([p["ssim"] for p in pairs]))}
+
+
+def _raise_if_out_of_memory(exc: Exception, job: UnitJob):
+    text = str(exc)
+    if not ("out of memory" in text.lower() or "can't allocate memory" in text.lower()
+            or type(exc).__name__ == "OutOfMemoryError"):
+        return
+    needed = None
+    match = re.search(r"Tried to allocate ([\d.]+ [KMGT]i?B)", text)
+    if match:
+        needed = match.group(1)
+    match = re.search(r"you tried to allocate (\d+) bytes", text)
+    if match:
+        needed = f"{int(match.group(1)) / 2**30:.2f} GiB"
+    shape = "x".join(map(str, job.layout.spatial_shape))
+    raise DIPMemoryError(
+        f"out of memory on {job.device}: one more block of {needed or 'unknown size'} was needed for a "
+        f"{shape} image with the {job.spec.preset!r} preset. Try preset='fast', restore a smaller region, "
+        f"use tiling, or device='cpu' (slower, but has more memory).") from None
