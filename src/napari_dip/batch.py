@@ -27,7 +27,16 @@ import numpy as np
 from .core import data
 from .core.tasks import get_task
 from .errors import DIPInputError
-from .io import FORMATS, atomic_output, create_zarr, format_for, read_image_lazy, write_image, write_json
+from .io import (
+    FORMATS,
+    atomic_output,
+    create_zarr,
+    enlarged_metadata,
+    format_for,
+    read_image_lazy,
+    write_image,
+    write_json,
+)
 
 SUMMARY_COLUMNS = ("file", "status", "iterations", "stop reason", "seconds", "error")
 BATCH_MODULES = ("dask", "distributed", "zarr")  # the ``batch`` extra of pyproject.toml
@@ -227,10 +236,7 @@ def _restore(image, output, metadata, options, tile_size, overlap):
     tiling = {"tile_size": tile_size} if overlap is None else {"tile_size": tile_size, "overlap": overlap}
     # workers of one machine share its memory: count this worker's share only
     tiling["memory_limit"] = _worker_attribute("memory_limit", None)
-    metadata = dict(metadata)
-    enlarged = dict(zip("ZYX"[-len(axis_factors):], axis_factors))
-    if metadata.get("pixel_size"):  # super-resolution: pixels are factor times smaller along the enlarged axes
-        metadata["pixel_size"] = {a: s / enlarged.get(a, 1) for a, s in metadata["pixel_size"].items()}
+    metadata = enlarged_metadata(metadata, dict(zip("ZYX"[-len(axis_factors):], axis_factors)))
     if format_for(output).name == "zarr":
         shape = data.PlaneLayout(tuple(image.shape), options["channel_axis"],
                                  3 if volumetric else 2).output_shape(axis_factors)

@@ -27,7 +27,7 @@ from . import __version__
 from .api import kept_summary
 from .core.tasks import TASKS as TASK_REGISTRY
 from .errors import DIPInputError, DIPMemoryError
-from .io import format_for, read_image, write_image, write_json
+from .io import enlarged_metadata, format_for, read_image, write_image, write_json
 
 EXIT_ERROR = 1
 EXIT_INPUT = 2
@@ -108,12 +108,15 @@ def add_run_options(parser) -> None:
 
 def add_restore_options(parser) -> None:
     """Every option that controls a restoration (not the input and output files)."""
-    parser.add_argument("--task", choices=TASKS, default="denoise", help="what to restore (default: denoise)")
+    parser.add_argument("--task", choices=TASKS, default="denoise",
+                        help="what to restore (default: denoise): " + "; ".join(
+                            f"{t.name}: {t.title}" for t in TASK_REGISTRY.values()))
     parser.add_argument("--mask", metavar="FILE", help="missing pixels to fill: nonzero = missing "
                                                        "(required for inpaint unless the image has NaN pixels)")
-    parser.add_argument("--factor", type=int, metavar="F",
-                        help="super-resolution factor 2, 4 or 8 (superres default 4); for deconvolve and "
-                             "guided, the measurement is also downsampled by F")
+    parser.add_argument("--factor", type=int, metavar="F", help="enlargement factor: " + "; ".join(
+        f"{t.name} {', '.join(map(str, [f for f in t.factors if f > 1]))} (default {t.default_factor})"
+        for t in TASK_REGISTRY.values() if t.takes_factor) + " (for deconvolve and guided, the measurement is "
+        "also downsampled by F)")
     psf = parser.add_mutually_exclusive_group()
     psf.add_argument("--psf", metavar="FILE", help="point-spread function image for deconvolve")
     psf.add_argument("--psf-sigma", type=float, metavar="S", help="Gaussian PSF sigma in pixels, for deconvolve")
@@ -288,11 +291,7 @@ def record_path(output) -> Path:
 
 def write_result(output, result, metadata: dict, record_extra: dict) -> Path:
     """Write ``result.image`` to ``output`` and its record (plus ``record_extra``) beside it."""
-    metadata = dict(metadata)
-    factor = result.record["parameters"].get("factor", 1)
-    if factor > 1 and metadata.get("pixel_size"):  # super-resolution: pixels are factor times smaller
-        metadata["pixel_size"] = {axis: size / factor if axis in "YX" else size
-                                  for axis, size in metadata["pixel_size"].items()}
+    metadata = enlarged_metadata(metadata, result.record["parameters"].get("enlarged", {}))
     write_image(output, result.image, metadata)
     path = record_path(output)
     write_json(path, {**result.record, **record_extra})

@@ -114,6 +114,15 @@ def read_image(path):
     return array, metadata
 
 
+def enlarged_metadata(metadata: dict, enlarged: dict) -> dict:
+    """``metadata`` for a result enlarged ``enlarged[axis]`` times along some axes ({'Y': 4, 'X': 4}, or
+    {'Z': 3} for axial resolution): its pixels are that many times smaller there."""
+    metadata = dict(metadata)
+    if metadata.get("pixel_size"):
+        metadata["pixel_size"] = {axis: size / enlarged.get(axis, 1) for axis, size in metadata["pixel_size"].items()}
+    return metadata
+
+
 def write_image(path, array, metadata=None) -> None:
     """Write ``array`` to ``path`` in the format its extension names.
 

@@ -175,7 +175,7 @@ def define_job(image, task, *, preset="fast", mask=None, factor=None, psf=None, 
     parameters = {
         "settings": settings.as_dict(), "factor": factor, "noise": noise, "channel_axis": channel_axis,
         "volumetric": volumetric, "seed": seed, "psf": psf_description, "operator": operator.describe(),
-        "normalise": normalise,
+        "normalise": normalise, "enlarged": dict(zip("ZYX"[-spatial_dims:], axis_factors)),
     }
     return JobSpec(spec, preset, settings, layout, factor, axis_factors, operator, noise, camera, seed,
                    percentiles, normalise, sources, output_shape, parameters)

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QPushButton, QVBo
 from superqt import QCollapsible
 
 from ..api import kept_summary
+from ..core.tasks import get_task
 from ..errors import DIPInputError
 from .controller import RunController, RunStatus
 from .layer_data import (
@@ -255,8 +256,15 @@ class RestorationWidget(QWidget):
             ndim = len(layer.data.shape)
             channel_axis = ndim - 1 if layer.rgb else self.channel_axis.value
             self._is_stack = len([a for a in range(ndim) if a != channel_axis]) > 2
-        self.planes.visible = self._is_stack
+        # a task that restores volumes (axial resolution) takes the whole stack: no choice to make
+        self.planes.visible = self._is_stack and not get_task(self.task).volumetric
         self._schedule_estimate()
+
+    def _plane_mode(self) -> str:
+        """The plane choice in effect: the form's for a stack, the whole volume for a volume task."""
+        if get_task(self.task).volumetric:
+            return VOLUME
+        return self.planes.value if self._is_stack else CURRENT_PLANE
 
     def apply_preset_defaults(self, *_):
         """Fill iterations and the advanced fields from the preset; only fields the user changes are sent."""
@@ -281,8 +289,7 @@ class RestorationWidget(QWidget):
         layer = self.image.value
         if layer is None:
             raise DIPInputError("choose an image layer to restore (File → Open Sample → napari-dip has examples)")
-        plane_mode = self.planes.value if self._is_stack else CURRENT_PLANE
-        selection = select_input(layer, self.viewer, plane_mode, self.channel_axis.value)
+        selection = select_input(layer, self.viewer, self._plane_mode(), self.channel_axis.value)
         kwargs = dict(preset=self.preset.value, iterations=self.iterations.value, seed=self.seed.value,
                       device=self.device.value, channel_axis=selection.channel_axis,
                       volumetric=selection.volumetric, snapshot_every=self.display_every.value)
@@ -303,7 +310,9 @@ class RestorationWidget(QWidget):
         kwargs.update(self.extra_settings)
         if kwargs.get("early_stopping") and "auto_stop" not in self.extra_settings:
             kwargs["auto_stop"] = False  # the engine takes one stopping rule at a time
-        placement = result_placement(selection, self.result_name(layer.name), kwargs.get("factor") or 1)
+        spatial_dims = 3 if selection.volumetric else 2
+        factors = get_task(self.task).axis_factors(kwargs.get("factor") or 1, spatial_dims)
+        placement = result_placement(selection, self.result_name(layer.name), factors)
         return RunRequest(selection, kwargs, placement)
 
     # ----------------------------------------------------------------------------------------------
@@ -322,10 +331,10 @@ class RestorationWidget(QWidget):
         layer = self.image.value
         shape = layer.data.shape
         channel_axis = len(shape) - 1 if layer.rgb else self.channel_axis.value
-        volumetric = self._is_stack and self.planes.value == VOLUME
+        volumetric = self._plane_mode() == VOLUME
         spatial = [shape[a] for a in spatial_axes(len(shape), channel_axis, volumetric)]
-        factor = self.factor() or 1
-        spatial[-2:] = [s * factor for s in spatial[-2:]]
+        factors = get_task(self.task).axis_factors(self.factor() or 1, len(spatial))
+        spatial = [s * f for s, f in zip(spatial, factors)]
         return tuple(spatial), 1 if channel_axis is None else shape[channel_axis]
 
     def _schedule_estimate(self, *_):

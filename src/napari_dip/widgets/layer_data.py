@@ -122,9 +122,10 @@ class Placement:
     colormap: str | None
 
 
-def result_placement(selection: InputSelection, name: str, factor: int = 1) -> Placement:
-    """The result lines up with its input: same scale and translate, and with ``factor`` > 1
-    pixels ``factor`` times smaller whose blocks cover the input pixels exactly."""
+def result_placement(selection: InputSelection, name: str, factors=1) -> Placement:
+    """The result lines up with its input: same scale and translate, and along each spatial axis enlarged
+    by a factor > 1 (``factors``: per spatial axis, or one int for Y and X), pixels that many times smaller
+    whose blocks cover the input pixels exactly."""
     layer = selection.layer
     scale = np.array(layer.scale, dtype=float)
     translate = np.array(layer.translate, dtype=float)
@@ -132,9 +133,11 @@ def result_placement(selection: InputSelection, name: str, factor: int = 1) -> P
     for axis, part in enumerate(selection.region[:len(scale)]):
         if part.start:
             translate[axis] += part.start * scale[axis]
-    if factor > 1:
-        data_ndim = selection.data.ndim
-        for axis in spatial_axes(data_ndim, selection.channel_axis, selection.volumetric)[-2:]:
+    axes = spatial_axes(selection.data.ndim, selection.channel_axis, selection.volumetric)
+    if isinstance(factors, int):
+        factors = (1,) * (len(axes) - 2) + (factors, factors)
+    for axis, factor in zip(axes, factors):
+        if factor > 1:
             # centre of output pixel j = input origin + (j + 1/2)/factor − 1/2 input pixels
             translate[axis] -= scale[axis] * (factor - 1) / (2 * factor)
             scale[axis] /= factor
