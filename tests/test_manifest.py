@@ -7,7 +7,6 @@ import pytest
 
 npe2 = pytest.importorskip("npe2")
 
-WIDGETS = ["Denoise", "Inpaint", "Super-resolve", "Deconvolve", "Guided restoration"]
 SAMPLES = ["noisy_camera", "astronaut_text", "low_resolution", "fluorescence", "scan_line_gaps", "pansharpening"]
 
 
@@ -23,13 +22,19 @@ def test_npe2_validate_passes():
 
 def test_manifest_contributes_widgets_samples_and_filter_menu(manifest):
     contributions = manifest.contributions
-    assert [w.display_name for w in contributions.widgets] == WIDGETS
+    assert [w.display_name for w in contributions.widgets][:2] == ["Denoise", "Inpaint"]
     assert [s.key for s in contributions.sample_data] == SAMPLES
     filter_menu = [item.command for item in contributions.menus["napari/layers/filter"]]
     assert filter_menu == ["napari-dip.denoise_widget", "napari-dip.inpaint_widget"]
     commands = {c.id: c.python_name for c in contributions.commands}
     for widget in contributions.widgets:
         assert commands[widget.command].startswith("napari_dip.widgets:")
+    # one widget per registered task
+    import napari_dip.widgets as widgets
+    from napari_dip.core.tasks import TASKS
+
+    tasks = [getattr(widgets, commands[w.command].split(":")[1]).task for w in contributions.widgets]
+    assert sorted(tasks) == sorted(TASKS)
 
 
 def test_every_command_imports(manifest):

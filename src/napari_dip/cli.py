@@ -35,6 +35,7 @@ EXIT_INTERRUPTED = 130
 
 # From the task registry, which (unlike core.presets) does not import torch: quick to load for --help.
 TASKS = tuple(TASK_REGISTRY)
+DEMO_TASKS = tuple(name for name, task in TASK_REGISTRY.items() if not task.volumetric)  # the demo is a 2D photo
 
 
 def _preset_names() -> str:
@@ -353,7 +354,8 @@ def add_demo_command(commands) -> None:
                     "a side-by-side PNG with the PSNR in its title, and the run record.")
     parser.add_argument("-o", "--output", default="demo_output", metavar="DIR",
                         help="folder for the files (default: demo_output)")
-    parser.add_argument("--task", choices=TASKS, default="denoise", help="what to demonstrate (default: denoise)")
+    parser.add_argument("--task", choices=DEMO_TASKS, default="denoise",
+                        help="what to demonstrate on a photo (default: denoise)")
     parser.add_argument("--size", type=int, default=128, metavar="PX",
                         help="side of the square crop, 16 to 512 (default: 128)")
     add_run_options(parser)
@@ -441,7 +443,7 @@ def demo_problem(task: str, size: int = 128, seed: int = 0) -> dict:
         kwargs, degradation = {"guide": guide.astype(np.float32)}, \
             "dimmed by half and Gaussian noise, sigma 15; guide: clean, gamma 0.5"
     else:
-        raise DIPInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+        raise DIPInputError(f"unknown task {task!r}; choose one of: {', '.join(DEMO_TASKS)}")
     degraded = degraded.astype(np.float32)
     if task != "superres":
         shown = degraded
