@@ -112,6 +112,35 @@ class DownsampleOperator(Operator):
         return f"lanczos2-downsample x{self.factor}"
 
 
+class AxialDownsampleOperator(Operator):
+    """Axial super-resolution: Lanczos-2 anti-aliased downsampling of Z alone by an integer factor.
+
+    A microscope stack whose Z step is ``factor`` times its XY pixel: each measured plane is the
+    Lanczos-2 weighted mean of the ``factor`` fine planes it covers and their neighbours (the same kernel,
+    phase and replication padding as :class:`DownsampleOperator` along Y/X), so a (Z·factor, Y, X) volume
+    becomes (Z, Y, X) with each plane centred on its block. Y and X are left as they are.
+    """
+
+    def __init__(self, factor: int):
+        if factor < 2 or factor & (factor - 1):
+            raise ValueError(f"factor must be a power of two ≥ 2, got {factor}")
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel1d", torch.from_numpy(lanczos2_kernel(factor)).float(), persistent=False)
+
+    def forward(self, x):
+        if x.ndim != 5:
+            raise ValueError(f"axial downsampling needs volumes (N, C, Z, Y, X); got shape {tuple(x.shape)}")
+        f, channels = self.factor, x.shape[1]
+        pad = 3 * f // 2
+        x = F.pad(x, (0, 0, 0, 0, pad, pad), mode="replicate")
+        kz = _like(self.kernel1d, x).view(1, 1, -1, 1, 1).repeat(channels, 1, 1, 1, 1)
+        return F.conv3d(x, kz, stride=(f, 1, 1), groups=channels)
+
+    def describe(self):
+        return f"lanczos2-downsample of Z x{self.factor}"
+
+
 def gaussian_psf(sigma: float, dims: int = 2) -> np.ndarray:
     """Normalised Gaussian point-spread function, odd size 2·ceil(3σ)+1."""
     if sigma <= 0:

@@ -27,6 +27,13 @@ def _downsample(factors, spatial_dims, psf=None):
     return IdentityOperator() if factor == 1 else DownsampleOperator(factor, spatial_dims)
 
 
+def _downsample_z(factors, spatial_dims, psf=None):
+    """Lanczos-2 downsampling of Z alone by the factor (axial resolution of a stack)."""
+    from .operators import AxialDownsampleOperator
+
+    return AxialDownsampleOperator(factors[0])
+
+
 def _blur_then_downsample(factors, spatial_dims, psf=None):
     """Blur by the PSF, then (factor > 1) downsample Y and X."""
     from .operators import BlurOperator, ComposedOperator
@@ -103,6 +110,9 @@ TASKS = {task.name: task for task in (
     Task("guided", "guided restoration", "identity (or downsampling); the guide image is the network input",
          presets=("fast", "paper"), factors=ENGINE_FACTORS, needs=("guide",), accepts=("guide",),
          operator=_downsample),
+    Task("axial-superres", "axial super-resolution", "Lanczos-2 downsampling of Z alone ×2/×4/×8 (a volume)",
+         presets=("fast", "paper"), default_factor=2, factors=(2, 4, 8), operator=_downsample_z, enlarges="z",
+         volumetric=True, settings_like="superres"),
 )}
 
 

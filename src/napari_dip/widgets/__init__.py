@@ -5,7 +5,14 @@ only when a widget is opened.
 """
 
 from .base import RestorationWidget
-from .tasks import DeconvolveWidget, DenoiseWidget, GuidedWidget, InpaintWidget, SuperResolveWidget
+from .tasks import (
+    AxialSuperResolveWidget,
+    DeconvolveWidget,
+    DenoiseWidget,
+    GuidedWidget,
+    InpaintWidget,
+    SuperResolveWidget,
+)
 
 __all__ = ["RestorationWidget", "DenoiseWidget", "InpaintWidget", "SuperResolveWidget", "DeconvolveWidget",
-           "GuidedWidget"]
+           "GuidedWidget", "AxialSuperResolveWidget"]

@@ -1,4 +1,4 @@
-"""The five dock widgets: each adds its own fields to the shared form and turns them into engine arguments."""
+"""The dock widgets, one per task: each adds its own fields to the shared form and turns them into engine arguments."""
 
 from __future__ import annotations
 
@@ -132,6 +132,23 @@ class SuperResolveWidget(RestorationWidget):
 
     def result_name(self, layer_name):
         return f"{layer_name} [super-resolved ×{self.factor_choice.value}]"
+
+
+class AxialSuperResolveWidget(SuperResolveWidget):
+    """Fills in planes between the measured ones of a stack whose Z step is larger than its pixels: the
+    network's volume, shrunk along Z, must match the stack. The result's Z scale is the input's / factor."""
+
+    task = "axial-superres"
+    title = "Axial super-resolve"
+
+    def task_widgets(self):
+        widgets = super().task_widgets()
+        self.factor_choice.tooltip = ("The result has this many times more planes along Z (choose about the "
+                                      "Z step divided by the XY pixel size). The stack is restored as one volume.")
+        return widgets
+
+    def result_name(self, layer_name):
+        return f"{layer_name} [axial ×{self.factor_choice.value}]"
 
 
 class DeconvolveWidget(RestorationWidget):
