@@ -5,9 +5,17 @@ import pytest
 import torch
 from scipy import stats
 
+from napari_dip import job
 from napari_dip.core.loop import Problem, fit
 from napari_dip.core.networks import NetworkSpec
-from napari_dip.core.noise import GaussianNoise, PoissonNoise, get_noise_model, masked_mean
+from napari_dip.core.noise import (
+    NOISE_MODELS,
+    GaussianNoise,
+    PoissonGaussianNoise,
+    PoissonNoise,
+    get_noise_model,
+    masked_mean,
+)
 from napari_dip.core.presets import Settings
 
 
@@ -16,6 +24,19 @@ def test_models_are_found_by_name_and_instances_pass_through():
     assert isinstance(get_noise_model("poisson"), PoissonNoise) and PoissonNoise.name == "poisson"
     model = PoissonNoise()
     assert get_noise_model(model) is model
+
+
+def test_the_api_offers_exactly_the_core_models():
+    # job.py keeps the names as plain strings so that importing napari_dip does not import torch
+    assert job.NOISE_MODELS == tuple(NOISE_MODELS)
+    assert isinstance(get_noise_model("poisson-gaussian"), PoissonGaussianNoise)
+
+
+def test_variance_is_sigma_squared_or_the_normalised_counts():
+    target = np.array([[0.5, 2.0]])
+    assert GaussianNoise().variance(target, {"sigma_normalised": 0.1}) == pytest.approx(0.01)
+    # a count c has variance c; y = c / photons_at_1, so var(y) = c / photons_at_1² = y / photons_at_1
+    np.testing.assert_allclose(PoissonNoise().variance(target, {"photons_at_1": 100.0}), target / 100.0)
 
 
 def test_an_unknown_name_is_refused_with_the_choices():

@@ -435,8 +435,10 @@ def fit_unit(job: UnitJob, should_stop):
     import torch
 
     from .core.loop import Problem, fit
+    from .core.noise import get_noise_model
 
     spec, layout, settings = job.spec, job.layout, job.spec.settings
+    noise = get_noise_model(spec.noise)
     axis_factor = spec.axis_factors
     # pad the measurement so that factor × its size suits the network (per axis: a thin Z is halved less often)
     sizes = settings.network.padding(tuple(n * f for n, f in zip(layout.spatial_shape, axis_factor)))
@@ -453,9 +455,9 @@ def fit_unit(job: UnitJob, should_stop):
         target=torch.from_numpy(target), out_channels=layout.channels,
         out_spatial=tuple(s * f for s, f in zip(target.shape[2:], axis_factor)),
         operator=spec.operator, known=None if known is None else torch.from_numpy(known),
-        noise="gaussian" if spec.noise == "gaussian" else "poisson",
-        guide=None if guide is None else torch.from_numpy(guide), heldout=heldout,
-        noise_variance=_noise_variance(job, target), reference=reference, reference_scored=reference_scored)
+        noise=noise, guide=None if guide is None else torch.from_numpy(guide), heldout=heldout,
+        noise_variance=_as_tensor(noise.variance(target, job.noise_estimate)),
+        reference=reference, reference_scored=reference_scored)
     as_result = _result_maker(job, out_pads)
     try:
         for state in fit(problem, settings, seed=spec.seed, device=job.device, should_stop=should_stop):
@@ -560,14 +562,11 @@ def _reference(job: UnitJob, heldout, meas_pads, out_pads):
     return padded[0], padded[1], note
 
 
-def _noise_variance(job: UnitJob, target: np.ndarray):
-    """The measurement's noise variance in normalised units: σ̂² (Gaussian), or y / photons at 1 (Poisson)."""
+def _as_tensor(value):
+    """A per-pixel numpy array as a tensor (the loop moves it to the device); a number as it is."""
     import torch
 
-    estimate = job.noise_estimate
-    if job.spec.noise == "gaussian":
-        return float(estimate["sigma_normalised"]) ** 2
-    return torch.from_numpy(target / float(estimate["photons_at_1"]))
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
 def _quality(state, result: np.ndarray, job: UnitJob) -> dict:

@@ -37,6 +37,11 @@ class NoiseModel:
         """
         return masked_mean((prediction - target) ** 2, scored)
 
+    def variance(self, target, estimate: dict):
+        """The measurement's noise variance in normalised units, from the run's noise estimate: a number,
+        or an array like ``target`` where it varies per pixel."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -48,6 +53,9 @@ class GaussianNoise(NoiseModel):
 
     def data_term(self, prediction, target, known):
         return masked_mean((prediction - target) ** 2, known)
+
+    def variance(self, target, estimate):
+        return float(estimate["sigma_normalised"]) ** 2  # σ̂ estimated from the image (core/quality.py)
 
 
 class PoissonNoise(NoiseModel):
@@ -64,12 +72,28 @@ class PoissonNoise(NoiseModel):
         per_pixel = prediction - target - target * torch.log((prediction + eps) / (target + eps))
         return masked_mean(per_pixel, known)
 
+    def variance(self, target, estimate):
+        # a count c has variance c; in normalised units (c / photons at 1) that is y / photons at 1
+        return target / float(estimate["photons_at_1"])
 
-NOISE_MODELS = {model.name: model for model in (GaussianNoise, PoissonNoise)}
+
+class PoissonGaussianNoise(PoissonNoise):
+    """Camera values (ADU): photon counts times a gain, plus an offset and Gaussian read noise.
+
+    The run maps ADU to counts with the gain and the effective offset (offset − read noise² / gain,
+    which folds the read noise into the counts' variance) before fitting, so the data term and
+    the variance are then the Poisson model's.
+    """
+
+    name = "poisson-gaussian"
+
+
+NOISE_MODELS = {model.name: model for model in (GaussianNoise, PoissonNoise, PoissonGaussianNoise)}
 
 
 def get_noise_model(name_or_model: str | NoiseModel) -> NoiseModel:
-    """The noise model of that name ('gaussian' or 'poisson'); a model instance is returned as it is."""
+    """The noise model of that name ('gaussian', 'poisson' or 'poisson-gaussian'); a model instance is returned
+    as it is."""
     if isinstance(name_or_model, NoiseModel):
         return name_or_model
     model = NOISE_MODELS.get(name_or_model)
