@@ -169,7 +169,7 @@ def _layout(shape, metadata, channel_axis, volumetric):
 
 def _plane(image, metadata, layout, plane):
     """One plane of a (lazy) stack and the metadata that describes it."""
-    lead_axes = [a for a in range(len(layout.shape)) if a != layout.channel_axis][:len(layout.lead_shape)]
+    lead_axes = layout.axes["lead"]
     index = [slice(None)] * len(layout.shape)
     for axis, i in zip(lead_axes, np.unravel_index(plane, layout.lead_shape)):
         index[axis] = int(i)

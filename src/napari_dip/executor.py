@@ -27,6 +27,7 @@ from .core import data
 from .core.tiling import Tile, TilePlan, plan_tiles
 from .errors import DIPInputError
 from .job import (
+    NOTHING_TO_FILL,
     JobSpec,
     UnitStep,
     fallback,
@@ -124,6 +125,11 @@ class Unit:
     lead: tuple
     tile: Tile | None  # None: the whole plane
 
+    @property
+    def yx(self) -> tuple:
+        """The tile's (Y, X) ranges, or (None, None) for the whole plane."""
+        return (self.tile.y, self.tile.x) if self.tile is not None else (None, None)
+
 
 def leading_axes(ndim: int, channel_axis: int | None, volumetric: bool) -> list[int]:
     """Axes that are neither channels nor the last two (three for volumes) spatial axes."""
@@ -141,9 +147,9 @@ def plan_units(spec: JobSpec, tile_side: int | None, overlap: int) -> tuple[list
             plan = plan_tiles((height, width), tile_side, overlap, spec.axis_factors[-1])
         except ValueError as exc:
             raise DIPInputError(str(exc)) from None
-    leads = list(itertools.product(*(range(n) for n in layout.lead_shape)))
     tiles = plan.tiles if plan is not None else [None]
-    units = [Unit(i, p, lead, tile) for i, ((p, lead), tile) in enumerate(itertools.product(enumerate(leads), tiles))]
+    pairs = itertools.product(enumerate(layout.leads), tiles)
+    units = [Unit(i, p, lead, tile) for i, ((p, lead), tile) in enumerate(pairs)]
     return units, plan
 
 
@@ -159,8 +165,12 @@ def unit_kind(spec: JobSpec, units: list[Unit], plan: TilePlan | None) -> str:
 
 def read_unit(spec: JobSpec, unit: Unit) -> dict:
     """The unit's pieces of every array of the job (copies, channels last)."""
-    y, x = (unit.tile.y, unit.tile.x) if unit.tile is not None else (None, None)
-    return {name: source.read(unit.lead, y, x) for name, source in spec.sources.items()}
+    return {name: source.read(unit.lead, *unit.yx) for name, source in spec.sources.items()}
+
+
+def read_measurement(spec: JobSpec, lead: tuple) -> dict:
+    """One whole plane of the image and, if given, of the mask (channels last)."""
+    return {name: source.read(lead) for name, source in spec.sources.items() if name in ("image", "mask")}
 
 
 def joint_normalisation(spec: JobSpec, units: list[Unit]):
@@ -175,12 +185,11 @@ def joint_normalisation(spec: JobSpec, units: list[Unit]):
         planes = sorted(set(np.linspace(0, layout.planes - 1, min(SAMPLE_PLANES, layout.planes)).round().astype(int)))
         per_plane = total // layout.planes * len(planes)
         stride = int(np.ceil(np.sqrt(per_plane / SAMPLE_VALUES)))
-    leads = list(itertools.product(*(range(n) for n in layout.lead_shape)))
+    leads = layout.leads
     sampled_planes, sampled_missing = [], []
-    yx = [slice(None)] * (layout.spatial_dims - 2) + [slice(None, None, stride)] * 2  # pieces: spatial axes first
+    yx = tuple([slice(None)] * (layout.spatial_dims - 2) + [slice(None, None, stride)] * 2)  # spatial axes first
     for p in planes:
-        pieces = {name: source.read(leads[p])[tuple(yx)] for name, source in spec.sources.items()
-                  if name in ("image", "mask")}
+        pieces = {name: piece[yx] for name, piece in read_measurement(spec, leads[p]).items()}
         _, values, missing = missing_planes(spec, pieces)
         sampled_planes.append(values)
         sampled_missing.append(missing)
@@ -212,8 +221,7 @@ def _prepare(spec, unit, normalisation, alone):
     pieces = read_unit(spec, unit)
     job = prepare_unit(spec, pieces, unit.plane, normalisation)
     if isinstance(job, str) and alone:
-        raise DIPInputError("the mask marks no pixel as missing: paint the region to fill (nonzero = missing) or "
-                            "pass NaN pixels" if job.startswith("nothing") else
+        raise DIPInputError(NOTHING_TO_FILL if job.startswith("nothing") else
                             "the image has no measured pixel (all NaN, inf or masked): nothing is left to fit")
     return pieces, job
 
@@ -233,9 +241,8 @@ class _Output:
             self.preview = np.zeros(spec.output_shape, np.float32)
             self.shown = data.ArraySource(self.preview, *places)
             if not any(data.is_lazy(s.array) for name, s in spec.sources.items() if name in ("image", "mask")):
-                for lead in itertools.product(*(range(n) for n in layout.lead_shape)):
-                    pieces = {name: s.read(lead) for name, s in spec.sources.items() if name in ("image", "mask")}
-                    self.shown.write(fallback(spec, pieces), lead)
+                for lead in layout.leads:
+                    self.shown.write(fallback(spec, read_measurement(spec, lead)), lead)
         if out is None and plan is None:
             self.target = None  # the preview is the output
             return
@@ -247,10 +254,6 @@ class _Output:
                 shape[axis] = spec.output_shape[axis]
             self.coverage = np.zeros(shape, np.float32)
 
-    @staticmethod
-    def _yx(unit):
-        return (unit.tile.y, unit.tile.x) if unit.tile is not None else (None, None)
-
     def _piece_shaped(self, yx_weights: np.ndarray, piece_ndim: int) -> np.ndarray:
         """(Y, X) weights shaped to broadcast against a unit's piece (spatial axes, then channels)."""
         spatial_dims = self.spec.layout.spatial_dims
@@ -261,11 +264,11 @@ class _Output:
     def show(self, unit: Unit, piece: np.ndarray):
         """The unit's result so far in the preview (nothing when the output is the caller's)."""
         if self.shown is not None:
-            self.shown.write(piece, unit.lead, *self._yx(unit))
+            self.shown.write(piece, unit.lead, *unit.yx)
 
     def add(self, unit: Unit, piece: np.ndarray):
         """The unit's final result into the output, weighted by its window; the preview shows the blend so far."""
-        y, x = self._yx(unit)
+        y, x = unit.yx
         if self.target is None:
             self.shown.write(piece, unit.lead, y, x)
             return

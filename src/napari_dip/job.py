@@ -258,8 +258,7 @@ def _check_values(sources, spec, noise, channel_axis):
                 marked = np.expand_dims(marked, from_end)
         missing = missing | np.broadcast_to(marked, missing.shape)
     if "mask" in spec.needs and not missing.any():
-        raise DIPInputError("the mask marks no pixel as missing: paint the region to fill "
-                            "(nonzero = missing) or pass NaN pixels")
+        raise DIPInputError(NOTHING_TO_FILL)
     if missing.all():
         raise DIPInputError("the mask hides every pixel: nothing is left to fit; "
                             "nonzero mask values mark the pixels to fill, so invert your mask")
@@ -267,6 +266,7 @@ def _check_values(sources, spec, noise, channel_axis):
         raise DIPInputError(_NEGATIVE_COUNTS)
 
 
+NOTHING_TO_FILL = "the mask marks no pixel as missing: paint the region to fill (nonzero = missing) or pass NaN pixels"
 _NEGATIVE_COUNTS = ("the Poisson noise model needs photon counts ≥ 0, but the image has negative values; for "
                     "camera data (ADU) use noise='poisson-gaussian', else noise='gaussian'")
 

@@ -9,6 +9,7 @@ Nothing here modifies the caller's arrays.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -48,6 +49,11 @@ class PlaneLayout:
     @property
     def planes(self) -> int:
         return int(np.prod(self.lead_shape, dtype=np.int64))
+
+    @property
+    def leads(self) -> list[tuple]:
+        """Each plane's index on the leading axes, in plane order."""
+        return list(itertools.product(*(range(n) for n in self.lead_shape)))
 
     def to_planes(self, array: np.ndarray) -> np.ndarray:
         """(…, spatial, [C]) → (P, C, *spatial), a new float32 array."""
