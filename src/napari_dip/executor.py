@@ -131,12 +131,6 @@ class Unit:
         return (self.tile.y, self.tile.x) if self.tile is not None else (None, None)
 
 
-def leading_axes(ndim: int, channel_axis: int | None, volumetric: bool) -> list[int]:
-    """Axes that are neither channels nor the last two (three for volumes) spatial axes."""
-    axes = [a for a in range(ndim) if a != channel_axis]
-    return axes[:-(3 if volumetric else 2)]
-
-
 def plan_units(spec: JobSpec, tile_side: int | None, overlap: int) -> tuple[list[Unit], TilePlan | None]:
     """The work units of a job: every plane, each cut into tiles when a side exceeds ``tile_side``."""
     layout = spec.layout

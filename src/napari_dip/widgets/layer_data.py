@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.data import is_lazy
+from ..core.data import PlaneLayout, is_lazy
 from ..errors import DIPInputError
-from ..executor import leading_axes
 
 CURRENT_PLANE = "current plane"
 ALL_PLANES = "all planes, one by one"
@@ -75,15 +74,15 @@ def select_input(layer, viewer, plane_mode: str, channel_axis: int | None) -> In
     elif channel_axis is not None:
         channel_axis %= ndim
     volumetric = plane_mode == VOLUME
+    lead = PlaneLayout(tuple(data.shape), channel_axis, 3 if volumetric else 2).axes["lead"]
     region = [slice(None)] * ndim
     if plane_mode == CURRENT_PLANE:
         # the data index of each axis at the viewer's current position (rgb layers have one axis fewer)
         position = np.round(layer.world_to_data(viewer.dims.point)).astype(int)
-        for axis in leading_axes(ndim, channel_axis, volumetric):
+        for axis in lead:
             index = int(np.clip(position[axis], 0, data.shape[axis] - 1))
             region[axis] = slice(index, index + 1)
     region = tuple(region)
-    lead = leading_axes(ndim, channel_axis, volumetric)
     if is_lazy(data) and plane_mode != CURRENT_PLANE and int(np.prod([data.shape[a] for a in lead])) > 1:
         # a dask or zarr stack stays on disk: the run reads one plane at a time
         return InputSelection(layer, data, region, channel_axis, volumetric, streamed=True)
