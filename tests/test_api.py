@@ -250,3 +250,20 @@ def test_channels_per_level_on_a_light_preset_mean_a_skip_network():
     changed = apply_overrides(light, {"network_down": (8, 16), "network_up": (8, 16), "network_skip": (2, 2)})
     assert changed.network.kind == "skip" and changed.ensemble == 1
     assert apply_overrides(light, {"network_kind": "hourglass"}).ensemble == 1
+
+
+def test_options_are_one_typed_object_and_other_keywords_are_settings():
+    import inspect
+
+    from napari_dip.options import RestoreOptions
+
+    options = RestoreOptions.from_keywords(task="inpaint", preset="fast", lr=0.002, network_kind="light",
+                                           tile_size=None)
+    assert options.task == "inpaint" and options.tile_size is None and options.overlap == 64
+    assert options.settings == {"lr": 0.002, "network_kind": "light"}
+    signature = inspect.signature(napari_dip.restore_iter)
+    fields = [f for f in RestoreOptions.__dataclass_fields__ if f != "settings"]
+    assert list(signature.parameters) == ["image", *fields, "settings"]
+    assert signature.parameters["preset"].default == "fast" and signature.parameters["overlap"].default == 64
+    with pytest.raises(DIPInputError, match="unknown setting"):
+        napari_dip.restore(np.zeros((16, 16), np.float32), "denoise", not_a_setting=1)

@@ -41,3 +41,21 @@ def test_every_setting_and_network_field_is_documented():
     assert not _undocumented(settings, text), "docs/presets.md (or api.md) does not describe these settings"
     network = [f.name for f in dataclasses.fields(NetworkSpec)]
     assert not _undocumented(network, text, prefix=r"network[._]"), "undocumented network fields"
+
+
+def test_restore_shows_every_option_and_its_docstring_names_every_task_noise_model_and_option():
+    from napari_dip.core.noise import NOISE_MODELS
+    from napari_dip.core.tasks import TASKS
+
+    parameters = inspect.signature(napari_dip.restore).parameters
+    assert list(parameters) == list(inspect.signature(napari_dip.restore_iter).parameters)
+    doc = napari_dip.restore.__doc__
+    documented = set(re.findall(r"^    (\w[\w, ]*) :", doc, flags=re.M))
+    names = {n.strip() for entry in documented for n in entry.split(",")}
+    options = {p.name for p in parameters.values() if p.kind is not p.VAR_KEYWORD}
+    assert options <= names, f"restore's docstring misses {sorted(options - names)}"
+    assert "**settings" in doc
+    for task in TASKS:
+        assert f"'{task}'" in doc.split("task :")[1].split("\n")[0], task
+    for model in NOISE_MODELS:
+        assert f"'{model}'" in doc.split("noise :")[1].split("\n")[0], model

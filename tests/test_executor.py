@@ -61,8 +61,8 @@ def test_a_stack_in_memory_and_the_same_stack_on_disk_give_the_same_result(tiny_
 def test_plane_seeds_and_normalisation_make_a_plane_of_a_stack_the_plane_alone(tiny_network):
     stack = noisy_stack()
     run = restore(RecordingArray(stack), "denoise", normalise="per-unit", **SETTINGS, auto_stop=False,
-                  **tiny_network)
-    # without held-out pixels (seeded per plane) a plane's run depends on its pixels only
+                  warm_start=False, **tiny_network)
+    # without held-out pixels (seeded per plane) and warm starts, a plane's run depends on its pixels only
     for t in range(3):
         alone = restore(stack[t], "denoise", **SETTINGS, auto_stop=False, **tiny_network).image
         np.testing.assert_allclose(run.image[t], alone, rtol=1e-5, atol=1e-4)
@@ -138,3 +138,34 @@ def test_automatic_stopping_is_recorded_per_plane(tiny_network):
     run = restore_iter(noisy_stack((2, 24, 24)), "denoise", auto_stop=False, **SETTINGS, **tiny_network)
     list(run)
     assert run.result.record["quality"]["automatic_stopping"] is False
+
+
+def test_warm_starts_follow_the_planes_and_the_record_says_where_each_unit_began(tiny_network):
+    stack = noisy_stack((3, 24, 24), seed=2)
+    warm = restore(stack, "denoise", warm_start=True, **SETTINGS, **tiny_network).record
+    assert [u["started_from"] for u in warm["units"]] == ["random initialisation", "plane 1", "plane 2"]
+    assert warm["parameters"]["settings"]["warm_start"] is True
+    cold = restore(stack, "denoise", warm_start=False, **SETTINGS, **tiny_network)
+    assert {u["started_from"] for u in cold.record["units"]} == {"random initialisation"}
+    warm_image = restore(stack, "denoise", warm_start=True, **SETTINGS, **tiny_network).image
+    np.testing.assert_array_equal(warm_image[0], cold.image[0])  # the first plane starts cold either way
+    assert not np.allclose(warm_image[1], cold.image[1])  # the second plane's fit began elsewhere
+
+
+def test_tiles_of_one_plane_start_cold_and_a_stacks_tiles_from_the_same_tile_of_the_plane_before(tiny_network):
+    frame = noisy_stack((40, 40), seed=3)
+    record = restore(frame, "denoise", warm_start=True, **dict(SETTINGS, tile_size=24), overlap=8,
+                     **tiny_network).record
+    assert [u["started_from"] for u in record["units"]] == ["random initialisation"] * 4
+    stack = noisy_stack((2, 40, 40), seed=3)
+    record = restore(stack, "denoise", warm_start=True, **dict(SETTINGS, tile_size=24), overlap=8,
+                     **tiny_network).record
+    assert [u["started_from"] for u in record["units"]] == ["random initialisation"] * 4 + [
+        "unit 1", "unit 2", "unit 3", "unit 4"]
+
+
+def test_the_record_says_how_many_cpu_threads_ran(tiny_network):
+    import torch
+
+    record = restore(noisy_stack((24, 24)), "denoise", **SETTINGS, **tiny_network).record
+    assert record["cpu_threads"]["most"] == torch.get_num_threads()

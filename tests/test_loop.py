@@ -143,3 +143,54 @@ def test_ema_warmup_weights_recent_outputs_early_in_the_run():
         weight = min(w, t / (t + 10))
         average = weight * average + (1 - weight) * out
         torch.testing.assert_close(est, average)
+
+
+def test_a_warm_start_continues_from_the_neighbours_weights_and_skips_the_coarse_stages():
+    light = NetworkSpec(kind="light", channels=8, levels=2)
+    settings = _settings(network=light, iterations=30, coarse_to_fine=((10, 2),))
+    first = list(fit(_problem(seed=0), settings))[-1]
+    assert first.fitted is not None and len(first.fitted.optimiser["state"]) > 0  # Adam's moments come along
+    seen = {}
+
+    def look(iteration, net):  # called before each step: step 1's resolution shows at step 2
+        if iteration == 1:
+            seen["weights"] = {k: v.clone() for k, v in net.state_dict().items()}
+        if iteration == 2:
+            seen["skipped"] = net.skipped_upsamples
+
+    list(fit(_problem(seed=1), settings, start_from=first.fitted, on_iteration=look))
+    for name, value in first.fitted.weights.items():
+        torch.testing.assert_close(seen["weights"][name], value)
+    assert seen["skipped"] == 0  # full resolution from the first step
+    cold = {}
+    list(fit(_problem(seed=1), settings, on_iteration=lambda i, net: cold.setdefault(i, net.skipped_upsamples)))
+    assert cold[2] == 1  # a cold start begins at the coarse stage
+
+
+def test_a_warm_start_hands_on_the_kept_iterates_network_and_its_place_in_the_coarse_to_fine_plan():
+    from napari_dip.core.quality import heldout_mask
+
+    light = NetworkSpec(kind="light", channels=8, levels=2)
+    settings = _settings(network=light, iterations=60, coarse_to_fine=((40, 2),), auto_stop=True, warm_start=True,
+                         stop_patience=200, snapshot_every=5)
+    g = torch.Generator().manual_seed(5)
+    target = (torch.rand((1, 1, 16, 16), generator=g) < 0.5).float()  # noise: the held-out error soon rises
+    problem = Problem(target=target, out_channels=1, out_spatial=(16, 16),
+                      heldout=heldout_mask((16, 16), 0.2, seed=0), noise_variance=0.0)
+    weights_after = {}  # step k's weights, seen before step k + 1
+
+    def look(iteration, net):
+        weights_after[iteration - 1] = {k: v.clone() for k, v in net.state_dict().items()}
+
+    final = list(fit(problem, settings, on_iteration=look))[-1]
+    chosen = final.best_iteration
+    assert 0 < chosen < 59 and final.fitted.position == chosen
+    for name, value in final.fitted.weights.items():
+        torch.testing.assert_close(value, weights_after[chosen][name])
+    seen = {}
+    list(fit(_problem(seed=1), settings, start_from=final.fitted,
+             on_iteration=lambda i, net: seen.setdefault(i, net.skipped_upsamples)))
+    # called before each step: step k's resolution shows at step k + 1
+    assert seen[2] == (1 if chosen < 40 else 0)  # the plan goes on from the kept iterate's stage
+    if chosen < 39:
+        assert seen[40 - chosen + 1] == 1 and seen[40 - chosen + 2] == 0

@@ -59,11 +59,12 @@ class FinishedState:
     backtracks: int = 0
     done: bool = True
     stop_reason: str = "fake"
+    fitted: object = None  # nothing for a neighbour to start from
 
 
 def fake_fit_unit(process, calls=None):
     """A stand-in for the executor's fit: one final step whose result is ``process(unit's input, unit job)``."""
-    def fit_unit(job, should_stop):
+    def fit_unit(job, should_stop, start_from=None):
         if calls is not None:
             calls.append(job)
         yield UnitStep(FinishedState(), process(job.input_image.astype(np.float32), job))

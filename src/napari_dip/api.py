@@ -17,13 +17,17 @@ import numpy as np
 from .errors import DIPInputError
 from .executor import Restoration, RestorationRun, Snapshot
 from .job import MIN_PLANES, MIN_SIDE, MIX_METHODS, NOISE_MODELS, NORMALISE_CHOICES
+from .options import RestoreOptions, signature
 
-__all__ = ["restore", "restore_iter", "kept_summary", "Restoration", "RestorationRun", "Snapshot", "MIN_SIDE",
-           "MIN_PLANES", "NOISE_MODELS", "MIX_METHODS", "NORMALISE_CHOICES"]
+__all__ = ["restore", "restore_iter", "kept_summary", "RestoreOptions", "Restoration", "RestorationRun", "Snapshot",
+           "MIN_SIDE", "MIN_PLANES", "NOISE_MODELS", "MIX_METHODS", "NORMALISE_CHOICES"]
 
 
-def restore(image, task: str = "denoise", **kwargs) -> Restoration:
+def restore(image, task: str = "denoise", **options) -> Restoration:
     """Restore ``image`` by Deep Image Prior and return a :class:`Restoration`.
+
+    The options are :class:`napari_dip.options.RestoreOptions`'s fields (``inspect.signature(restore)`` shows
+    them with their defaults); any other keyword is a setting of the preset.
 
     Parameters
     ----------
@@ -32,7 +36,11 @@ def restore(image, task: str = "denoise", **kwargs) -> Restoration:
         or a stack (…, Y, X) restored plane by plane (``volumetric=True`` for
         (…, Z, Y, X) volumes). NaN and inf pixels are treated as missing. A lazy
         array (dask, zarr, memory map) is read one plane or tile at a time.
-    task : {'denoise', 'inpaint', 'superres', 'deconvolve', 'guided'}
+    task : {'denoise', 'inpaint', 'superres', 'deconvolve', 'guided', 'axial-superres'}
+        What degraded the image (core/tasks.py): noise; missing pixels; a lower
+        resolution in Y/X; a blur; a guide image of the scene (flash photo,
+        panchromatic band); a lower resolution along Z ('axial-superres' restores
+        volumes).
     preset : str, default 'fast'
         Named settings; see ``napari_dip.core.presets.PRESETS``. 'paper'
         reproduces the official implementation (a GPU setting).
@@ -42,8 +50,9 @@ def restore(image, task: str = "denoise", **kwargs) -> Restoration:
         Required for 'inpaint' unless the image has NaN pixels; optional
         elsewhere (the pixels are left out of the fit).
     factor : int, optional
-        Super-resolution factor 2, 4 or 8 (default 4 for 'superres'); for
-        'deconvolve' and 'guided', the measurement is also downsampled.
+        Super-resolution factor 2, 4 or 8 (default 4 for 'superres', 2 for
+        'axial-superres'); for 'deconvolve' and 'guided', the measurement is
+        also downsampled.
     psf : array_like, optional
         Point-spread function for 'deconvolve' (normalised to unit sum).
     psf_sigma : float, optional
@@ -51,25 +60,41 @@ def restore(image, task: str = "denoise", **kwargs) -> Restoration:
     guide : array_like, optional
         Guide image for 'guided' (flash photo; panchromatic band). It is the
         network input and must have the output's Y/X size.
-    noise : {'gaussian', 'poisson'}
-        Noise model: squared error, or Poisson likelihood for photon counts.
+    noise : {'gaussian', 'poisson', 'poisson-gaussian'}
+        Noise model: squared error; Poisson likelihood for photon counts; or
+        camera data in ADU, counts = (ADU − offset) / gain plus Gaussian read
+        noise, fitted as photon counts after that mapping.
     channel_axis : int, optional
         Axis of colour channels or bands; None means no channel axis.
     volumetric : bool
         Restore (…, Z, Y, X) with a 3D network instead of plane by plane.
     iterations : int, optional
-        Overrides the preset's iteration count.
+        Overrides the preset's iteration count (with automatic stopping, the
+        ceiling).
     seed : int
         Seeds the network weights, input and jitter: the same seed gives the
         same result on the CPU.
     device : str
         'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.
+        On the CPU the run uses the cores other processes leave free, re-checked
+        every two seconds, never more than ``torch.get_num_threads()``.
     ground_truth : array_like, optional
         Clean image of the output's shape: PSNR and SSIM are then reported.
     snapshot_every : int, optional
         Iterations between snapshots.
     early_stopping : bool, optional
-        Turn ES-WMV automatic early stopping on or off.
+        Turn ES-WMV early stopping (variance of the iterates) on or off.
+    auto_stop : bool, optional
+        Turn automatic stopping by held-out pixels on or off (on in the
+        'fast' presets): the run keeps the result with the lowest estimated
+        error and ends once it has clearly passed it.
+    holdout_fraction : float, optional
+        Share of the measured pixels left out of the fit to judge it, in
+        (0, 0.5); default 0.1.
+    gain, offset, read_noise : float, optional
+        The camera of ``noise='poisson-gaussian'``: ADU per photon, the dark
+        level in ADU and the read noise σ in ADU. Gain and offset are
+        estimated from the image where not given.
     percentiles : (float, float)
         Intensity percentiles mapped to 0 and 1 for the network.
     tile_size : 'auto', int or None
@@ -94,7 +119,12 @@ def restore(image, task: str = "denoise", **kwargs) -> Restoration:
         dask worker's share).
     **settings
         Any field of :class:`napari_dip.core.presets.Settings` (``lr``,
-        ``reg_noise_std``, ``ema``, ``network_kind``, ``network_down`` …).
+        ``reg_noise_std``, ``ema``, ``warm_start``, ``network_kind``,
+        ``network_down`` …). ``warm_start`` (on in the 'fast' denoising
+        preset): each plane of a stack (or each tile of a tiled stack) starts
+        from the network that the same place of the plane before had at its
+        kept result, instead of from scratch; the record's ``units`` say where
+        each began.
 
     Returns
     -------
@@ -102,37 +132,30 @@ def restore(image, task: str = "denoise", **kwargs) -> Restoration:
         ``.image``: float32 in the input's units and layout (×factor in Y/X
         for super-resolution); ``.record``: how it was made.
     """
-    run = restore_iter(image, task, **kwargs)
+    run = restore_iter(image, task, **options)
     for _ in run:
         pass
     return run.result
 
 
-def restore_iter(image, task: str = "denoise", *, preset: str = "fast", mask=None, factor: int | None = None,
-                 psf=None, psf_sigma: float | None = None, guide=None, noise: str = "gaussian",
-                 channel_axis: int | None = None, volumetric: bool = False, iterations: int | None = None,
-                 seed: int = 0, device: str = "auto", ground_truth=None, snapshot_every: int | None = None,
-                 early_stopping: bool | None = None, auto_stop: bool | None = None,
-                 holdout_fraction: float | None = None, gain: float | None = None, offset: float | None = None,
-                 read_noise: float | None = None, percentiles=(0.0, 100.0), tile_size="auto",
-                 overlap: int = 64, normalise: str = "joint", out=None, memory_limit: float | None = None,
-                 **settings) -> RestorationRun:
+def restore_iter(image, task: str = "denoise", **options) -> RestorationRun:
     """Like :func:`restore`, but returns a :class:`RestorationRun` that yields snapshots."""
     from .core.device import resolve_device
     from .executor import auto_tile_size, plan_units, start
     from .job import define_job
 
-    _check_arguments(image, tile_size, overlap, percentiles)
-    spec = define_job(image, task, preset=preset, mask=mask, factor=factor, psf=psf, psf_sigma=psf_sigma,
-                      guide=guide, noise=noise, channel_axis=channel_axis, volumetric=volumetric,
-                      iterations=iterations, seed=seed, ground_truth=ground_truth, snapshot_every=snapshot_every,
-                      early_stopping=early_stopping, auto_stop=auto_stop, holdout_fraction=holdout_fraction,
-                      gain=gain, offset=offset, read_noise=read_noise, percentiles=percentiles,
-                      normalise=normalise, overrides=settings)
-    torch_device = resolve_device(device)
-    side = auto_tile_size(spec, torch_device, memory_limit) if tile_size == "auto" else tile_size
-    units, plan = plan_units(spec, side, overlap)
-    return start(spec, units, plan, torch_device, out)
+    options = RestoreOptions.from_keywords(task=task, **options)
+    _check_arguments(image, options.tile_size, options.overlap, options.percentiles)
+    spec = define_job(image, options)
+    torch_device = resolve_device(options.device)
+    side = auto_tile_size(spec, torch_device, options.memory_limit) if options.tile_size == "auto" \
+        else options.tile_size
+    units, plan = plan_units(spec, side, options.overlap)
+    return start(spec, units, plan, torch_device, options.out)
+
+
+restore_iter.__signature__ = signature(RestorationRun)
+restore.__signature__ = signature(Restoration)
 
 
 def _check_arguments(image, tile_size, overlap, percentiles):

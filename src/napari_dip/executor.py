@@ -27,8 +27,8 @@ from .core import data
 from .core.tiling import Tile, TilePlan, plan_tiles
 from .errors import DIPInputError
 from .job import (
-    NOTHING_TO_FILL,
     JobSpec,
+    Skipped,
     UnitStep,
     fallback,
     fit_intensities,
@@ -126,6 +126,11 @@ class Unit:
     tile: Tile | None  # None: the whole plane
 
     @property
+    def place(self) -> int | None:
+        """Where the unit lies within its plane: its tile's index, or None for the whole plane."""
+        return self.tile.index if self.tile is not None else None
+
+    @property
     def yx(self) -> tuple:
         """The tile's (Y, X) ranges, or (None, None) for the whole plane."""
         return (self.tile.y, self.tile.x) if self.tile is not None else (None, None)
@@ -214,9 +219,8 @@ def _prepare(spec, unit, normalisation, alone):
     """The unit's pieces and its UnitJob, or the reason it is not restored; a lone unit's reason is an error."""
     pieces = read_unit(spec, unit)
     job = prepare_unit(spec, pieces, unit.plane, normalisation)
-    if isinstance(job, str) and alone:
-        raise DIPInputError(NOTHING_TO_FILL if job.startswith("nothing") else
-                            "the image has no measured pixel (all NaN, inf or masked): nothing is left to fit")
+    if isinstance(job, Skipped) and alone:
+        raise DIPInputError(job.error)
     return pieces, job
 
 
@@ -291,14 +295,32 @@ class _Output:
 
 
 def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first):
+    from .core.threads import ThreadGovernor
+
+    governor = ThreadGovernor().start() if device.type == "cpu" else None
+    try:
+        yield from _run_units(run, spec, units, plan, device, out, normalisation, first, governor)
+    finally:
+        if governor is not None:
+            governor.finish()
+
+
+def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first,
+               governor):
     import torch
 
     from . import __version__
+
+    def should_stop():  # polled every iteration
+        if governor is not None:
+            governor.poll()
+        return run.stop_requested
 
     start_time = time.perf_counter()
     output = _Output(spec, plan, out)
     kind = unit_kind(spec, units, plan)
     entries, last_step, stop_reason, backtracks, stopped_at = [], None, None, 0, None
+    fitted = {}  # warm starts: Unit.place → (unit number, FittedState) of the latest fit there
     for unit in units:
         if unit.tile is not None and unit.tile.index == 0:
             output.new_plane()
@@ -310,18 +332,21 @@ def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, ou
             entry.update(tile=unit.tile.index, y=list(unit.tile.y), x=list(unit.tile.x))
         if run.stop_requested:
             stopped_at = stopped_at or unit.number
-            job = f"stopped by user before this {kind}"
+            job = Skipped(f"stopped by user before this {kind}", "")
         elif job is None:
             job = prepare_unit(spec, pieces, unit.plane, normalisation)
-        if isinstance(job, str):  # not restored: the input stands in
+        if isinstance(job, Skipped):  # not restored: the input stands in
             output.add(unit, fallback(spec, pieces))
-            entries.append(dict(entry, iterations=0, stop_reason=job, seconds=0.0))
+            entries.append(dict(entry, iterations=0, stop_reason=job.reason, seconds=0.0))
             continue
         job.device = device
         unit_start = time.perf_counter()
         output.show(unit, fallback(spec, pieces))
         step: UnitStep | None = None
-        for step in fit_unit(job, lambda: run.stop_requested):
+        # warm start from the same place of an earlier plane: tiles of one plane differ too much to help each other
+        neighbour = fitted.get(unit.place) if spec.settings.warm_start else None
+        entry["started_from"] = "random initialisation" if neighbour is None else f"{kind} {neighbour[0] + 1}"
+        for step in fit_unit(job, should_stop, None if neighbour is None else neighbour[1]):
             state = step.state
             if run.stop_requested and stopped_at is None:
                 stopped_at = unit.number + 1
@@ -334,6 +359,8 @@ def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, ou
                            quality=step.quality)
         state = step.state
         output.add(unit, step.image)
+        if state.fitted is not None:
+            fitted[unit.place] = (unit.number, state.fitted)
         backtracks += state.backtracks
         stop_reason = state.stop_reason
         entries.append(dict(entry, iterations=state.iteration, stop_reason=state.stop_reason,
@@ -368,6 +395,7 @@ def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, ou
         "planes": spec.layout.planes, "work_unit": kind, "units_restored": len(restored),
         "stop_reason": stop_reason, "backtracks": backtracks,
         "seconds": round(time.perf_counter() - start_time, 3), "device": run.device_description,
+        **({"cpu_threads": governor.describe()} if governor is not None else {}),
         "version": {"napari_dip": __version__, "torch": torch.__version__, "numpy": np.__version__},
         "metrics": metrics, "quality": _quality_record(entries, settings),
         "input": {"shape": list(spec.layout.shape), "dtype": str(np.dtype(spec.sources["image"].array.dtype))},

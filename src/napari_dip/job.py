@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .core import data
 from .errors import DIPInputError, DIPMemoryError
+
+if TYPE_CHECKING:  # torch is imported when a job runs, not when this module is
+    from .core.operators import Operator
+    from .core.presets import Settings
+    from .core.tasks import Task
+    from .options import RestoreOptions
 
 MIN_SIDE = 8  # smallest image side (pixels) that a run accepts
 MIN_PLANES = 3  # fewest Z planes that a volumetric run accepts (more where the network's filters need them)
@@ -27,20 +34,20 @@ NORMALISE_CHOICES = ("joint", "per-unit")  # one intensity mapping for the whole
 class JobSpec:
     """Everything about a job that holds for all of its work units, checked before anything runs."""
 
-    task: object  # the registry entry (core/tasks.py)
+    task: Task  # the registry entry (core/tasks.py)
     preset: str
-    settings: object
+    settings: Settings
     layout: data.PlaneLayout  # of the whole input
     factor: int
-    axis_factors: tuple  # per spatial axis: how many times larger the result is
-    operator: object
-    noise: str
-    camera: dict  # gain, offset, read_noise (None: estimated) for noise='poisson-gaussian'
+    axis_factors: tuple[int, ...]  # per spatial axis: how many times larger the result is
+    operator: Operator
+    noise: str  # one of NOISE_MODELS
+    camera: dict[str, float | None]  # gain, offset, read_noise (None: estimated) for noise='poisson-gaussian'
     seed: int
-    percentiles: tuple
-    normalise: str
-    sources: dict  # name → data.ArraySource: image, and the mask, guide and ground_truth given
-    output_shape: tuple
+    percentiles: tuple[float, float]
+    normalise: str  # one of NORMALISE_CHOICES
+    sources: dict[str, data.ArraySource]  # image, and the mask, guide and ground_truth given
+    output_shape: tuple[int, ...]
     parameters: dict  # for the record
 
     @property
@@ -58,14 +65,14 @@ def check_task(task):
         raise DIPInputError(str(exc)) from None
 
 
-def define_job(image, task, *, preset="fast", mask=None, factor=None, psf=None, psf_sigma=None, guide=None,
-               noise="gaussian", channel_axis=None, volumetric=False, iterations=None, seed=0, ground_truth=None,
-               snapshot_every=None, early_stopping=None, auto_stop=None, holdout_fraction=None, gain=None,
-               offset=None, read_noise=None, percentiles=(0.0, 100.0), normalise="joint",
-               overrides=None) -> JobSpec:
-    """Check the arguments of a restoration against the arrays' shapes; DIPInputError says what to change."""
+def define_job(image, options: RestoreOptions) -> JobSpec:
+    """Check a restoration's options against the arrays' shapes; DIPInputError says what to change."""
     from .core.presets import apply_overrides, get_settings
 
+    task, preset, mask, factor, guide, noise = (options.task, options.preset, options.mask, options.factor,
+                                                options.guide, options.noise)
+    channel_axis, volumetric, seed = options.channel_axis, options.volumetric, options.seed
+    gain, offset, read_noise = options.gain, options.offset, options.read_noise
     spec = check_task(task)
     image = data.check_array(image)
     if noise not in NOISE_MODELS:
@@ -77,9 +84,9 @@ def define_job(image, task, *, preset="fast", mask=None, factor=None, psf=None, 
         raise DIPInputError(f"the camera gain (ADU per photon) must be positive; got {gain}")
     if read_noise is not None and not read_noise >= 0:
         raise DIPInputError(f"the read noise σ (ADU) must be ≥ 0; got {read_noise}")
-    if normalise not in NORMALISE_CHOICES:
+    if options.normalise not in NORMALISE_CHOICES:
         raise DIPInputError(f"normalise must be 'joint' (one intensity mapping for all the data) or 'per-unit' "
-                            f"(one per plane or tile); got {normalise!r}")
+                            f"(one per plane or tile); got {options.normalise!r}")
 
     # --- factor
     try:
@@ -91,10 +98,10 @@ def define_job(image, task, *, preset="fast", mask=None, factor=None, psf=None, 
     # --- settings
     try:
         settings = get_settings(spec.name, preset, factor)
-        changes = dict(overrides or {})
-        for key, value in (("auto_stop", auto_stop), ("holdout_fraction", holdout_fraction),
-                           ("iterations", iterations), ("snapshot_every", snapshot_every),
-                           ("early_stopping", early_stopping)):
+        changes = dict(options.settings)
+        for key, value in (("auto_stop", options.auto_stop), ("holdout_fraction", options.holdout_fraction),
+                           ("iterations", options.iterations), ("snapshot_every", options.snapshot_every),
+                           ("early_stopping", options.early_stopping)):
             if value is not None:
                 changes[key] = bool(value) if key in ("auto_stop", "early_stopping") else value
         settings = apply_overrides(settings, changes)
@@ -150,8 +157,8 @@ def define_job(image, task, *, preset="fast", mask=None, factor=None, psf=None, 
                                          spatial_dims, yx_scale, factor)
     elif guide is not None:
         raise DIPInputError(f"task {spec.name!r} takes no guide; use task='guided'")
-    if ground_truth is not None:
-        truth = data.check_array(ground_truth, "ground_truth")
+    if options.ground_truth is not None:
+        truth = data.check_array(options.ground_truth, "ground_truth")
         if tuple(truth.shape) != output_shape:
             raise DIPInputError(f"ground_truth has shape {tuple(truth.shape)} but the result will have shape "
                                 f"{output_shape}")
@@ -160,7 +167,7 @@ def define_job(image, task, *, preset="fast", mask=None, factor=None, psf=None, 
     # --- operator
     psf_array, psf_description = None, None
     if "psf" in spec.accepts:
-        psf_array, psf_description = _psf(psf, psf_sigma, spatial_dims, volumetric)
+        psf_array, psf_description = _psf(options.psf, options.psf_sigma, spatial_dims, volumetric)
         hr_spatial = tuple(s * f for s, f in zip(layout.spatial_shape, axis_factors))
         if any(p > s for p, s in zip(psf_array.shape[::-1], hr_spatial[::-1])):
             raise DIPInputError(f"the PSF ({psf_array.shape}) is larger than the image ({hr_spatial}); "
@@ -171,14 +178,14 @@ def define_job(image, task, *, preset="fast", mask=None, factor=None, psf=None, 
         raise DIPInputError(str(exc)) from None
 
     _check_values(sources, spec, noise, channel_axis)
-    percentiles = tuple(float(p) for p in percentiles)
+    percentiles = tuple(float(p) for p in options.percentiles)
     parameters = {
         "settings": settings.as_dict(), "factor": factor, "noise": noise, "channel_axis": channel_axis,
         "volumetric": volumetric, "seed": seed, "psf": psf_description, "operator": operator.describe(),
-        "normalise": normalise, "enlarged": dict(zip("ZYX"[-spatial_dims:], axis_factors)),
+        "normalise": options.normalise, "enlarged": dict(zip("ZYX"[-spatial_dims:], axis_factors)),
     }
     return JobSpec(spec, preset, settings, layout, factor, axis_factors, operator, noise, camera, seed,
-                   percentiles, normalise, sources, output_shape, parameters)
+                   percentiles, options.normalise, sources, output_shape, parameters)
 
 
 def _psf(psf, psf_sigma, spatial_dims, volumetric):
@@ -365,15 +372,27 @@ class UnitJob:
     device: object = None
 
 
-def prepare_unit(spec: JobSpec, pieces: dict, plane: int, normalisation=None):
-    """A :class:`UnitJob` from the unit's pieces (as ``ArraySource.read`` returns them), or the reason (a
-    string) why the unit needs no run. ``normalisation``: (Normalisation, noise-estimate dict) fitted on the
+@dataclass(frozen=True)
+class Skipped:
+    """A unit that is not restored, and why (for the record); ``error`` is what a job of this unit alone says."""
+
+    reason: str
+    error: str
+
+
+NO_MEASURED_PIXEL = Skipped("no measured pixel here: not restored (the input is kept, missing pixels as the mean)",
+                            "the image has no measured pixel (all NaN, inf or masked): nothing is left to fit")
+
+
+def prepare_unit(spec: JobSpec, pieces: dict, plane: int, normalisation=None) -> UnitJob | Skipped:
+    """A :class:`UnitJob` from the unit's pieces (as ``ArraySource.read`` returns them), or :class:`Skipped`
+    when the unit needs no run. ``normalisation``: (Normalisation, noise-estimate dict) fitted on the
     whole data, or None to fit this unit's own."""
     layout, planes, missing = missing_planes(spec, pieces)
     if missing.all():
-        return "no measured pixel here: not restored (the input is kept, missing pixels as the mean)"
+        return NO_MEASURED_PIXEL
     if "mask" in spec.task.needs and not missing.any():
-        return "nothing to fill here"
+        return Skipped("nothing to fill here", NOTHING_TO_FILL)
     if spec.noise == "poisson" and planes[~missing].min() < 0:
         raise DIPInputError(_NEGATIVE_COUNTS)
     known = None if not missing.any() else (~missing).astype(np.float32)
@@ -430,8 +449,11 @@ class UnitStep:
     mixing: dict | None = None
 
 
-def fit_unit(job: UnitJob, should_stop):
-    """Fit one unit; yields a :class:`UnitStep` per loop state (the last one has ``state.done``)."""
+def fit_unit(job: UnitJob, should_stop, start_from=None):
+    """Fit one unit; yields a :class:`UnitStep` per loop state (the last one has ``state.done``).
+
+    ``start_from``: a fitted neighbour's ``core.loop.FittedState`` to start from instead of a random
+    initialisation."""
     import torch
 
     from .core.loop import Problem, fit
@@ -460,7 +482,8 @@ def fit_unit(job: UnitJob, should_stop):
         reference=reference, reference_scored=reference_scored)
     as_result = _result_maker(job, out_pads)
     try:
-        for state in fit(problem, settings, seed=spec.seed, device=job.device, should_stop=should_stop):
+        for state in fit(problem, settings, seed=spec.seed, device=job.device, should_stop=should_stop,
+                         start_from=start_from):
             result = as_result(state.estimate)
             metrics = {}
             if job.ground_truth is not None:

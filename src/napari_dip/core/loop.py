@@ -1,10 +1,12 @@
 """The DIP optimisation as a generator of loop states.
 
-``fit`` builds the network and input, then runs Adam on the data term
-``E(A(f(z + jitter)); x0)``. It yields a :class:`LoopState` every
-``snapshot_every`` iterations and once more at the end. Between yields it keeps
-the exponential moving average of outputs, backtracks when the fit collapses,
-and watches the windowed moving variance of the iterates for early stopping.
+``fit`` runs Adam on the data term ``E(A(f(z + jitter)); x0)`` and yields a :class:`LoopState` every
+``snapshot_every`` iterations and once more at the end. It is a short loop over parts with one job each:
+:class:`NetworkFit` (the network, its input z and its optimiser), :class:`Measurement` (the data term),
+:class:`Schedule` (coarse-to-fine stages, learning rate), :class:`Backtracking`, :class:`OutputAverage` (the
+exponential moving average of outputs), :class:`HeldOutScore` (the ground-truth-free estimate, mixed with a
+classical estimate if there is one), a :class:`StoppingRule` (held-out automatic stop, ES-WMV, or none) and the
+:class:`KeptIterate`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,32 @@ class Problem:
 
 
 @dataclass
+class FittedState:
+    """A finished fit's network weights and Adam moments (CPU copies; at the kept iterate when the run kept one for
+    warm starts) and its place in the coarse-to-fine plan: where a neighbouring unit of the same job starts
+    instead of from scratch (amortised fitting; docs/benchmarks.md measures it against cold starts)."""
+
+    weights: dict
+    optimiser: dict
+    position: int = 0  # where in the coarse-to-fine plan they are from (iterations since the plan began)
+
+    @classmethod
+    def of(cls, net, optimiser, position: int = 0) -> FittedState:
+        return cls(_cpu_copy(net.state_dict()), _cpu_copy(optimiser.state_dict()), position)
+
+
+def _cpu_copy(value):
+    """A copy of nested dicts and lists of tensors, the tensors on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
+
+
+@dataclass
 class LoopState:
     """What the loop reports; tensors are detached, on the run's device, in normalised units."""
 
@@ -74,6 +102,7 @@ class LoopState:
     best_mix_weight: float | None = None
     stop_reason: str | None = None  # set on the final state only
     done: bool = False
+    fitted: FittedState | None = None  # final state only: to warm-start a neighbouring unit
 
 
 def data_term(prediction, target, known, noise: str | NoiseModel):
@@ -300,226 +329,437 @@ def _sync_interval(settings: Settings, device: torch.device) -> int:
     return 1 if device.type == "cpu" else max(1, min(25, settings.snapshot_every))
 
 
+class NetworkFit:
+    """The generator, its fixed input z and its optimiser: one step of the fit at a time.
+
+    With ``members`` > 1 (an ensemble of light decoders) each output is the members' outputs as a batch; the data
+    term averages over them and the result is their mean.
+    """
+
+    def __init__(self, problem: Problem, settings: Settings, seed: int, device: torch.device,
+                 start_from: FittedState | None):
+        self.settings, self.device = settings, device
+        self.out_channels, self.out_spatial = problem.out_channels, tuple(problem.out_spatial)
+        dims = problem.dims
+        guide_channels = problem.guide.shape[1] if problem.guide is not None else None
+        n_in = input_channels(settings.input, settings.input_channels, dims, guide_channels)
+        noise_gen = torch.Generator().manual_seed(seed)
+        self.members = max(1, int(getattr(settings, "ensemble", 1) or 1))
+        # Seed the global generator only inside this block so the caller's random state is untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_network(settings.network, n_in, problem.out_channels, dims, members=self.members,
+                                spatial=problem.out_spatial)
+        spatial = net.input_shape(problem.out_spatial) if settings.network.kind == "light" else problem.out_spatial
+        if self.members > 1 and settings.input == "noise":
+            z = make_input(settings.input, n_in * self.members, spatial, noise_gen)
+        else:
+            z = make_input(settings.input, n_in, spatial, noise_gen, problem.guide)
+            if self.members > 1:
+                z = z.repeat(1, self.members, *([1] * dims))
+        if start_from is not None:
+            net.load_state_dict(start_from.weights)
+        net, z = net.to(device), z.to(device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # same sizes every iteration: pick the fastest kernels once
+        if getattr(settings, "channels_last", False) and dims == 2:
+            # NHWC: faster convolutions with oneDNN on CPUs and with tensor cores on GPUs
+            net = net.to(memory_format=torch.channels_last)
+            z = z.contiguous(memory_format=torch.channels_last)
+        self.net, self.z = net, z
+        # the jitter comes from its own seeded generator, on the device, so runs repeat
+        self.jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self.optimiser = _optimiser(net.parameters(), learning_rate(settings, 1, settings.iterations), device)
+        if start_from is not None:
+            # the moments too: a fresh Adam's first steps are full-size and would shake the fitted network loose
+            self.optimiser.load_state_dict(start_from.optimiser)
+        self.cpu_bf16 = getattr(settings, "cpu_bf16", False)
+        self.forward = _maybe_compile(net, z, device, getattr(settings, "compile", False),
+                                      _autocast(device, settings.amp, self.cpu_bf16))
+
+    def outputs(self) -> torch.Tensor:
+        """f(z + jitter) on the output grid, (members, C, *out_spatial): a coarse stage's output is upsampled."""
+        net_input = self.z
+        if self.settings.reg_noise_std > 0:
+            jitter = torch.randn(self.z.shape, generator=self.jitter_gen, device=self.device, dtype=self.z.dtype)
+            net_input = self.z + self.settings.reg_noise_std * jitter
+        with _autocast(self.device, self.settings.amp, self.cpu_bf16):
+            out = self.forward(net_input)
+        out = out.float()
+        if self.members > 1:  # the ensemble's outputs as a batch: the data term averages over its members
+            out = out.reshape(self.members, self.out_channels, *out.shape[2:])
+        if out.shape[2:] != self.out_spatial:
+            mode = "bilinear" if len(self.out_spatial) == 2 else "trilinear"
+            out = torch.nn.functional.interpolate(out, size=self.out_spatial, mode=mode, align_corners=False)
+        return out
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        """The result of an output: detached, the members' mean."""
+        return out.detach() if self.members == 1 else out.detach().mean(0, keepdim=True)
+
+    def untrained_output(self) -> torch.Tensor:
+        """The network's output before any step (a run stopped before its first)."""
+        with torch.no_grad():
+            output = self.net(self.z).float()
+        if self.members > 1:
+            output = output.reshape(self.members, self.out_channels, *output.shape[2:]).mean(0, keepdim=True)
+        return output
+
+    def fitted(self, position: int) -> FittedState:
+        return FittedState.of(self.net, self.optimiser, position)
+
+
+class Measurement:
+    """The measurement on the device and how an output is compared with it: the operator A, the noise model, the
+    pixels in the data term (``known``) and the held-out ones that judge the result (``scored``)."""
+
+    def __init__(self, problem: Problem, device: torch.device):
+        self.noise = get_noise_model(problem.noise)
+        self.target = problem.target.to(device)
+        known = problem.known.to(device) if problem.known is not None else None
+        heldout = problem.heldout.to(device) if problem.heldout is not None else None
+        self.scored = None  # weight of the held-out pixels in the score
+        if heldout is not None:
+            self.scored = heldout if known is None else known * heldout
+            known = (1.0 - heldout) if known is None else known * (1.0 - heldout)  # never in the data term
+        self.known = known
+        self.operator = problem.operator.to(device)
+        self.variance = problem.noise_variance
+        if isinstance(self.variance, torch.Tensor):
+            self.variance = self.variance.to(device)
+
+    def loss(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A(out), the data term at the pixels in the fit)."""
+        prediction = self.operator(out)
+        return prediction, self.noise.data_term(prediction, self.target, self.known)
+
+
+class Schedule:
+    """The coarse-to-fine stages and the learning rate along the run, from ``position`` in the coarse-to-fine plan
+    (a warm start's: its neighbour's kept iterate; 0 for a cold start)."""
+
+    def __init__(self, settings: Settings, net, total: int, position: int = 0):
+        self.settings, self.total = settings, total
+        # a warm start continues its neighbour's plan from where the neighbour's kept iterate was
+        self.stages = [(end - position, k) for end, k in coarse_stages(settings, net, total) if end > position]
+        self.full_resolution_from = self.stages[-1][0] if self.stages else 0
+
+    def apply(self, iteration: int, fitting: NetworkFit) -> None:
+        """Set the network's resolution and the optimiser's rate for step ``iteration + 1``."""
+        if self.stages:
+            fitting.net.skipped_upsamples = next((k for end, k in self.stages if iteration < end), 0)
+        if self.settings.lr_schedule != "constant":
+            for group in fitting.optimiser.param_groups:
+                group["lr"] = learning_rate(self.settings, iteration + 1, self.total)
+
+    def coarse(self, fitting: NetworkFit) -> bool:
+        return bool(self.stages and fitting.net.skipped_upsamples)
+
+
+class Backtracking:
+    """The paper's safeguard: when the fit collapses (its squared error at the measurements jumps by more than
+    ``backtrack_drop_db``), reload the last good weights and skip the step."""
+
+    def __init__(self, settings: Settings, sync_every: int, net):
+        self.drop_db = settings.backtrack_drop_db
+        self.every = settings.backtrack_every if sync_every == 1 else max(settings.backtrack_every, sync_every)
+        self.saved = [p.detach().clone() for p in net.parameters()]
+        self.last_fidelity = None
+        self.count = 0
+
+    def jumped(self, step: int, prediction: torch.Tensor, measurement: Measurement, net) -> bool:
+        """True when step ``step`` collapsed and the weights were reloaded; else the weights may be saved."""
+        if step % self.every:
+            return False
+        # PSNR(data, output) dropping by d dB is the MSE growing by 10^(d/10): the squared error, in every model.
+        fidelity = float(masked_mean((prediction.detach() - measurement.target) ** 2, measurement.known))
+        jumped = self.last_fidelity is not None and (
+            not math.isfinite(fidelity) or fidelity > self.last_fidelity * 10 ** (self.drop_db / 10))
+        with torch.no_grad():
+            for p, saved in zip(net.parameters(), self.saved):
+                if jumped:
+                    p.copy_(saved)
+                else:
+                    saved.copy_(p)
+        if jumped:
+            self.count += 1
+        else:
+            self.last_fidelity = fidelity
+        return jumped
+
+
+class OutputAverage:
+    """The exponential moving average of the outputs (or, without one, the latest output)."""
+
+    def __init__(self, settings: Settings):
+        self.weight, self.warmup = settings.ema, settings.ema_warmup
+        self.average = None
+        self.output = None
+
+    def update(self, output: torch.Tensor, iteration: int) -> None:
+        self.output = output
+        if self.weight is None:
+            return
+        weight = min(self.weight, iteration / (iteration + 10)) if self.warmup else self.weight
+        self.average = output.clone() if self.average is None else self.average.mul_(weight).add_(
+            output, alpha=1 - weight)
+
+    @property
+    def latest(self):
+        return self.average if self.average is not None else self.output
+
+
+class HeldOutScore:
+    """Judges each iterate at the held-out pixels (core/quality.py), mixed with a classical estimate if there is
+    one; gives the estimated error of the result now and of the kept one."""
+
+    def __init__(self, problem: Problem, measurement: Measurement, device: torch.device):
+        self.measurement = measurement
+        scored = measurement.scored
+        variance = measurement.variance
+        # the mean noise variance at the held-out pixels: fixed for the run, read once
+        self.variance_term = None
+        if variance is not None:
+            self.variance_term = float(masked_mean(variance, scored)) if isinstance(variance, torch.Tensor) \
+                else float(variance)
+        self.mixer = None
+        if problem.reference is not None:
+            self.mixer = ReferenceMix(problem.reference.to(device),
+                                      measurement.operator(problem.reference_scored.to(device)),
+                                      measurement.target, scored)
+        self.score = None
+
+    def judge(self, current: torch.Tensor) -> torch.Tensor:
+        """Score ``current`` (kept as ``score``, on the device); returns the iterate judged: mixed, or itself."""
+        m = self.measurement
+        with torch.no_grad():
+            measured = m.operator(current)
+            self.score = m.noise.heldout_score(measured, m.target, m.scored)
+            if self.mixer is not None:
+                # the network's own held-out error picks the iterate; the mix is the result at that iterate
+                current = self.mixer.mix(current, measured)
+        return current
+
+    def keep(self, improved: torch.Tensor) -> None:
+        if self.mixer is not None:
+            self.mixer.keep(improved)
+
+    def judged(self, latest: torch.Tensor) -> torch.Tensor:
+        return self.mixer.current if self.mixer is not None and self.mixer.current is not None else latest
+
+    def scores(self, best_score: float | None):
+        """(estimated MSE now, estimated MSE of the kept iterate, raw held-out error now)."""
+        if self.score is None:
+            return None, None, None
+        if self.mixer is not None:  # the estimate is of the mixed result
+            raw, best = self.mixer.error(), self.mixer.error(best=True)
+        else:
+            raw, best = float(self.score), best_score
+        if self.variance_term is None:
+            return None, None, raw
+        return raw - self.variance_term, None if best is None else best - self.variance_term, raw
+
+    def mix_weights(self) -> dict:
+        return {} if self.mixer is None else {"mix_weight": self.mixer.weight(),
+                                              "best_mix_weight": self.mixer.weight(best=True)}
+
+
+class KeptNetwork:
+    """The network's weights and Adam's moments at the kept iterate, updated on the device: a warm-started neighbour
+    continues from the result that was kept, not from the iterates past it (docs/benchmarks.md: on smooth stacks
+    the final weights lost 0.3 dB to a cold start; the kept ones gained 0.5)."""
+
+    def __init__(self, fitting: NetworkFit):
+        self.fitting = fitting
+        self.kept = [t.detach().clone() for t in self._live()]
+
+    def _live(self) -> list[torch.Tensor]:
+        """The tensors that make the fit's state, in a fixed order (updated in place by the optimiser)."""
+        tensors = list(self.fitting.net.state_dict().values())
+        for p in self.fitting.net.parameters():
+            tensors += [v for v in self.fitting.optimiser.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
+        return tensors
+
+    def keep(self, improved: torch.Tensor) -> None:
+        live = self._live()
+        if len(live) != len(self.kept):  # Adam's moments appear at its first step
+            self.kept = [t.detach().clone() for t in live]
+            return
+        with torch.no_grad():
+            for kept, now in zip(self.kept, live):
+                kept.copy_(torch.where(improved, now, kept))
+
+    def restore(self) -> None:
+        """Put the kept state back into the network and the optimiser (the run is over)."""
+        with torch.no_grad():
+            for now, kept in zip(self._live(), self.kept):
+                now.copy_(kept)
+
+
+class KeptIterate:
+    """The result a stopping rule keeps: updated on the device, without reading its decision on the host."""
+
+    def __init__(self):
+        self.tensor = None
+
+    def keep(self, candidate: torch.Tensor, improved: torch.Tensor) -> None:
+        self.tensor = candidate.clone() if self.tensor is None else torch.where(improved, candidate, self.tensor)
+
+
+class StoppingRule:
+    """Chooses the kept iterate and when the run ends. ``observe`` sees each iterate after its step and returns the
+    stop reason once the run should end; decisions are read on the host every ``sync_every`` iterations and at
+    snapshots only. ``tracker`` (AutoStop or EarlyStopping) holds the minimum on the device; None: no rule."""
+
+    tracker = None
+    best_score: float | None = None
+
+    def observe(self, iteration: int, counter, output, latest, judged, score, check: bool) -> str | None:
+        return None
+
+    def finish(self) -> None:
+        if self.tracker is not None:
+            self.tracker.sync()
+
+    @property
+    def chosen_iteration(self) -> int | None:
+        return self.tracker.best_iteration if self.tracker is not None else None
+
+
+class HeldOutStop(StoppingRule):
+    """Automatic stopping: keep the iterate with the lowest held-out error; stop when it has not improved for the
+    patience (core/quality.py AutoStop), counted from the full-resolution stage at the earliest."""
+
+    def __init__(self, settings: Settings, scorer: HeldOutScore, kept: KeptIterate, full_resolution_from: int):
+        self.auto = self.tracker = AutoStop(settings.stop_patience, settings.stop_patience_growth)
+        self.improved = None  # whether the latest iterate set a new minimum (0-d bool tensor)
+        self.scorer, self.kept, self.full_resolution_from = scorer, kept, full_resolution_from
+
+    def observe(self, iteration, counter, output, latest, judged, score, check):
+        improved = self.improved = self.auto.update(counter, score)
+        self.scorer.keep(improved)
+        self.kept.keep(judged, improved)
+        if check:
+            self.auto.sync()
+            if self.auto.should_stop(iteration, full_resolution_from=self.full_resolution_from):
+                return (f"automatic stop: the held-out error was lowest at iteration {self.auto.best_iteration} and "
+                        f"did not improve for {iteration - self.auto.best_iteration} iterations")
+        return None
+
+    @property
+    def best_score(self):
+        return self.auto.best_score if math.isfinite(self.auto.best_score) else None
+
+
+class VarianceStop(StoppingRule):
+    """ES-WMV: keep the iterate at the minimum of the iterates' moving variance, at full resolution only."""
+
+    def __init__(self, settings: Settings, kept: KeptIterate, schedule: Schedule, fitting: NetworkFit):
+        self.stopper = self.tracker = EarlyStopping(settings.es_window, settings.es_patience)
+        self.kept, self.schedule, self.fitting = kept, schedule, fitting
+
+    def observe(self, iteration, counter, output, latest, judged, score, check):
+        if self.schedule.coarse(self.fitting):
+            return None
+        counter.fill_(iteration)
+        improved = self.stopper.update_on_device(counter, output)
+        if improved is not None:
+            self.kept.keep(latest, improved)
+        if check:
+            self.stopper.sync()
+            if self.stopper.should_stop(iteration):
+                return f"early stopping (ES-WMV): best at iteration {self.stopper.best_iteration}"
+        return None
+
+
+
 def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.device | str = "cpu",
-        should_stop: Callable[[], bool] = lambda: False, on_iteration: Callable | None = None):
+        should_stop: Callable[[], bool] = lambda: False, on_iteration: Callable | None = None,
+        start_from: FittedState | None = None):
     """Run the optimisation; a generator of :class:`LoopState`.
 
     ``should_stop`` is polled every iteration: when it returns True the loop ends
     and yields its final state at once. ``on_iteration(iteration, network)`` is
-    called before each step (used by tests to inject faults).
+    called before each step (used by tests to inject faults). ``start_from``: a
+    neighbour's final :class:`FittedState` to continue from (warm start: its weights,
+    Adam's moments and the rest of its coarse-to-fine plan) instead of a random
+    initialisation.
     """
     device = torch.device(device)
-    noise = get_noise_model(problem.noise)
-    dims = problem.dims
-    guide_channels = problem.guide.shape[1] if problem.guide is not None else None
-    n_in = input_channels(settings.input, settings.input_channels, dims, guide_channels)
-    noise_gen = torch.Generator().manual_seed(seed)
-    # Seed the global generator only inside this block so the caller's random state is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        members = max(1, int(getattr(settings, "ensemble", 1) or 1))
-        net = build_network(settings.network, n_in, problem.out_channels, dims, members=members,
-                            spatial=problem.out_spatial)
-    spatial = problem.out_spatial
-    if settings.network.kind == "light":
-        spatial = net.input_shape(spatial)
-    if members > 1 and settings.input == "noise":
-        z = make_input(settings.input, n_in * members, spatial, noise_gen).to(device)
-    else:
-        z = make_input(settings.input, n_in, spatial, noise_gen, problem.guide).to(device)
-        if members > 1:
-            z = z.repeat(1, members, *([1] * dims))
-    net = net.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # same sizes every iteration: pick the fastest kernels once
-    if getattr(settings, "channels_last", False) and dims == 2:
-        # NHWC: faster convolutions with oneDNN on CPUs and with tensor cores on GPUs
-        net = net.to(memory_format=torch.channels_last)
-        z = z.contiguous(memory_format=torch.channels_last)
-    target = problem.target.to(device)
-    known = problem.known.to(device) if problem.known is not None else None
-    heldout = problem.heldout.to(device) if problem.heldout is not None else None
-    scored = None  # weight of the held-out pixels in the score
-    if heldout is not None:
-        scored = heldout if known is None else known * heldout
-        known = (1.0 - heldout) if known is None else known * (1.0 - heldout)  # never in the data term
-    noise_variance = problem.noise_variance
-    if isinstance(noise_variance, torch.Tensor):
-        noise_variance = noise_variance.to(device)
-    operator = problem.operator.to(device)
-    # the jitter comes from its own seeded generator, on the device, so runs repeat
-    jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
-
-    optimiser = _optimiser(net.parameters(), learning_rate(settings, 1, settings.iterations), device)
-    sync_every = _sync_interval(settings, device)
-    backtrack_every = settings.backtrack_every if sync_every == 1 else max(settings.backtrack_every, sync_every)
-    step_counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device
-    start = time.perf_counter()
+    fitting = NetworkFit(problem, settings, seed, device, start_from)
+    measurement = Measurement(problem, device)
     total = settings.iterations
-    stages = coarse_stages(settings, net, total)
-    cpu_bf16 = getattr(settings, "cpu_bf16", False)
-    forward = _maybe_compile(net, z, device, getattr(settings, "compile", False),
-                             _autocast(device, settings.amp, cpu_bf16))
-    average = None
-    stopper = EarlyStopping(settings.es_window, settings.es_patience) if settings.early_stopping else None
-    auto = None
-    if settings.auto_stop and scored is not None:
-        auto = AutoStop(settings.stop_patience, settings.stop_patience_growth)
-        stopper = None  # one rule chooses the result
-    variance_term = None  # mean noise variance at the held-out pixels: fixed for the run, read once
-    if scored is not None and noise_variance is not None:
-        variance_term = float(masked_mean(noise_variance, scored)) if isinstance(noise_variance, torch.Tensor) \
-            else float(noise_variance)
-    mixer = None
-    if scored is not None and problem.reference is not None:
-        mixer = ReferenceMix(problem.reference.to(device), operator(problem.reference_scored.to(device)), target,
-                             scored)
-    score = None
-    best_estimate = None
-    last_good = [p.detach().clone() for p in net.parameters()] if settings.backtracking else None
-    last_good_fidelity = None
-    backtracks = 0
-    loss_value = float("nan")
-    output = None
-    stop_reason = f"completed {total} iterations"
-    iteration = 0
+    position = start_from.position if start_from is not None else 0
+    schedule = Schedule(settings, fitting.net, total, position)
+    sync_every = _sync_interval(settings, device)
+    backtracking = Backtracking(settings, sync_every, fitting.net) if settings.backtracking else None
+    average = OutputAverage(settings)
+    scorer = HeldOutScore(problem, measurement, device) if measurement.scored is not None else None
+    kept = KeptIterate()
+    rule = StoppingRule()  # automatic stopping (held-out pixels) and ES-WMV are one rule or the other
+    if settings.auto_stop and scorer is not None:
+        rule = HeldOutStop(settings, scorer, kept, schedule.full_resolution_from)
+    elif settings.early_stopping:
+        rule = VarianceStop(settings, kept, schedule, fitting)
+    kept_network = KeptNetwork(fitting) if settings.warm_start and isinstance(rule, HeldOutStop) else None
+    counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device
+    start = time.perf_counter()
+    iteration, loss, stop_reason = 0, None, f"completed {total} iterations"
 
-    def latest():
-        return average if average is not None else output
-
-    def estimate():
-        return best_estimate if best_estimate is not None else latest()
-
-    def judged():
-        """The iterate the held-out score judges: the latest one, mixed with the reference when there is one."""
-        return mixer.current if mixer is not None and mixer.current is not None else latest()
-
-    def mix_weights():
-        return {} if mixer is None else {"mix_weight": mixer.weight(), "best_mix_weight": mixer.weight(best=True)}
-
-    def chosen_iteration():
-        if auto is not None:
-            return auto.best_iteration
-        return stopper.best_iteration if stopper is not None else None
-
-    def scores():
-        """(estimated MSE now, estimated MSE of the chosen iteration, raw held-out error now)."""
-        if score is None:
-            return None, None, None
-        if mixer is not None:  # the estimate is of the mixed result
-            raw, best = mixer.error(), mixer.error(best=True)
-        else:
-            raw = float(score)
-            best = auto.best_score if auto is not None and math.isfinite(auto.best_score) else None
-        if variance_term is None:
-            return None, None, raw
-        return raw - variance_term, None if best is None else best - variance_term, raw
+    def state(**final) -> LoopState:
+        latest = average.latest
+        scores = scorer.scores(rule.best_score) if scorer is not None else (None, None, None)
+        judged = scorer.judged(latest) if scorer is not None else latest
+        return LoopState(iteration, total, float("nan") if loss is None else float(loss.detach()),
+                         average.output, kept.tensor if kept.tensor is not None else latest,
+                         time.perf_counter() - start, backtracking.count if backtracking else 0,
+                         rule.chosen_iteration, *scores, current=judged,
+                         **(scorer.mix_weights() if scorer is not None else {}), **final)
 
     while iteration < total:
         if should_stop():
             stop_reason = "stopped by user"
             break
         if on_iteration is not None:
-            on_iteration(iteration + 1, net)
-        if stages:
-            skipped = next((k for end, k in stages if iteration < end), 0)
-            net.skipped_upsamples = skipped
-        if settings.lr_schedule != "constant":
-            for group in optimiser.param_groups:
-                group["lr"] = learning_rate(settings, iteration + 1, total)
-        net_input = z
-        if settings.reg_noise_std > 0:
-            jitter = torch.randn(z.shape, generator=jitter_gen, device=device, dtype=z.dtype)
-            net_input = z + settings.reg_noise_std * jitter
-        with _autocast(device, settings.amp, cpu_bf16):
-            out = forward(net_input)
-        out = out.float()
-        if members > 1:  # the ensemble's outputs as a batch: the data term averages over its members
-            out = out.reshape(members, problem.out_channels, *out.shape[2:])
-        if stages and out.shape[2:] != tuple(problem.out_spatial):
-            out = torch.nn.functional.interpolate(out, size=tuple(problem.out_spatial),
-                                                  mode="bilinear" if dims == 2 else "trilinear", align_corners=False)
-        prediction = operator(out)
-        loss = noise.data_term(prediction, target, known)
-
-        if settings.backtracking and (iteration + 1) % backtrack_every == 0:
-            # PSNR(data, output) dropping by d dB is the MSE growing by 10^(d/10): the squared error, in every model.
-            fidelity = float(masked_mean((prediction.detach() - target) ** 2, known))
-            jumped = last_good_fidelity is not None and (
-                not math.isfinite(fidelity) or fidelity > last_good_fidelity * 10 ** (settings.backtrack_drop_db / 10))
-            if jumped:
-                with torch.no_grad():
-                    for p, saved in zip(net.parameters(), last_good):
-                        p.copy_(saved)
-                backtracks += 1
-                iteration += 1
-                continue
-            with torch.no_grad():
-                for p, saved in zip(net.parameters(), last_good):
-                    saved.copy_(p)
-            last_good_fidelity = fidelity
-
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+            on_iteration(iteration + 1, fitting.net)
+        schedule.apply(iteration, fitting)
+        out = fitting.outputs()
+        prediction, loss = measurement.loss(out)
+        if backtracking is not None and backtracking.jumped(iteration + 1, prediction, measurement, fitting.net):
+            iteration += 1
+            continue
+        fitting.step(loss)
         iteration += 1
-        output = out.detach() if members == 1 else out.detach().mean(0, keepdim=True)
-        if settings.ema is not None:
-            weight = min(settings.ema, iteration / (iteration + 10)) if settings.ema_warmup else settings.ema
-            average = output.clone() if average is None else average.mul_(weight).add_(output, alpha=1 - weight)
-        if scored is not None:
-            step_counter.fill_(iteration)
-            current = latest()
-            with torch.no_grad():
-                measured = operator(current)
-                score = noise.heldout_score(measured, target, scored)
-                if mixer is not None:
-                    # the network's own held-out error picks the iterate; the mix is the result at that iterate
-                    current = mixer.mix(current, measured)
-            if auto is not None:
-                improved = auto.update(step_counter, score)
-                if mixer is not None:
-                    mixer.keep(improved)
-                best_estimate = current.clone() if best_estimate is None else torch.where(
-                    improved, current, best_estimate)
-                if iteration % sync_every == 0 or iteration % settings.snapshot_every == 0:
-                    auto.sync()
-                    if auto.should_stop(iteration, full_resolution_from=stages[-1][0] if stages else 0):
-                        stop_reason = (f"automatic stop: the held-out error was lowest at iteration "
-                                       f"{auto.best_iteration} and did not improve for "
-                                       f"{iteration - auto.best_iteration} iterations")
-                        break
-        if stopper is not None and not (stages and net.skipped_upsamples):  # ES-WMV at full resolution only
-            step_counter.fill_(iteration)
-            current = latest()
-            improved = stopper.update_on_device(step_counter, output)
-            if improved is not None:
-                # keep the iterate at the variance minimum without reading the decision on the host
-                best_estimate = current.clone() if best_estimate is None else torch.where(
-                    improved, current, best_estimate)
-            if iteration % sync_every == 0 or iteration % settings.snapshot_every == 0:
-                stopper.sync()
-                if stopper.should_stop(iteration):
-                    stop_reason = f"early stopping (ES-WMV): best at iteration {stopper.best_iteration}"
-                    break
+        average.update(fitting.mean(out), iteration)
+        judged = None
+        if scorer is not None:
+            counter.fill_(iteration)
+            judged = scorer.judge(average.latest)
+        check = iteration % sync_every == 0 or iteration % settings.snapshot_every == 0
+        reason = rule.observe(iteration, counter, average.output, average.latest, judged,
+                              scorer.score if scorer is not None else None, check)
+        if kept_network is not None:
+            kept_network.keep(rule.improved)
+        if reason is not None:
+            stop_reason = reason
+            break
         if iteration % settings.snapshot_every == 0 and iteration < total:
-            loss_value = float(loss.detach())
-            yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
-                            backtracks, chosen_iteration(), *scores(), current=judged(), **mix_weights())
+            yield state()
 
-    if stopper is not None:
-        stopper.sync()
-    if auto is not None:
-        auto.sync()
-    if output is None:  # stopped before the first step: report the untrained network's output
-        with torch.no_grad():
-            output = net(z).float()
-            if members > 1:
-                output = output.reshape(members, problem.out_channels, *output.shape[2:]).mean(0, keepdim=True)
+    rule.finish()
+    if average.output is None:  # stopped before the first step: report the untrained network's output
+        average.output = fitting.untrained_output()
+        loss = None
+    if isinstance(rule, HeldOutStop) and rule.chosen_iteration is not None and stop_reason.startswith("completed"):
+        stop_reason += f"; the held-out error was lowest at iteration {rule.chosen_iteration}"
+    if kept_network is not None and rule.chosen_iteration is not None:
+        kept_network.restore()
+        position += rule.chosen_iteration
     else:
-        loss_value = float(loss.detach())
-    if auto is not None and auto.best_iteration is not None and stop_reason.startswith("completed"):
-        stop_reason += f"; the held-out error was lowest at iteration {auto.best_iteration}"
-    yield LoopState(iteration, total, loss_value, output, estimate(), time.perf_counter() - start,
-                    backtracks, chosen_iteration(), *scores(), current=judged(), **mix_weights(),
-                    stop_reason=stop_reason, done=True)
+        position += iteration
+    yield state(stop_reason=stop_reason, done=True, fitted=fitting.fitted(position))

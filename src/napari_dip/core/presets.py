@@ -48,6 +48,9 @@ class Settings:
     # (non-local means, Anscombe-transformed for photon counts), or None
     mix_with: str | None = None
     keep_measured: bool = False  # the result keeps the measured pixels as they are; the network fills the rest
+    # amortised fitting across the work units of one job (planes, tiles): each unit starts from the weights of
+    # a fitted neighbour (the same tile of the previous plane, else the previous unit) instead of from scratch
+    warm_start: bool = False
     snapshot_every: int = 50
     amp: bool = True  # mixed precision where the device supports it (CUDA)
     # --- schedules (defaults keep the paper's plain loop)
@@ -107,7 +110,7 @@ def _denoise(name: str, factor: int | None) -> Settings:
         # automatic stopping chooses the result; iterations is a ceiling that low noise levels need (their
         # best comes late) and high ones never reach. The coarse stages have fixed lengths so that a higher
         # ceiling does not stretch them: smooth images are often best at the end of a coarse stage.
-        return Settings(network=_net(**_LIGHT_DENOISE), iterations=2000, mix_with="nl-means",
+        return Settings(network=_net(**_LIGHT_DENOISE), iterations=2000, mix_with="nl-means", warm_start=True,
                         **dict(_FAST_SCHEDULE, ensemble=2, coarse_to_fine=((250, 4), (250, 2))))
     raise KeyError(name)
 
@@ -227,6 +230,8 @@ def _result(s: Settings) -> str:
         parts = [f"mixed with {'a biharmonic fill (small gaps)' if s.mix_with == 'biharmonic' else 'non-local means'}"]
     if s.keep_measured:
         parts.append("measured pixels kept")
+    if s.warm_start:
+        parts.append("each plane warm-started from the plane before")
     return ", ".join(parts)
 
 

@@ -1,0 +1,69 @@
+"""What a restoration is asked to do, besides the image: one typed object.
+
+:class:`RestoreOptions` holds every option of :func:`napari_dip.restore` with its default; the API builds it
+from the caller's keywords (those that are not options are settings of the preset) and passes it on to the
+job's definition (``job.define_job``) and the executor. ``restore``'s and ``restore_iter``'s signatures are
+made from it, so a new option is written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RestoreOptions:
+    """The options of one restoration (restore()'s docstring says what each does)."""
+
+    task: str = "denoise"
+    preset: str = "fast"
+    mask: Any = None
+    factor: int | None = None
+    psf: Any = None
+    psf_sigma: float | None = None
+    guide: Any = None
+    noise: str = "gaussian"
+    channel_axis: int | None = None
+    volumetric: bool = False
+    iterations: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    ground_truth: Any = None
+    snapshot_every: int | None = None
+    early_stopping: bool | None = None
+    auto_stop: bool | None = None
+    holdout_fraction: float | None = None
+    gain: float | None = None
+    offset: float | None = None
+    read_noise: float | None = None
+    percentiles: tuple = (0.0, 100.0)
+    tile_size: int | str | None = "auto"
+    overlap: int = 64
+    normalise: str = "joint"
+    out: Any = None
+    memory_limit: float | None = None
+    settings: dict = field(default_factory=dict)  # fields of core.presets.Settings by name (``lr``, ``network_kind``)
+
+    @classmethod
+    def from_keywords(cls, **keywords) -> RestoreOptions:
+        """The options from restore()'s keywords: the ones that are not options are settings."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"settings"}
+        settings = {name: keywords.pop(name) for name in list(keywords) if name not in names}
+        return cls(**keywords, settings=settings)
+
+
+def signature(returns) -> inspect.Signature:
+    """``restore(image, task='denoise', *, <every option>, **settings) -> returns``."""
+    image = inspect.Parameter("image", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = [image]
+    for option in dataclasses.fields(RestoreOptions):
+        if option.name == "settings":
+            continue
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if option.name == "task" else inspect.Parameter.KEYWORD_ONLY
+        default = option.default if option.default is not dataclasses.MISSING else option.default_factory()
+        parameters.append(inspect.Parameter(option.name, kind, default=default, annotation=option.type))
+    parameters.append(inspect.Parameter("settings", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(parameters, return_annotation=returns)

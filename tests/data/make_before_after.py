@@ -1,0 +1,58 @@
+"""Writes before_after.npz: small restorations whose results must not change when the engine is only reorganised.
+
+Run it with the engine before a reorganisation (e.g. ``PYTHONPATH=<old checkout>/src python
+tests/data/make_before_after.py``); ``tests/test_before_after.py`` then checks the reorganised engine against it.
+One torch thread, as in the test suite.
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+TINY = dict(network_down=(8, 16), network_up=(8, 16), network_skip=(2, 2), input_channels=4)
+LIGHT = dict(network_channels=8, network_head_channels=4)
+
+
+def image(seed=0, side=32):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:side, :side]
+    clean = 100 + 80 * np.sin(x / 4.0) * np.cos(y / 5.0)
+    return clean, rng
+
+
+def cases():
+    """Name → (restore arguments, restore keyword arguments)."""
+    clean, rng = image()
+    noisy = (clean + rng.normal(0, 20, clean.shape)).astype(np.float32)
+    counts = rng.poisson(clean / 20).astype(np.float32)
+    holes = clean.astype(np.float32).copy()
+    mask = rng.random(clean.shape) < 0.3
+    small = clean[::2, ::2].astype(np.float32)
+    common = dict(seed=0, device="cpu", tile_size=None)
+    return {
+        # automatic stop with the non-local-means mix, coarse-to-fine, two members
+        "denoise_fast": ((noisy, "denoise"), dict(common, iterations=120, stop_patience=20, **LIGHT)),
+        "denoise_poisson": ((counts, "denoise"), dict(common, noise="poisson", iterations=80, **LIGHT)),
+        # ES-WMV and backtracking on the skip network, EMA of outputs
+        "denoise_es_wmv": ((noisy, "denoise"), dict(common, preset="paper", iterations=60, auto_stop=False,
+                                                    early_stopping=True, es_window=5, es_patience=10, **TINY)),
+        "inpaint_fast": ((holes, "inpaint"), dict(common, mask=mask, iterations=60, **TINY)),
+        "superres_fast": ((small, "superres"), dict(common, factor=2, iterations=60, **LIGHT)),
+        "deconvolve_cosine": ((noisy, "deconvolve"), dict(common, psf_sigma=1.0, iterations=60,
+                                                          lr_schedule="cosine-tail", **LIGHT)),
+    }
+
+
+def results():
+    import napari_dip
+
+    torch.set_num_threads(1)
+    return {name: napari_dip.restore(*args, **kwargs).image for name, (args, kwargs) in cases().items()}
+
+
+if __name__ == "__main__":
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "before_after.npz")
+    np.savez_compressed(out, **results())
+    print("wrote", out, file=sys.stderr)
