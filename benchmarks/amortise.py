@@ -73,12 +73,13 @@ def mean_psnr(truth, image, peak):
     return float(np.mean([images.psnr(t, r, peak) for t, r in zip(truth, image)]))
 
 
-def run(noisy, kwargs, truth, peak, warm: bool, tile_size) -> dict:
+def run(noisy, kwargs, truth, peak, warm: bool, tile_size, settings=None) -> dict:
     import napari_dip
 
     start = time.perf_counter()
     restore = napari_dip.restore_iter(noisy, "denoise", preset="fast", device="cpu", ground_truth=truth, seed=0,
-                                      tile_size=tile_size, overlap=32, warm_start=warm, **kwargs)
+                                      tile_size=tile_size, overlap=32, warm_start=warm, **kwargs,
+                                      **(settings or {}))
     best = {}  # unit → best iterate's PSNR against the truth (the unit's own range, rescaled below)
     for snap in restore:
         current = snap.metrics.get("psnr_current")
@@ -116,11 +117,16 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--tiles", type=int, default=0, help="also: frames of this side cut into 128² tiles")
     parser.add_argument("--cases", default="all", help="comma-separated case numbers (0-based), or all")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every run, a Python literal, e.g. --set stop_patience=100")
     parser.add_argument("--only", choices=("cold", "warm"), default=None, help="run one of the two")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "amortise.json"))
     args = parser.parse_args(argv)
+    import ast
+
     import torch
 
+    settings = {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.set_num_threads(args.threads)
     os.environ["NAPARI_DIP_THREADS"] = str(args.threads)
     chosen = range(len(CASES)) if args.cases == "all" else [int(c) for c in args.cases.split(",")]
@@ -141,7 +147,7 @@ def main(argv=None) -> int:
         row = {"case": f"{kind} {content} {change} {noise} {level}", "nlm": round(ref, 2)}
         for name, warm in (("cold", False), ("warm", True)):
             if args.only in (None, name):
-                row[name] = run(noisy, kwargs, truth, peak, warm, tile_size)
+                row[name] = run(noisy, kwargs, truth, peak, warm, tile_size, settings)
         rows.append(row)
         if args.only:
             r = row[args.only]
