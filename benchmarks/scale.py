@@ -37,14 +37,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 import images  # noqa: E402
 from axial_superres import volume  # noqa: E402
-from test_axial_superres import interpolate_z, measure  # noqa: E402
+from test_axial_superres import interpolate_z, measure, psnr  # noqa: E402
 
 TARGET_SECONDS = {"a": 300, "b": 600, "c": 600, "d": 600}
 GAIN, OFFSET, READ_NOISE, PEAK_PHOTONS = 2.0, 100.0, 2.0, 40.0
-
-
-def psnr(result, truth) -> float:
-    return float(10 * np.log10((truth.max() - truth.min()) ** 2 / np.mean((result - truth) ** 2)))
 
 
 def anscombe_nlm(counts: np.ndarray) -> np.ndarray:

@@ -576,28 +576,29 @@ class KeptNetwork:
 
     def __init__(self, fitting: NetworkFit):
         self.fitting = fitting
-        self.kept = [t.detach().clone() for t in self._live()]
+        self.live = self.kept = None  # the tensors of the fit's state, and their copies at the kept iterate
 
     def _live(self) -> list[torch.Tensor]:
-        """The tensors that make the fit's state, in a fixed order (updated in place by the optimiser)."""
+        """The tensors that make the fit's state, in a fixed order. The optimiser updates them in place, and Adam's
+        moments exist from its first step on: read once, at the first iterate."""
         tensors = list(self.fitting.net.state_dict().values())
         for p in self.fitting.net.parameters():
             tensors += [v for v in self.fitting.optimiser.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
         return tensors
 
     def keep(self, improved: torch.Tensor) -> None:
-        live = self._live()
-        if len(live) != len(self.kept):  # Adam's moments appear at its first step
-            self.kept = [t.detach().clone() for t in live]
+        if self.kept is None:  # the first iterate: kept whatever ``improved`` says, as by KeptIterate
+            self.live = self._live()
+            self.kept = [t.detach().clone() for t in self.live]
             return
         with torch.no_grad():
-            for kept, now in zip(self.kept, live):
+            for kept, now in zip(self.kept, self.live):
                 kept.copy_(torch.where(improved, now, kept))
 
     def restore(self) -> None:
         """Put the kept state back into the network and the optimiser (the run is over)."""
         with torch.no_grad():
-            for now, kept in zip(self._live(), self.kept):
+            for now, kept in zip(self.live, self.kept):
                 now.copy_(kept)
 
 
@@ -635,15 +636,18 @@ class HeldOutStop(StoppingRule):
     """Automatic stopping: keep the iterate with the lowest held-out error; stop when it has not improved for the
     patience (core/quality.py AutoStop), counted from the full-resolution stage at the earliest."""
 
-    def __init__(self, settings: Settings, scorer: HeldOutScore, kept: KeptIterate, full_resolution_from: int):
+    def __init__(self, settings: Settings, scorer: HeldOutScore, kept: KeptIterate, full_resolution_from: int,
+                 kept_network: KeptNetwork | None = None):
         self.auto = self.tracker = AutoStop(settings.stop_patience, settings.stop_patience_growth)
-        self.improved = None  # whether the latest iterate set a new minimum (0-d bool tensor)
         self.scorer, self.kept, self.full_resolution_from = scorer, kept, full_resolution_from
+        self.kept_network = kept_network  # with warm starts: the network at the kept iterate, for the next unit
 
     def observe(self, iteration, counter, output, latest, judged, score, check):
-        improved = self.improved = self.auto.update(counter, score)
+        improved = self.auto.update(counter, score)
         self.scorer.keep(improved)
         self.kept.keep(judged, improved)
+        if self.kept_network is not None:
+            self.kept_network.keep(improved)
         if check:
             self.auto.sync()
             if self.auto.should_stop(iteration, full_resolution_from=self.full_resolution_from):
@@ -677,7 +681,6 @@ class VarianceStop(StoppingRule):
         return None
 
 
-
 def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.device | str = "cpu",
         should_stop: Callable[[], bool] = lambda: False, on_iteration: Callable | None = None,
         start_from: FittedState | None = None):
@@ -702,11 +705,12 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     scorer = HeldOutScore(problem, measurement, device) if measurement.scored is not None else None
     kept = KeptIterate()
     rule = StoppingRule()  # automatic stopping (held-out pixels) and ES-WMV are one rule or the other
+    kept_network = None  # warm starts hand on the kept iterate's network, which only the held-out rule chooses
     if settings.auto_stop and scorer is not None:
-        rule = HeldOutStop(settings, scorer, kept, schedule.full_resolution_from)
+        kept_network = KeptNetwork(fitting) if settings.warm_start else None
+        rule = HeldOutStop(settings, scorer, kept, schedule.full_resolution_from, kept_network)
     elif settings.early_stopping:
         rule = VarianceStop(settings, kept, schedule, fitting)
-    kept_network = KeptNetwork(fitting) if settings.warm_start and isinstance(rule, HeldOutStop) else None
     counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device
     start = time.perf_counter()
     iteration, loss, stop_reason = 0, None, f"completed {total} iterations"
@@ -743,8 +747,6 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
         check = iteration % sync_every == 0 or iteration % settings.snapshot_every == 0
         reason = rule.observe(iteration, counter, average.output, average.latest, judged,
                               scorer.score if scorer is not None else None, check)
-        if kept_network is not None:
-            kept_network.keep(rule.improved)
         if reason is not None:
             stop_reason = reason
             break
