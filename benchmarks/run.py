@@ -137,7 +137,15 @@ def _count_flops(net, z, target) -> int:
     return int(counter.get_total_flops())
 
 
-def worker(case_name: str, variant: str, device_name: str, iterations: int, warmup: int, shape=None) -> dict:
+def _psnr(output, clean) -> float:
+    import numpy as np
+
+    mse = float(np.mean((np.clip(output.detach().float().cpu().numpy(), 0, 1) - clean) ** 2))
+    return 10 * np.log10(1.0 / mse)
+
+
+def worker(case_name: str, variant: str, device_name: str, iterations: int, warmup: int, shape=None,
+           quality: bool = False) -> dict:
     import psutil
     import torch
 
@@ -148,7 +156,7 @@ def worker(case_name: str, variant: str, device_name: str, iterations: int, warm
     case = dict(CASES[case_name])
     if shape:
         case["shape"] = tuple(shape)
-    _, noisy = make_target(case)
+    clean, noisy = make_target(case)
     target = torch.from_numpy(noisy).to(device)
     kind, overrides = parse_variant(variant)
     settings = paper_settings(warmup + iterations, **overrides)
@@ -195,6 +203,8 @@ def worker(case_name: str, variant: str, device_name: str, iterations: int, warm
         _sync(device)
         seconds = time.perf_counter() - start
         result["final_loss"] = losses[-1]
+        if quality:
+            result["psnr_output"] = _psnr(out, clean)
     elif kind == "engine":
         from napari_dip.core.loop import Problem, fit
 
@@ -212,6 +222,9 @@ def worker(case_name: str, variant: str, device_name: str, iterations: int, warm
             result["final_loss"] = state.loss  # the last state's loss is the one that stays
         _sync(device)
         seconds = time.perf_counter() - clock["start"]
+        if quality:
+            result["psnr_output"] = _psnr(state.output, clean)
+            result["psnr_result"] = _psnr(state.estimate, clean)  # with the EMA of outputs
     else:
         raise ValueError(variant)
 
@@ -235,9 +248,10 @@ def worker(case_name: str, variant: str, device_name: str, iterations: int, warm
     return result
 
 
-def run_case(case: str, variant: str, device: str, iterations: int, warmup: int, shape=None) -> dict:
+def run_case(case: str, variant: str, device: str, iterations: int, warmup: int, shape=None,
+             quality: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--worker", case, variant, "--device", device,
-           "--iterations", str(iterations), "--warmup", str(warmup)]
+           "--iterations", str(iterations), "--warmup", str(warmup)] + (["--psnr"] if quality else [])
     if shape:
         cmd += ["--shape", ",".join(map(str, shape))]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -270,6 +284,9 @@ def main(argv=None):
                         help="comma-separated: baseline, engine, engine:SETTING=VALUE,... (default: baseline, "
                              "engine and, on a CPU, engine:cpu_bf16=true)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--psnr", action="store_true",
+                        help="also the PSNR of the last output (and the engine's result) against the clean image: "
+                             "with --iterations 2980 --warmup 20, the paper's 3000 iterations")
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--shape", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -281,7 +298,7 @@ def main(argv=None):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.worker:
         shape = tuple(int(s) for s in args.shape.split(",")) if args.shape else None
-        print(json.dumps(worker(*args.worker, device, args.iterations, args.warmup, shape)))
+        print(json.dumps(worker(*args.worker, device, args.iterations, args.warmup, shape, args.psnr)))
         return 0
 
     on_cpu = torch.device(device).type == "cpu"
@@ -319,7 +336,7 @@ def main(argv=None):
         group = {}
         for variant in variants:
             print(f"  running {case} {variant} ...", file=sys.stderr, flush=True)
-            group[variant] = run_case(case, variant, device, iterations, warmup, shape)
+            group[variant] = run_case(case, variant, device, iterations, warmup, shape, args.psnr)
         rows.append(group)
 
     width = max(10, max(len(v) for v in variants) + 2)
@@ -355,6 +372,17 @@ def main(argv=None):
                 line += f", medians {mb / ma:.3f} (×{ma / mb:.2f})"
             line += f"; peak memory {b['peak_memory_mib'] / max(a['peak_memory_mib'], 1e-9):.2f}"
             print(line)
+    if args.psnr:
+        print("PSNR against the clean image after all iterations (output: the last f(z); result: the engine's, "
+              "with its EMA of outputs):")
+        for group in rows:
+            for variant in variants:
+                r = group[variant]
+                if "psnr_output" in r:
+                    result = f", result {r['psnr_result']:.2f} dB" if "psnr_result" in r else ""
+                    print(f"  {r['case']:<8} {variant:<{width}} output {r['psnr_output']:.2f} dB{result}, "
+                          f"{r['seconds_per_iteration'] * (r['iterations'] + r['warmup']):.1f} s in all "
+                          f"(the warm-up counted at the timed rate)")
     memory_method = next((g[v]["memory_method"] for g in rows for v in g if "memory_method" in g[v]), "")
     print(f"peak memory: {memory_method}")
     if on_cpu:

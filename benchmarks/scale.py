@@ -1,6 +1,7 @@
 """Real-sized data: seconds to result and PSNR, cold start against the current default, with a classical reference.
 
-    python benchmarks/scale.py [--shrink 4] [--threads 2] [--cases a,b,c,d]
+    python benchmarks/scale.py [--shrink 4] [--threads 2] [--cases a,b,c,d] [--device cpu]
+    python benchmarks/scale.py --shrink 1 --device cuda --cases a,b,c,d,e --skip-reference   # on a GPU
 
 The four cases of issue 17, at their full sizes with ``--shrink 1``:
 (a) a 2048² 16-bit synthetic fluorescence frame with Poisson-Gaussian noise (gain 2 ADU/photon, offset 100 ADU,
@@ -10,14 +11,17 @@ The four cases of issue 17, at their full sizes with ``--shrink 1``:
     independent Poisson noise (30 photons at the brightest); reference: Anscombe + non-local means per plane;
 (c) a 32 × 256 × 256 volume of smooth blobs with Gaussian noise (σ = 5 % of the range), denoised with a 3D
     network (``volumetric=True``); reference: 3D Gaussian smoothing with the best σ against the truth (an oracle);
-(d) axial ×2 of a 32 × 256 × 256 volume (16 planes measured, σ = 1 %); reference: cubic interpolation along Z.
+(d) axial ×2 of a 32 × 256 × 256 volume (16 planes measured, σ = 1 %); reference: cubic interpolation along Z;
+(e) a 64-plane 256² stack made as (b) (the GPU issue's stack).
 
 ``--shrink s`` divides every side (and the stack's plane count) by s, so that the grid runs in minutes on two
 cores. Each case is restored with warm starts off (cold: every unit from scratch, the behaviour before issue 17)
 and with the defaults; where the defaults start nothing warm (one unit) the run is the same and is not repeated.
 To say what the full size would take, one full-resolution iteration is timed at the full size (auto stop off,
 no coarse stages) and multiplied by the iterations the shrunken run needed: an over-estimate where coarse
-stages ran (they cost a fraction of a full iteration). Run it on a quiet machine: nothing else running.
+stages ran (they cost a fraction of a full iteration); at ``--shrink 1`` the seconds are measured, not estimated.
+``--skip-reference`` leaves out the classical references (CPU work that a GPU machine's lease should not pay
+for; run them on any machine). Run it on a quiet machine: nothing else running.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import images  # noqa: E402
 from axial_superres import volume  # noqa: E402
 from test_axial_superres import interpolate_z, measure, psnr  # noqa: E402
 
-TARGET_SECONDS = {"a": 300, "b": 600, "c": 600, "d": 600}
+TARGET_SECONDS = {"a": 300, "b": 600, "c": 600, "d": 600}  # issue 17, on 2 CPU cores
+GPU_TARGET_SECONDS = {"a": 20, "e": 30}  # issue 19, on one H100
 GAIN, OFFSET, READ_NOISE, PEAK_PHOTONS = 2.0, 100.0, 2.0, 40.0
 
 
@@ -57,28 +62,33 @@ def case_frame(shrink: int) -> dict:
     adu = GAIN * rng.poisson(photons) + OFFSET + rng.normal(0, READ_NOISE, photons.shape)
     frame = np.clip(np.round(adu), 0, 65535).astype(np.uint16)
     truth = (GAIN * photons + OFFSET).astype(np.float32)
-    reference = anscombe_nlm((frame.astype(np.float32) - OFFSET) / GAIN) * GAIN + OFFSET
+    reference = lambda: anscombe_nlm((frame.astype(np.float32) - OFFSET) / GAIN) * GAIN + OFFSET  # noqa: E731
     return dict(name=f"(a) {side}² 16-bit frame, Poisson-Gaussian", full=(2048, 2048), input=frame, truth=truth,
-                kwargs=dict(noise="poisson-gaussian"), reference=("Anscombe + NLM", psnr(reference, truth)))
+                kwargs=dict(noise="poisson-gaussian"), reference=("Anscombe + NLM", lambda: psnr(reference(), truth)))
 
 
-def case_stack(shrink: int) -> dict:
-    side, planes = 512 // shrink, 32 // shrink
+def case_stack(shrink: int, planes: int = 32, side: int = 512, label: str = "(b)") -> dict:
+    side, planes = side // shrink, max(1, planes // shrink)
     big = images.synthetic_cells(2 * side, seed=5)
     clean = np.stack([big[side // 2 + p:side // 2 + p + side, side // 2 + p:side // 2 + p + side] * (1 + 0.01 * p)
                       for p in range(planes)])
     photons = (clean / clean.max() * 30.0).astype(np.float32)
     counts = np.random.default_rng(6).poisson(photons).astype(np.float32)
-    return dict(name=f"(b) {planes} × {side}² time-lapse, Poisson", full=(32, 512, 512), input=counts, truth=photons,
-                kwargs=dict(noise="poisson"), reference=("Anscombe + NLM per plane", psnr(anscombe_nlm(counts),
-                                                                                          photons)))
+    return dict(name=f"{label} {planes} × {side}² time-lapse, Poisson", full=(planes * shrink, side * shrink,
+                                                                           side * shrink),
+                input=counts, truth=photons, kwargs=dict(noise="poisson"),
+                reference=("Anscombe + NLM per plane", lambda: psnr(anscombe_nlm(counts), photons)))
+
+
+def case_long_stack(shrink: int) -> dict:
+    return case_stack(shrink, planes=64, side=256, label="(e)")
 
 
 def case_volume(shrink: int) -> dict:
     shape = (32 // shrink, 256 // shrink, 256 // shrink)
     truth = volume("spheres", shape, seed=7)
     noisy = (truth + np.random.default_rng(8).normal(0, 0.05, shape)).astype(np.float32)
-    best = max(psnr(ndimage.gaussian_filter(noisy, s), truth) for s in (0.5, 0.75, 1.0, 1.5, 2.0))
+    best = lambda: max(psnr(ndimage.gaussian_filter(noisy, s), truth) for s in (0.5, 0.75, 1.0, 1.5, 2.0))  # noqa
     return dict(name=f"(c) {shape[0]} × {shape[1]}² volume, 3D denoise", full=(32, 256, 256), input=noisy,
                 truth=truth, kwargs=dict(volumetric=True), reference=("3D Gaussian, best σ (oracle)", best))
 
@@ -89,23 +99,23 @@ def case_axial(shrink: int) -> dict:
     stack = measure(truth, 2, noise=0.01)
     return dict(name=f"(d) axial ×2 to {shape[0]} × {shape[1]}²", full=(16, 256, 256), input=stack, truth=truth,
                 task="axial-superres", kwargs=dict(factor=2),
-                reference=("cubic along Z", psnr(interpolate_z(stack, 2, 3), truth)))
+                reference=("cubic along Z", lambda: psnr(interpolate_z(stack, 2, 3), truth)))
 
 
-CASES = {"a": case_frame, "b": case_stack, "c": case_volume, "d": case_axial}
+CASES = {"a": case_frame, "b": case_stack, "c": case_volume, "d": case_axial, "e": case_long_stack}
 
 
-def restore(case: dict, **overrides) -> dict:
+def restore(case: dict, device: str = "cpu", **overrides) -> dict:
     import napari_dip
 
     start = time.perf_counter()
-    result = napari_dip.restore(case["input"], case.get("task", "denoise"), device="cpu", seed=0,
+    result = napari_dip.restore(case["input"], case.get("task", "denoise"), device=device, seed=0,
                                 **case["kwargs"], **overrides)
     seconds = time.perf_counter() - start
     record = result.record
     return {"seconds": round(seconds, 1), "psnr": round(psnr(result.image, case["truth"]), 2),
             "iterations": record["iterations"], "units": len(record["units"]),
-            "started_from": [u.get("started_from") for u in record["units"]]}
+            "started_from": [u.get("started_from") for u in record["units"]], "device": record["device"]}
 
 
 def full_size_iteration_seconds(case: dict, key: str) -> float:
@@ -128,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", default="a,b,c,d")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--skip-reference", action="store_true", help="leave out the classical references")
     args = parser.parse_args(argv)
     import torch
 
@@ -135,23 +147,26 @@ def main(argv=None) -> int:
     rows = []
     for key in args.cases.split(","):
         case = CASES[key](args.shrink)
-        row = {"case": case["name"], "reference": case["reference"]}
-        row["cold"] = restore(case, warm_start=False)
+        label, reference = case["reference"]
+        row = {"case": case["name"], "reference": None if args.skip_reference else (label, reference())}
+        row["cold"] = restore(case, args.device, warm_start=False)
         units = row["cold"]["units"]
-        row["default"] = restore(case) if units > 1 else dict(row["cold"], same_run=True)
-        per_iteration = full_size_iteration_seconds(case, key)
-        units_full = 32 if key == "b" else 1
-        for name in ("cold", "default"):
-            r = row[name]
-            # iterations per unit at the shrunken size × one full-size iteration × the full size's units
-            r["full_size_estimate_s"] = round(r["iterations"] / r["units"] * units_full * per_iteration, 0)
-        row["full_size_iteration_s"] = round(per_iteration, 3)
-        row["target_s"] = TARGET_SECONDS[key]
+        row["default"] = restore(case, args.device) if units > 1 else dict(row["cold"], same_run=True)
+        if args.shrink > 1:
+            per_iteration = full_size_iteration_seconds(case, key)
+            units_full = case["full"][0] if key in ("b", "e") else 1
+            for name in ("cold", "default"):
+                r = row[name]
+                # iterations per unit at the shrunken size × one full-size iteration × the full size's units
+                r["full_size_estimate_s"] = round(r["iterations"] / r["units"] * units_full * per_iteration, 0)
+            row["full_size_iteration_s"] = round(per_iteration, 3)
+        row["target_s"] = (GPU_TARGET_SECONDS if args.device.startswith("cuda") else TARGET_SECONDS).get(key)
         rows.append(row)
         print(json.dumps(row), flush=True)
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"command": " ".join(["python"] + sys.argv), "threads": args.threads, "shrink": args.shrink,
+                   "device": args.device,
                    "rows": rows}, f, indent=1)
     return 0
 

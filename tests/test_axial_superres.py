@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE
 from scipy import ndimage
 
 import napari_dip
@@ -62,7 +63,7 @@ def test_the_operator_is_a_lanczos_weighted_mean_along_z_alone():
 def test_dip_beats_linear_and_cubic_interpolation_along_z():
     truth = spheres()
     stack = measure(truth)
-    result = napari_dip.restore(stack, "axial-superres", factor=FACTOR, iterations=200, seed=0, device="cpu",
+    result = napari_dip.restore(stack, "axial-superres", factor=FACTOR, iterations=200, seed=0, device=DEVICE,
                                 auto_stop=False, network_down=(16, 16, 16), network_up=(16, 16, 16),
                                 network_skip=(4, 4, 4), input_channels=8)
     assert result.image.shape == truth.shape
@@ -76,13 +77,13 @@ def test_dip_beats_linear_and_cubic_interpolation_along_z():
 
 def test_stacks_of_volumes_planes_and_bad_input(tiny_network):
     volumes = np.random.default_rng(0).random((2, 4, 16, 16)).astype(np.float32)  # (T, Z, Y, X)
-    result = napari_dip.restore(volumes, "axial-superres", factor=FACTOR, iterations=2, device="cpu",
+    result = napari_dip.restore(volumes, "axial-superres", factor=FACTOR, iterations=2, device=DEVICE,
                                 **tiny_network)
     assert result.image.shape == (2, 8, 16, 16) and result.record["work_unit"] == "volume"
     with pytest.raises(DIPInputError, match="restores volumes"):
-        napari_dip.restore(volumes[0, 0], "axial-superres", iterations=2, device="cpu")
+        napari_dip.restore(volumes[0, 0], "axial-superres", iterations=2, device=DEVICE)
     with pytest.raises(DIPInputError, match="needs factor 2, 4 or 8"):
-        napari_dip.restore(volumes[0], "axial-superres", factor=1, iterations=2, device="cpu")
+        napari_dip.restore(volumes[0], "axial-superres", factor=1, iterations=2, device=DEVICE)
 
 
 def test_command_line_divides_the_z_pixel_size(tmp_path, tiny_network):
@@ -92,7 +93,7 @@ def test_command_line_divides_the_z_pixel_size(tmp_path, tiny_network):
     network = [f"--set={key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
                for key, value in tiny_network.items()]
     code = cli.main(["restore", str(tmp_path / "stack.tif"), "-o", str(tmp_path / "fine.tif"), "--task",
-                     "axial-superres", "--factor", str(FACTOR), "--iterations", "2", "--device", "cpu", "-q",
+                     "axial-superres", "--factor", str(FACTOR), "--iterations", "2", "--device", DEVICE, "-q",
                      *network])
     assert code == 0
     result, metadata = read_image(tmp_path / "fine.tif")
@@ -101,6 +102,7 @@ def test_command_line_divides_the_z_pixel_size(tmp_path, tiny_network):
     assert json.loads((tmp_path / "fine.json").read_text())["parameters"]["enlarged"]["Z"] == FACTOR
 
 
+@pytest.mark.gui
 def test_widget_makes_a_finer_z_layer(make_napari_viewer, monkeypatch, tiny_network):
     monkeypatch.setenv("NAPARI_DIP_SYNC", "1")
     viewer = make_napari_viewer()

@@ -13,14 +13,16 @@ import tifffile
 
 pytest.importorskip("distributed")
 
+from conftest import DEVICE
+
 from napari_dip.batch import expand_inputs, format_summary, plan_tasks, run_batch  # noqa: E402
 from napari_dip.cli import main  # noqa: E402
 from napari_dip.errors import DIPInputError  # noqa: E402
 from napari_dip.io import read_image  # noqa: E402
 
-TINY = dict(task="denoise", iterations=5, device="cpu", network_down=(8, 16), network_up=(8, 16),
+TINY = dict(task="denoise", iterations=5, device=DEVICE, network_down=(8, 16), network_up=(8, 16),
             network_skip=(2, 2), input_channels=4, channel_axis="auto")
-TINY_CLI = ["--device", "cpu", "--set", "network_down=8,16", "--set", "network_up=8,16", "--set", "network_skip=2,2",
+TINY_CLI = ["--device", DEVICE, "--set", "network_down=8,16", "--set", "network_up=8,16", "--set", "network_skip=2,2",
             "--set", "input_channels=4"]
 
 

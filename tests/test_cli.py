@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DEVICE
 
 from napari_dip import cli
 from napari_dip.io import read_image, write_image
 
 # a tiny network and few iterations: these tests check plumbing, not quality
-TINY = ["--iterations", "4", "--device", "cpu", "--quiet", "--set", "network_down=8,16", "--set", "network_up=8,16",
+TINY = ["--iterations", "4", "--device", DEVICE, "--quiet", "--set", "network_down=8,16", "--set", "network_up=8,16",
         "--set", "network_skip=2,2", "--set", "input_channels=4", "--set", "snapshot_every=2"]
 RECORD_KEYS = {"task", "preset", "parameters", "iterations", "stop_reason", "seconds", "device", "version", "metrics"}
 

@@ -2,12 +2,16 @@
 
 import numpy as np
 import pytest
+from conftest import DEVICE
 
 from napari_dip import restore, restore_iter
 from napari_dip.core.data import is_lazy
 from napari_dip.errors import DIPInputError
 
-SETTINGS = dict(iterations=4, snapshot_every=2, seed=0, device="cpu", tile_size=None)
+SETTINGS = dict(iterations=4, snapshot_every=2, seed=0, device=DEVICE, tile_size=None)
+# exact repeats (a plane alone, the first plane of a warm stack) and CPU threads: CPU properties (on a GPU, atomic
+# additions make runs differ by rounding; conftest.DEVICE)
+CPU = dict(SETTINGS, device="cpu")
 
 
 class RecordingArray:
@@ -60,11 +64,11 @@ def test_a_stack_in_memory_and_the_same_stack_on_disk_give_the_same_result(tiny_
 
 def test_plane_seeds_and_normalisation_make_a_plane_of_a_stack_the_plane_alone(tiny_network):
     stack = noisy_stack()
-    run = restore(RecordingArray(stack), "denoise", normalise="per-unit", **SETTINGS, auto_stop=False,
+    run = restore(RecordingArray(stack), "denoise", normalise="per-unit", **CPU, auto_stop=False,
                   warm_start=False, **tiny_network)
     # without held-out pixels (seeded per plane) and warm starts, a plane's run depends on its pixels only
     for t in range(3):
-        alone = restore(stack[t], "denoise", **SETTINGS, auto_stop=False, **tiny_network).image
+        alone = restore(stack[t], "denoise", **CPU, auto_stop=False, **tiny_network).image
         np.testing.assert_allclose(run.image[t], alone, rtol=1e-5, atol=1e-4)
 
 
@@ -91,7 +95,7 @@ def test_per_plane_mask_is_cut_and_a_2d_mask_applies_to_every_plane(tiny_network
     masks = np.zeros(stack.shape, bool)
     masks[0, :4] = True
     masks[1, -4:] = True
-    settings = dict(SETTINGS, normalise="per-unit", auto_stop=False)
+    settings = dict(CPU, normalise="per-unit", auto_stop=False)
     run = restore(RecordingArray(stack), "inpaint", mask=masks, **settings, **tiny_network)
     for t in range(2):
         alone = restore(stack[t], "inpaint", mask=masks[t], **settings, **tiny_network).image
@@ -142,12 +146,12 @@ def test_automatic_stopping_is_recorded_per_plane(tiny_network):
 
 def test_warm_starts_follow_the_planes_and_the_record_says_where_each_unit_began(tiny_network):
     stack = noisy_stack((3, 24, 24), seed=2)
-    warm = restore(stack, "denoise", warm_start=True, **SETTINGS, **tiny_network).record
+    warm = restore(stack, "denoise", warm_start=True, **CPU, **tiny_network).record
     assert [u["started_from"] for u in warm["units"]] == ["random initialisation", "plane 1", "plane 2"]
     assert warm["parameters"]["settings"]["warm_start"] is True
-    cold = restore(stack, "denoise", warm_start=False, **SETTINGS, **tiny_network)
+    cold = restore(stack, "denoise", warm_start=False, **CPU, **tiny_network)
     assert {u["started_from"] for u in cold.record["units"]} == {"random initialisation"}
-    warm_image = restore(stack, "denoise", warm_start=True, **SETTINGS, **tiny_network).image
+    warm_image = restore(stack, "denoise", warm_start=True, **CPU, **tiny_network).image
     np.testing.assert_array_equal(warm_image[0], cold.image[0])  # the first plane starts cold either way
     assert not np.allclose(warm_image[1], cold.image[1])  # the second plane's fit began elsewhere
 
@@ -167,5 +171,5 @@ def test_tiles_of_one_plane_start_cold_and_a_stacks_tiles_from_the_same_tile_of_
 def test_the_record_says_how_many_cpu_threads_ran(tiny_network):
     import torch
 
-    record = restore(noisy_stack((24, 24)), "denoise", **SETTINGS, **tiny_network).record
+    record = restore(noisy_stack((24, 24)), "denoise", **CPU, **tiny_network).record
     assert record["cpu_threads"]["most"] == torch.get_num_threads()

@@ -1,12 +1,15 @@
 """OME-TIFF, GeoTIFF and zarr: metadata round trips and lazy reading."""
 
+import sys
+
 import numpy as np
 import pytest
 import tifffile
+from conftest import DEVICE
 
 from napari_dip.io import create_zarr, read_image, read_image_lazy, write_image
 
-TINY = dict(network_down=(8, 16), network_up=(8, 16), network_skip=(2, 2), input_channels=4, device="cpu")
+TINY = dict(network_down=(8, 16), network_up=(8, 16), network_skip=(2, 2), input_channels=4, device=DEVICE)
 
 
 def test_ome_tiff_round_trip_keeps_axes_and_physical_pixel_sizes(tmp_path):
@@ -30,6 +33,7 @@ def test_ome_pixel_sizes_are_read_from_a_plain_tif_name_too(tmp_path):
 
 
 def test_tiff_is_read_lazily_plane_by_plane(tmp_path):
+    pytest.importorskip("zarr")
     stack = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)
     tifffile.imwrite(tmp_path / "s.tif", stack, imagej=True, metadata={"axes": "TYX"}, resolution=(4.0, 4.0))
     lazy, metadata = read_image_lazy(tmp_path / "s.tif")
@@ -38,6 +42,15 @@ def test_tiff_is_read_lazily_plane_by_plane(tmp_path):
     np.testing.assert_array_equal(np.asarray(lazy), stack)
     _, eager = read_image(tmp_path / "s.tif")
     assert metadata == eager
+
+
+def test_tiff_without_zarr_is_read_whole(tmp_path, monkeypatch):
+    stack = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
+    tifffile.imwrite(tmp_path / "s.tif", stack)
+    monkeypatch.setitem(sys.modules, "zarr", None)  # as if zarr were not installed: importing it fails
+    array, metadata = read_image_lazy(tmp_path / "s.tif")
+    assert isinstance(array, np.ndarray) and metadata["shape"] == [2, 8, 8]
+    np.testing.assert_array_equal(array, stack)
 
 
 def test_zarr_round_trip_keeps_metadata_and_reads_lazily(tmp_path):

@@ -4,12 +4,19 @@ import dataclasses
 
 import numpy as np
 import torch
+from conftest import DEVICE
 
-from napari_dip.core.loop import EarlyStopping, MovingVariance, Problem, data_term, fit
+from napari_dip.core import loop
+from napari_dip.core.loop import EarlyStopping, MovingVariance, Problem, data_term
 from napari_dip.core.networks import NetworkSpec
 from napari_dip.core.presets import Settings
 
 TINY = NetworkSpec(kind="skip", down=(8, 16), up=(8, 16), skip=(2, 2))
+
+
+def fit(*args, **kwargs):
+    """The loop on the test device (conftest.DEVICE)."""
+    return loop.fit(*args, device=DEVICE, **kwargs)
 
 
 def _problem(seed=0, size=16):
@@ -45,7 +52,7 @@ def test_a_stop_request_is_honoured_within_one_interval():
 
 def test_same_seed_same_result_and_another_seed_differs():
     def final(seed):
-        return list(fit(_problem(), _settings(reg_noise_std=0.05), seed=seed))[-1].estimate.numpy()
+        return list(fit(_problem(), _settings(reg_noise_std=0.05), seed=seed))[-1].estimate.cpu().numpy()
     np.testing.assert_array_equal(final(3), final(3))
     assert not np.allclose(final(3), final(4))
 
@@ -95,7 +102,7 @@ def test_moving_variance_matches_numpy_over_the_window():
     values = [mv.update(x) for x in xs]
     assert values[8] is None and values[9] is not None
     for t in (9, 20, 36):
-        window = np.stack([x.numpy() for x in xs[t - 9:t + 1]])
+        window = np.stack([x.cpu().numpy() for x in xs[t - 9:t + 1]])
         assert np.isclose(values[t], window.var(axis=0).mean(), rtol=1e-4)
 
 
@@ -121,7 +128,9 @@ def test_early_stopping_ends_a_run_and_returns_the_best_iterate():
     final = states[-1]
     assert final.iteration < 3000
     assert final.stop_reason.startswith("early stopping")
-    assert final.iteration == final.best_iteration + 40
+    # the stop is read on the host every sync interval (every iteration on the CPU, up to 25 on a GPU)
+    every = loop._sync_interval(settings, torch.device(DEVICE))
+    assert final.best_iteration + 40 <= final.iteration < final.best_iteration + 40 + every
 
 
 def test_poisson_data_term_is_zero_at_the_data_and_positive_elsewhere():
@@ -160,7 +169,7 @@ def test_a_warm_start_continues_from_the_neighbours_weights_and_skips_the_coarse
 
     list(fit(_problem(seed=1), settings, start_from=first.fitted, on_iteration=look))
     for name, value in first.fitted.weights.items():
-        torch.testing.assert_close(seen["weights"][name], value)
+        torch.testing.assert_close(seen["weights"][name].cpu(), value)
     assert seen["skipped"] == 0  # full resolution from the first step
     cold = {}
     list(fit(_problem(seed=1), settings, on_iteration=lambda i, net: cold.setdefault(i, net.skipped_upsamples)))
@@ -186,7 +195,7 @@ def test_a_warm_start_hands_on_the_kept_iterates_network_and_its_place_in_the_co
     chosen = final.best_iteration
     assert 0 < chosen < 59 and final.fitted.position == chosen
     for name, value in final.fitted.weights.items():
-        torch.testing.assert_close(value, weights_after[chosen][name])
+        torch.testing.assert_close(value, weights_after[chosen][name].cpu())
     seen = {}
     list(fit(_problem(seed=1), settings, start_from=final.fitted,
              on_iteration=lambda i, net: seen.setdefault(i, net.skipped_upsamples)))
@@ -194,3 +203,10 @@ def test_a_warm_start_hands_on_the_kept_iterates_network_and_its_place_in_the_co
     assert seen[2] == (1 if chosen < 40 else 0)  # the plan goes on from the kept iterate's stage
     if chosen < 39:
         assert seen[40 - chosen + 1] == 1 and seen[40 - chosen + 2] == 0
+
+
+def test_channels_last_auto_is_on_for_the_cpu_only():
+    assert loop._channels_last("auto", torch.device("cpu")) is True
+    assert loop._channels_last("auto", torch.device("cuda")) is False  # measured slower there (docs/benchmarks.md)
+    assert loop._channels_last(True, torch.device("cuda")) is True
+    assert loop._channels_last(False, torch.device("cpu")) is False

@@ -90,3 +90,17 @@ def test_a_2d_network_does_not_depend_on_the_grid_it_is_told():
         torch.manual_seed(0)
         outputs.append(build_network(spec, 2, 1, spatial=spatial)(z))
     assert torch.equal(*outputs)
+
+
+@pytest.mark.parametrize("spec", [NetworkSpec(kind="skip", down=(8, 16), up=(8, 16), skip=(2, 2)),
+                                  NetworkSpec(kind="light", channels=8, levels=2, kernel=3)])
+def test_the_output_is_float32_under_mixed_precision(spec):
+    # a bfloat16 output would round the image to 8 bits of mantissa (seen on a GPU, where autocast is the default)
+    torch.manual_seed(0)
+    net = build_network(spec, 4, 1, members=2 if spec.kind == "light" else 1, spatial=(32, 32))
+    z = torch.rand((1, 4 * (2 if spec.kind == "light" else 1), *net.input_shape((32, 32))) if spec.kind == "light"
+                   else (1, 4, 32, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(z)
+    assert out.dtype == torch.float32
+    assert (out.bfloat16().float() != out).float().mean() > 0.5  # finer than bfloat16's steps

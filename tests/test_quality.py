@@ -7,6 +7,7 @@ scikit-image photo in a known way and asserts the PSNR gain of the restoration i
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE
 from scipy import ndimage
 from skimage import data, draw, transform
 from skimage.metrics import peak_signal_noise_ratio
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 # does not change what these tests measure.
 SMALL = dict(network_kind="skip", network_down=(16, 32, 64), network_up=(16, 32, 64), network_skip=(4, 4, 4),
              input_channels=8, reg_noise_std=1 / 30, lr=0.01, lr_schedule="constant", ema_warmup=True,
-             cpu_bf16=False, device="cpu", seed=0, auto_stop=False)
+             cpu_bf16=False, device=DEVICE, seed=0, auto_stop=False)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE
 
 import napari_dip
 from napari_dip.core.loop import Problem, data_term, fit
@@ -38,7 +39,7 @@ def test_heldout_fraction_outside_open_interval_is_refused(fraction):
         heldout_mask((8, 8), fraction, seed=0)
     with pytest.raises(DIPInputError, match="holdout_fraction"):
         napari_dip.restore(np.zeros((16, 16), np.float32) + np.arange(16), "denoise", holdout_fraction=fraction,
-                           iterations=1, device="cpu", auto_stop=True)
+                           iterations=1, device=DEVICE, auto_stop=True)
 
 
 def test_heldout_error_minus_noise_variance_estimates_the_true_error():
@@ -68,7 +69,7 @@ def test_heldout_pixels_never_enter_the_data_term():
         g = torch.Generator().manual_seed(seed_values)
         changed = torch.where(mask > 0, torch.rand(changed.shape, generator=g), changed)
         problem = Problem(target=changed, out_channels=1, out_spatial=(32, 32), heldout=mask, noise_variance=0.0)
-        runs.append(list(fit(problem, settings, seed=0)))
+        runs.append(list(fit(problem, settings, seed=0, device="cpu")))  # exact repeats: a CPU property
     a, b = runs
     assert torch.allclose(a[-1].output, b[-1].output)
     assert a[-1].heldout_error != b[-1].heldout_error  # but they are scored differently
@@ -107,7 +108,7 @@ def test_run_overfits_stops_early_and_keeps_the_named_snapshot():
     # A wide skip net with a high learning rate overfits noise quickly: the run stops before its ceiling,
     # and the result is exactly the snapshot of the iteration the record names.
     truth, noisy = _overfitting_problem()
-    kwargs = dict(preset="fast", device="cpu", auto_stop=True, iterations=1500, snapshot_every=1, ensemble=1,
+    kwargs = dict(preset="fast", device=DEVICE, auto_stop=True, iterations=1500, snapshot_every=1, ensemble=1,
                   network_kind="skip", network_down=(32, 32, 32), network_up=(32, 32, 32), network_skip=(4, 4, 4),
                   coarse_to_fine=(), lr=0.01, ema=None, reg_noise_std=0.0, stop_patience=60,
                   stop_patience_growth=0.0, holdout_fraction=0.1, cpu_bf16=False, mix_with=None)
@@ -128,7 +129,7 @@ def test_run_overfits_stops_early_and_keeps_the_named_snapshot():
 
 def test_auto_stop_off_runs_to_the_ceiling():
     truth, noisy = _overfitting_problem(32)
-    result = napari_dip.restore(noisy, "denoise", device="cpu", auto_stop=False, iterations=30)
+    result = napari_dip.restore(noisy, "denoise", device=DEVICE, auto_stop=False, iterations=30)
     assert result.record["iterations"] == 30
     assert result.record["quality"] == {"automatic_stopping": False}
 
@@ -142,7 +143,7 @@ def test_every_task_reports_an_estimate(task, extra):
     image = _smooth(32) * 100
     if extra.get("mask") == "half":
         extra = {"mask": np.random.default_rng(0).random((32, 32)) < 0.5}
-    run = napari_dip.restore_iter(image, task, device="cpu", auto_stop=True, iterations=20, snapshot_every=10,
+    run = napari_dip.restore_iter(image, task, device=DEVICE, auto_stop=True, iterations=20, snapshot_every=10,
                                   **extra)
     snaps = list(run)
     assert "estimated_rmse" in snaps[0].quality
@@ -151,10 +152,10 @@ def test_every_task_reports_an_estimate(task, extra):
 
 def test_colour_and_volumes_report_an_estimate():
     rgb = np.stack([_smooth(32) * k for k in (50, 100, 150)], axis=-1)
-    r = napari_dip.restore(rgb, "denoise", channel_axis=-1, device="cpu", auto_stop=True, iterations=10)
+    r = napari_dip.restore(rgb, "denoise", channel_axis=-1, device=DEVICE, auto_stop=True, iterations=10)
     assert r.record["quality"]["chosen_iteration"] is not None
     volume = np.stack([_smooth(32)] * 8) * 100
-    r = napari_dip.restore(volume, "denoise", volumetric=True, device="cpu", auto_stop=True, iterations=6,
+    r = napari_dip.restore(volume, "denoise", volumetric=True, device=DEVICE, auto_stop=True, iterations=6,
                            network_kind="skip", network_down=(8, 8), network_up=(8, 8), network_skip=(2, 2),
                            coarse_to_fine=())
     assert r.record["quality"]["chosen_iteration"] is not None
@@ -186,13 +187,13 @@ def test_camera_units_round_trip_and_are_reported():
     gain, offset = 3.0, 100.0
     adu = (gain * rng.poisson(photons) + offset).astype(np.float32)
     r = napari_dip.restore(adu, "denoise", noise="poisson-gaussian", gain=gain, offset=offset, read_noise=0.0,
-                           device="cpu", iterations=40)
+                           device=DEVICE, iterations=40)
     model = r.record["parameters"]["noise_estimate"]
     assert model["gain"] == gain and model["effective_offset"] == offset and model["estimated"] == []
     assert abs(float(np.mean(r.image)) - (gain * 40 + offset)) < 0.05 * gain * 40
     # read noise moves the effective offset by σ² / gain
     r = napari_dip.restore(adu, "denoise", noise="poisson-gaussian", gain=gain, offset=offset, read_noise=3.0,
-                           device="cpu", iterations=2)
+                           device=DEVICE, iterations=2)
     assert math.isclose(r.record["parameters"]["noise_estimate"]["effective_offset"], offset - 9.0 / gain)
 
 
@@ -206,4 +207,4 @@ def test_camera_units_round_trip_and_are_reported():
 def test_bad_camera_and_stopping_arguments_are_refused(kwargs, message):
     image = (np.random.default_rng(0).poisson(20, (16, 16)) * 2 + 100).astype(np.float32)
     with pytest.raises(DIPInputError, match=message):
-        napari_dip.restore(image, "denoise", device="cpu", iterations=1, **kwargs)
+        napari_dip.restore(image, "denoise", device=DEVICE, iterations=1, **kwargs)

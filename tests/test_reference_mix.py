@@ -4,13 +4,14 @@ measured pixels kept, and what the record says."""
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICE
 
 import napari_dip
 from napari_dip.core import reference
 from napari_dip.core.loop import ReferenceMix, masked_mean
 from napari_dip.errors import DIPInputError
 
-TINY = dict(preset="fast", device="cpu", iterations=60, snapshot_every=20, cpu_bf16=False)
+TINY = dict(preset="fast", device=DEVICE, iterations=60, snapshot_every=20, cpu_bf16=False)
 
 
 def _smooth(side=48, seed=0):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DEVICE
 
 import napari_dip
 from napari_dip import DIPInputError
@@ -48,7 +49,7 @@ def test_bad_factors_are_rejected_by_restore(task, factor, message):
     image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
     extra = {"inpaint": {"mask": image > 0.5}, "deconvolve": {"psf_sigma": 1.0}, "guided": {"guide": image}}
     with pytest.raises(DIPInputError, match=re.escape(message)):
-        napari_dip.restore(image, task, factor=factor, iterations=1, device="cpu", **extra.get(task, {}))
+        napari_dip.restore(image, task, factor=factor, iterations=1, device=DEVICE, **extra.get(task, {}))
 
 
 def _task_table(path, header):

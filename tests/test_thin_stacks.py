@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import DEVICE
 
 import napari_dip
 from napari_dip import DIPInputError
@@ -20,17 +21,17 @@ def _volume(planes, side=16, seed=0):
 def test_a_thin_stack_is_restored_in_3d(planes, preset):
     # used to end in "RuntimeError: Padding size should be less than the corresponding input dimension"
     volume = _volume(planes)
-    result = napari_dip.restore(volume, "denoise", volumetric=True, iterations=2, device="cpu", **preset)
+    result = napari_dip.restore(volume, "denoise", volumetric=True, iterations=2, device=DEVICE, **preset)
     assert result.image.shape == volume.shape and np.isfinite(result.image).all()
 
 
 def test_a_volume_of_too_few_planes_is_refused_with_what_to_do():
     with pytest.raises(DIPInputError, match=r"at least 3 planes along Z; this volume has 2.*volumetric=False"):
-        napari_dip.restore(_volume(2), volumetric=True, iterations=2, device="cpu")
+        napari_dip.restore(_volume(2), volumetric=True, iterations=2, device=DEVICE)
 
 
 def test_a_tiny_image_with_the_fast_denoising_preset():
     # 8 x 8 was padded to 16 for the light decoder: a 1 x 1 input that its 3-tap filters cannot pad
     image = (np.random.default_rng(0).random((8, 8)) * 100).astype(np.float32)
-    result = napari_dip.restore(image, "denoise", iterations=2, device="cpu")
+    result = napari_dip.restore(image, "denoise", iterations=2, device=DEVICE)
     assert result.image.shape == (8, 8) and np.isfinite(result.image).all()

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from conftest import DEVICE
 from scipy import ndimage
 
 import napari_dip.executor as executor
@@ -15,7 +16,7 @@ from napari_dip.job import UnitStep
 # a tiny skip network with the paper's loop settings, pinned so that retuning the CPU presets
 # does not change what these tests measure
 TINY = dict(network_kind="skip", network_down=(8, 16), network_up=(8, 16), network_skip=(2, 2), input_channels=4,
-            reg_noise_std=1 / 30, backtracking=True, ema_warmup=True, cpu_bf16=False, device="cpu")
+            reg_noise_std=1 / 30, backtracking=True, ema_warmup=True, cpu_bf16=False, device=DEVICE)
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (64, 64), (100, 37), (131, 257)])
@@ -204,7 +205,7 @@ def test_auto_tile_size_tiles_only_what_does_not_fit():
     side = auto_tile_size((4000, 4000), 1, 1800, 16e9)
     assert side % 64 == 0 and side * side * 1800 <= 0.25 * 16e9
     assert auto_tile_size((4000, 4000), 4, 1800, 16e9) <= side // 4 + 64
-    assert restore_iter(np.zeros((64, 64)), device="cpu").tiling is None
+    assert restore_iter(np.zeros((64, 64)), device=DEVICE).tiling is None
 
 
 def test_automatic_stopping_in_tiles_is_recorded_per_tile():

@@ -504,10 +504,11 @@ def read_image_lazy(path):
     Returns ``(array, metadata)``. For TIFF, OME-TIFF and zarr files ``array``
     is lazy: it has ``shape``, ``dtype`` and ``ndim``, indexing it reads only that
     part, ``np.asarray`` reads it all. Other formats (and GeoTIFF, whose nodata
-    pixels are replaced on reading) give a NumPy array.
+    pixels are replaced on reading) give a NumPy array, as TIFF does without the
+    zarr package (lazy TIFF reading goes through tifffile's zarr store).
     """
     image_format = format_for(path)
-    if image_format.name not in ("tiff", "ome-tiff") or not os.path.exists(path):
+    if image_format.name not in ("tiff", "ome-tiff") or not os.path.exists(path) or not _has_zarr():
         return read_image(path)
     try:
         if _is_geotiff(path):
@@ -523,6 +524,14 @@ def read_image_lazy(path):
         raise DIPInputError(f"{path}: cannot read it as {image_format.name}: {exc}") from None
     return _LazyTiff(path, shape, dtype), {"format": image_format.name, "dtype": str(dtype),
                                           "shape": list(shape), **metadata}
+
+
+def _has_zarr() -> bool:
+    try:
+        import zarr  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class _LazyTiff:

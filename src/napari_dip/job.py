@@ -116,6 +116,8 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
                             f"it must lie in (0, 0.5), e.g. 0.05; got {settings.holdout_fraction}")
     if settings.mix_with not in (None, *MIX_METHODS):
         raise DIPInputError(f"mix_with must be one of {', '.join(MIX_METHODS)} or None; got {settings.mix_with!r}")
+    if settings.channels_last not in (True, False, "auto"):
+        raise DIPInputError(f"channels_last must be true, false or auto; got {settings.channels_last!r}")
     if settings.auto_stop and settings.early_stopping:
         raise DIPInputError("choose one stopping rule: auto_stop (held-out pixels) or early_stopping (ES-WMV)")
 

@@ -285,17 +285,17 @@ def coarse_stages(settings: Settings, net, total: int) -> list[tuple[int, int]]:
     return stages
 
 
-def _maybe_compile(net, z, device: torch.device, enabled: bool, autocast):
-    """torch.compile on CUDA when asked; the eager network when not, or when compiling fails.
+def _maybe_compile(net, z, device: torch.device, enabled: bool | str, autocast):
+    """torch.compile on CUDA when asked (True, or the name of a mode such as 'max-autotune'); the eager network
+    when not, or when compiling fails.
 
     One forward and backward pass on ``z`` under ``autocast`` triggers the compilation here,
     so that a failure (no compiler, an unsupported operation) falls back before the loop starts.
-    Not measured yet: no GPU was available when this was written (docs/benchmarks.md).
     """
     if not enabled or device.type != "cuda" or not hasattr(torch, "compile"):
         return net
     try:
-        compiled = torch.compile(net)
+        compiled = torch.compile(net, mode=enabled if isinstance(enabled, str) else None)
         with autocast:
             out = compiled(z)
         out.float().mean().backward()
@@ -304,6 +304,16 @@ def _maybe_compile(net, z, device: torch.device, enabled: bool, autocast):
     except Exception:  # noqa: BLE001 - any failure means: run eagerly
         net.zero_grad(set_to_none=True)
         return net
+
+
+def _channels_last(setting: bool | str, device: torch.device) -> bool:
+    """Whether a 2D network runs in NHWC layout: as set, or with "auto" on the CPU only (measured in
+    docs/benchmarks.md: oneDNN's NHWC kernels win on CPUs, cuDNN's NCHW ones under bf16 on an H200)."""
+    if setting == "auto":
+        return device.type == "cpu"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"channels_last must be True, False or 'auto'; got {setting!r}")
 
 
 def _optimiser(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -362,8 +372,7 @@ class NetworkFit:
         net, z = net.to(device), z.to(device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # same sizes every iteration: pick the fastest kernels once
-        if getattr(settings, "channels_last", False) and dims == 2:
-            # NHWC: faster convolutions with oneDNN on CPUs and with tensor cores on GPUs
+        if _channels_last(settings.channels_last, device) and dims == 2:
             net = net.to(memory_format=torch.channels_last)
             z = z.contiguous(memory_format=torch.channels_last)
         self.net, self.z = net, z

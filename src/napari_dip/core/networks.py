@@ -87,6 +87,14 @@ class _Level(nn.Module):
         return self.merge(deep)
 
 
+def in_full_precision(layers: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The output layers in float32, also under mixed precision: a bfloat16 output would round the image to 8 bits
+    of mantissa (steps of 1/256 near full scale, 256 ADU of a 16-bit camera; seen on a GPU). They are one thin
+    convolution and a sigmoid, so this costs next to nothing."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layers(x.float())
+
+
 class SkipNet(nn.Module):
     """The paper's encoder-decoder with skip connections (``skip`` in the official code).
 
@@ -126,7 +134,7 @@ class SkipNet(nn.Module):
         return 2 ** self.levels
 
     def forward(self, z):
-        return self.head(self.body(z))
+        return in_full_precision(self.head, self.body(z))
 
 
 class LightDecoder(nn.Module):
@@ -180,6 +188,7 @@ class LightDecoder(nn.Module):
         layers += _conv(dims, head_channels * k, out_channels * k, 1, groups=k)
         if sigmoid:
             layers.append(nn.Sigmoid())
+        self._output_from = len(layers) - (2 if sigmoid else 1)  # the last convolution and the sigmoid
         self.net = nn.Sequential(*layers)
         self.levels = levels
         self.dims = dims
@@ -201,13 +210,12 @@ class LightDecoder(nn.Module):
         return tuple(s // 2 ** h for s, h in zip(spatial, self.halvings))
 
     def forward(self, z):
-        if not self.skipped_upsamples:
-            return self.net(z)
-        skipped = set(self._upsamplers[len(self._upsamplers) - self.skipped_upsamples:])
-        for i, layer in enumerate(self.net):
+        skipped = set(self._upsamplers[len(self._upsamplers) - self.skipped_upsamples:]) if self.skipped_upsamples \
+            else set()
+        for i, layer in enumerate(self.net[:self._output_from]):
             if i not in skipped:
                 z = layer(z)
-        return z
+        return in_full_precision(self.net[self._output_from:], z)
 
 
 @dataclass

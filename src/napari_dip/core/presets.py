@@ -67,9 +67,12 @@ class Settings:
     # the mean of their outputs, the paper's "average of several runs" (+0.4 dB for two on camera)
     ensemble: int = 1
     # --- speed only: the result stays the same up to rounding
-    channels_last: bool = True  # NHWC memory layout for 2D networks (faster oneDNN / cuDNN convolutions)
+    # NHWC memory layout for 2D networks: True, False or "auto" (on the CPU, where oneDNN's NHWC kernels are 9 %
+    # faster across the fast presets; not on CUDA, where NCHW was 1.2x faster under bf16; docs/benchmarks.md)
+    channels_last: bool | str = "auto"
     cpu_bf16: bool = False  # bfloat16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX); else ignored
-    compile: bool = False  # torch.compile the network on CUDA, falling back to eager on any failure
+    # torch.compile the network on CUDA (True, or a mode: 'max-autotune', ...), falling back to eager on any failure
+    compile: bool | str = False
     sync_every: int = 0  # iterations between host reads of early stopping / backtracking; 0 = auto
 
     def as_dict(self) -> dict:
