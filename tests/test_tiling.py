@@ -220,3 +220,22 @@ def test_automatic_stopping_in_tiles_is_recorded_per_tile():
     assert [u["tile"] for u in quality["units"]] == [t["index"] for t in record["tiling"]["tiles"]]
     assert all(1 <= u["chosen_iteration"] <= 6 and u["iterations"] == 6 for u in quality["units"])
     assert all("sigma" in u["noise_estimate"] for u in record["units"])  # each tile estimates its noise
+
+
+@pytest.mark.parametrize("preset", ["fast", "paper"])
+def test_automatic_tiles_are_planned_with_the_memory_model_of_the_network_that_runs(preset):
+    import torch
+
+    from napari_dip.job import define_job
+    from napari_dip.options import RestoreOptions
+
+    image = np.zeros((512, 512), np.float32)
+    spec = define_job(image, RestoreOptions.from_keywords(preset=preset, device="cpu"))
+    settings = spec.settings
+    model = settings.network.memory_model(settings.input_channels, 1, 2, settings.ensemble)
+    one_run = model.bytes(512 * 512)
+    cpu = torch.device("cpu")
+    # a quarter of the memory is the budget, after the weights and Adam's moments
+    assert executor.auto_tile_size(spec, cpu, memory_limit=4 * one_run * 1.05) is None
+    side = executor.auto_tile_size(spec, cpu, memory_limit=4 * one_run / 4)
+    assert side is not None and side % 64 == 0 and 192 <= side <= 256  # a quarter of the pixels: a side of ~256

@@ -470,25 +470,31 @@ def _quality_record(entries: list, settings) -> dict:
 
 def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None) -> int | None:
     """The tile side for ``tile_size='auto'``: None when a plane fits one run, else a side whose run needs at
-    most a quarter of the device's free memory (estimated from the network's widths).
+    most a quarter of the device's free memory, by the memory model of the network that runs
+    (:meth:`NetworkSpec.memory_model`: its kind, widths, ensemble members, 2D or 3D).
 
     ``memory_limit`` (bytes) caps the CPU memory counted as free, e.g. a dask worker's share.
     """
     import torch
 
+    from .core.inputs import input_channels
     from .core.tiling import auto_tile_size as side_for
-    from .core.tiling import estimate_bytes_per_pixel
 
-    network = spec.settings.network
-    per_pixel = estimate_bytes_per_pixel(network.down, network.up, network.skip)
-    layout = spec.layout
-    if layout.spatial_dims == 3:
-        per_pixel *= layout.spatial_shape[0] * spec.axis_factors[0]
+    settings, layout = spec.settings, spec.layout
+    dims = layout.spatial_dims
+    planes = layout.spatial_shape[0] * spec.axis_factors[0] if dims == 3 else None
+    members = max(1, int(settings.ensemble or 1))
+    model = settings.network.memory_model(
+        input_channels(settings.input, settings.input_channels, dims, layout.channels), layout.channels, dims,
+        members, planes=planes)
+    per_pixel = model.bytes_per_pixel * (planes or 1)  # per Y/X output pixel: a volume's every plane
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
         free = min(available_memory(), memory_limit or float("inf"))
-    return side_for(layout.spatial_shape[-2:], spec.axis_factors[-1], per_pixel, free)
+    # side_for budgets a quarter of the memory it is given: the weights and Adam's moments come out of it first
+    budget_base = max(free - 4 * model.fixed_bytes, 0.0)
+    return side_for(layout.spatial_shape[-2:], spec.axis_factors[-1], per_pixel, budget_base)
 
 
 def available_memory() -> float:

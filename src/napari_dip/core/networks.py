@@ -13,6 +13,8 @@ planes, is halved at the finest levels only, as long as it has room
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -282,6 +284,13 @@ class NetworkSpec:
         """
         return [(2 ** h, 2 ** h * self.coarsest_side) for h in self.halvings(spatial)]
 
+    def memory_model(self, in_channels: int, out_channels: int, dims: int = 2, members: int = 1,
+                     planes: int | None = None) -> MemoryModel:
+        """Training memory of this network as it runs (kind, widths, members, 2D or 3D), in FP32: measured once
+        per configuration on a small probe, see :class:`MemoryModel`. ``planes``: a 3D output's Z size (it
+        decides how often Z is halved). Under bf16 autocast a run needs 0.6-0.9 of it."""
+        return _measure_memory(dataclasses.astuple(self), in_channels, out_channels, dims, members, planes)
+
     def as_dict(self) -> dict:
         if self.kind == "light":
             return {"kind": self.kind, "channels": self.channels, "levels": self.levels,
@@ -291,6 +300,61 @@ class NetworkSpec:
                 "filter_down": self.filter_down, "filter_up": self.filter_up,
                 "filter_skip": self.filter_skip,
                 "upsample": self.upsample if isinstance(self.upsample, str) else list(self.upsample), "pad": self.pad}
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Training memory of one network: a fixed part (weights, their gradients and Adam's two moments) and a part
+    per output pixel (the activations autograd keeps for the backward pass, the gradients of the two largest
+    while it runs, and the engine's own per-pixel images: input, measurement, masks, averages).
+
+    Measured, not guessed: :meth:`NetworkSpec.memory_model` runs one forward pass of the network on a small probe
+    and counts the bytes of the tensors autograd saves. They grow in proportion to the pixels, so the probe's
+    bytes per pixel hold at any size (tests/test_networks.py checks the model against a run's measured peak).
+    """
+
+    fixed_bytes: float
+    bytes_per_pixel: float
+
+    def bytes(self, pixels: float, units: int = 1) -> float:
+        """The memory of ``units`` fits of ``pixels`` output pixels each, run together."""
+        return units * (self.fixed_bytes + self.bytes_per_pixel * pixels)
+
+
+ENGINE_IMAGES = 12  # per output pixel and channel: measurement, masks, output, average, kept iterate, reference…
+
+
+@functools.lru_cache(maxsize=64)
+def _measure_memory(spec_fields: tuple, in_channels: int, out_channels: int, dims: int, members: int,
+                    planes: int | None) -> MemoryModel:
+    spec = NetworkSpec(*spec_fields)
+    side = max(64, 2 * spec.multiple)
+    probe = (side,) * dims
+    if dims == 3:
+        z_halvings = spec.halvings((planes or side, side, side))[0]
+        probe = (max(2 ** z_halvings * spec.coarsest_side, min(planes or side, 32)) // 2 ** z_halvings
+                 * 2 ** z_halvings, side, side)
+    with torch.random.fork_rng(devices=[]):
+        net = build_network(spec, in_channels, out_channels, dims, members=members, spatial=probe)
+    shape = net.input_shape(probe) if hasattr(net, "input_shape") else probe
+    z = torch.rand((1, in_channels * members, *shape))
+    weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        net(z).mean()
+    pixels = float(torch.tensor(probe).prod())
+    largest = sorted(saved.values())[-2:]
+    per_pixel = (sum(saved.values()) + sum(largest)) / pixels
+    per_pixel += 4 * (ENGINE_IMAGES * out_channels + in_channels * members * z[0, 0].numel() / pixels)
+    parameters = sum(p.numel() for p in net.parameters())
+    return MemoryModel(fixed_bytes=4.0 * 4 * parameters, bytes_per_pixel=per_pixel)
 
 
 def build_network(spec: NetworkSpec, in_channels: int, out_channels: int, dims: int = 2,

@@ -122,17 +122,6 @@ def _axis_weights(segments, overlap: int, factor: int) -> list[np.ndarray]:
     return weights
 
 
-def estimate_bytes_per_pixel(down, up, skip) -> float:
-    """Rough training memory per output pixel of a skip/hourglass net, in bytes.
-
-    Activations kept for the backward pass dominate; level ``l`` runs at 1/4^l of
-    the pixels. Calibrated on the CPU: 'fast' denoising ≈ 1.8 kB/pixel, the
-    paper's 128×5 skip net ≈ 6.9 kB/pixel.
-    """
-    weighted = sum(d / 4 ** (i + 1) + u / 4 ** i + s / 4 ** i for i, (d, u, s) in enumerate(zip(down, up, skip)))
-    return 580.0 + 29.0 * weighted
-
-
 def auto_tile_size(image_yx, factor: int, bytes_per_pixel: float, memory_bytes: float,
                    fraction: float = 0.25, multiple: int = 64, largest: int = 2048) -> int | None:
     """The tile side (measured pixels) whose run fits in ``fraction`` of ``memory_bytes``, or None if the
