@@ -44,8 +44,8 @@ def test_every_setting_and_network_field_is_documented():
 
 
 def test_restore_shows_every_option_and_its_docstring_names_every_task_noise_model_and_option():
-    from napari_dip.core.noise import NOISE_MODELS
     from napari_dip.core.tasks import TASKS
+    from napari_dip.job import NOISE_MODELS  # the core's models and 'auto'
 
     parameters = inspect.signature(napari_dip.restore).parameters
     assert list(parameters) == list(inspect.signature(napari_dip.restore_iter).parameters)

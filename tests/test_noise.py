@@ -29,7 +29,7 @@ def test_models_are_found_by_name_and_instances_pass_through():
 
 def test_the_api_offers_exactly_the_core_models():
     # job.py keeps the names as plain strings so that importing napari_dip does not import torch
-    assert job.NOISE_MODELS == tuple(NOISE_MODELS)
+    assert job.NOISE_MODELS == ("auto", *NOISE_MODELS)  # auto: one of them, chosen from the image
     assert isinstance(get_noise_model("poisson-gaussian"), PoissonGaussianNoise)
 
 

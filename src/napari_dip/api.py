@@ -60,8 +60,11 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
     guide : array_like, optional
         Guide image for 'guided' (flash photo; panchromatic band). It is the
         network input and must have the output's Y/X size.
-    noise : {'gaussian', 'poisson', 'poisson-gaussian'}
-        Noise model: squared error; Poisson likelihood for photon counts; or
+    noise : {'auto', 'gaussian', 'poisson', 'poisson-gaussian'}
+        Noise model. 'auto' (the default) fits how the image's variance grows
+        with its intensity and takes 'poisson-gaussian' when it rises, else
+        'gaussian' (core/noise_fit.py; the record's ``parameters.noise_fit``
+        says why). Or: squared error; Poisson likelihood for photon counts; or
         camera data in ADU, counts = (ADU − offset) / gain plus Gaussian read
         noise, fitted as photon counts after that mapping.
     channel_axis : int, optional
@@ -186,6 +189,15 @@ def _check_arguments(image, tile_size, overlap, percentiles):
         raise DIPInputError(f"percentiles must be two numbers (low, high) with 0 ≤ low < high ≤ 100, the "
                             f"intensity percentiles mapped to 0 and 1, e.g. (0.5, 99.5), or (0, 100) for the "
                             f"full range; got {percentiles!r}")
+
+
+def noise_summary(parameters: dict) -> str:
+    """The noise model a run used, in words, from a record's ``parameters``: with noise='auto', why it was
+    chosen, e.g. 'noise: poisson-gaussian, chosen from the image (the variance grows with the signal: 8.3× from
+    dark to bright pixels)'."""
+    fitted = parameters.get("noise_fit")
+    text = f"noise: {parameters.get('noise')}"
+    return text + (f", chosen from the image ({fitted['reason']})" if fitted else "")
 
 
 def kept_summary(record_quality: dict | None) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .api import kept_summary
+from .api import kept_summary, noise_summary
 from .core.tasks import TASKS as TASK_REGISTRY
 from .errors import DIPInputError, DIPMemoryError
 from .io import enlarged_metadata, format_for, read_image, write_image, write_json
@@ -123,9 +123,11 @@ def add_restore_options(parser) -> None:
     psf.add_argument("--psf-sigma", type=float, metavar="S", help="Gaussian PSF sigma in pixels, for deconvolve")
     parser.add_argument("--guide", metavar="FILE", help="guide image for guided (flash photo, panchromatic band), "
                                                         "at the result's size")
-    parser.add_argument("--noise", choices=("gaussian", "poisson", "poisson-gaussian"), default="gaussian",
-                        help="noise model: gaussian (squared error), poisson (photon counts) or poisson-gaussian "
-                             "(camera values in ADU: counts times a gain, plus an offset and read noise)")
+    parser.add_argument("--noise", choices=("auto", "gaussian", "poisson", "poisson-gaussian"), default="auto",
+                        help="noise model: auto (default: gaussian or poisson-gaussian, chosen from how the image's "
+                             "variance grows with its intensity), gaussian (squared error), poisson (photon counts) "
+                             "or poisson-gaussian (camera values in ADU: counts times a gain, plus an offset and "
+                             "read noise)")
     parser.add_argument("--gain", type=float, metavar="G",
                         help="poisson-gaussian: camera gain in ADU per photon (default: estimated from the image)")
     parser.add_argument("--offset", type=float, metavar="ADU",
@@ -306,6 +308,7 @@ def _summary(result) -> str:
     kept = kept_summary(record.get("quality"))
     if kept:
         text += f"; kept {kept}"
+    text += f"; {noise_summary(record['parameters'])}"
     if "psnr" in record["metrics"]:
         text += f"; PSNR {record['metrics']['psnr']:.2f} dB"
     return text

@@ -30,6 +30,7 @@ from .job import (
     JobSpec,
     Skipped,
     UnitStep,
+    choose_noise,
     fallback,
     fit_intensities,
     fit_unit,
@@ -172,10 +173,10 @@ def read_measurement(spec: JobSpec, lead: tuple) -> dict:
     return {name: source.read(lead) for name, source in spec.sources.items() if name in ("image", "mask")}
 
 
-def joint_normalisation(spec: JobSpec, units: list[Unit]):
-    """One intensity mapping for the whole data: from all of it when it holds up to ``SAMPLE_VALUES`` values,
-    else from ``SAMPLE_PLANES`` evenly spaced planes read with a stride. The sample depends on the shape
-    only, so a stack in memory and the same stack on disk get the same mapping."""
+def measurement_sample(spec: JobSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(planes, missing) of the whole data when it holds up to ``SAMPLE_VALUES`` values, else of ``SAMPLE_PLANES``
+    evenly spaced planes read with a stride. The sample depends on the shape only, so a stack in memory and the
+    same stack on disk give the same intensity mapping and the same noise model."""
     layout = spec.layout
     total = int(np.prod(layout.shape, dtype=np.int64))
     planes = list(range(layout.planes))
@@ -196,7 +197,7 @@ def joint_normalisation(spec: JobSpec, units: list[Unit]):
     if missing.all():
         raise DIPInputError("the image has no measured pixel (all NaN, inf or masked) in the sample read to "
                             "fit the intensity range; check the image and the mask")
-    return fit_intensities(spec, values, missing)
+    return values, missing
 
 
 def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=None) -> RestorationRun:
@@ -206,8 +207,16 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
 
     if out is not None and tuple(out.shape) != spec.output_shape:
         raise DIPInputError(f"out has shape {tuple(out.shape)}; the result needs {spec.output_shape}")
-    normalisation = joint_normalisation(spec, units) if spec.normalise == "joint" else None
-    first = _prepare(spec, units[0], normalisation, alone=len(units) == 1)
+    first_pieces = None
+    if spec.normalise == "joint":
+        sample = measurement_sample(spec)
+        spec = choose_noise(spec, *sample)  # one noise model for every unit
+        normalisation = fit_intensities(spec, *sample)
+    else:  # one mapping per unit, and the noise model of the first unit for all of them: each unit is read once
+        normalisation = None
+        first_pieces = read_unit(spec, units[0])
+        spec = choose_noise(spec, *missing_planes(spec, first_pieces)[1:])
+    first = _prepare(spec, units[0], normalisation, alone=len(units) == 1, pieces=first_pieces)
     tiling = None if plan is None else {"tiles": len(plan.tiles), "grid": plan.grid, "tile_size": plan.tile_size,
                                         "overlap": plan.overlap}
     description = describe_device(device)
@@ -215,9 +224,10 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
                           len(units), spec.settings.iterations, description, tiling)
 
 
-def _prepare(spec, unit, normalisation, alone):
-    """The unit's pieces and its UnitJob, or the reason it is not restored; a lone unit's reason is an error."""
-    pieces = read_unit(spec, unit)
+def _prepare(spec, unit, normalisation, alone, pieces=None):
+    """The unit's pieces (read now unless given) and its UnitJob, or the reason it is not restored; a lone unit's
+    reason is an error."""
+    pieces = read_unit(spec, unit) if pieces is None else pieces
     job = prepare_unit(spec, pieces, unit.plane, normalisation)
     if isinstance(job, Skipped) and alone:
         raise DIPInputError(job.error)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # torch is imported when a job runs, not when this module is
 
 MIN_SIDE = 8  # smallest image side (pixels) that a run accepts
 MIN_PLANES = 3  # fewest Z planes that a volumetric run accepts (more where the network's filters need them)
-NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian")
+# "auto": chosen from the image's mean-variance relation when the run starts (core/noise_fit.py)
+NOISE_MODELS = ("auto", "gaussian", "poisson", "poisson-gaussian")
 MIX_METHODS = ("biharmonic", "nl-means")  # classical estimates a result may be mixed with (core/reference.py)
 NORMALISE_CHOICES = ("joint", "per-unit")  # one intensity mapping for the whole data, or one per work unit
 
@@ -49,6 +50,7 @@ class JobSpec:
     sources: dict[str, data.ArraySource]  # image, and the mask, guide and ground_truth given
     output_shape: tuple[int, ...]
     parameters: dict  # for the record
+    noise_fit: dict | None = None  # noise='auto': the mean-variance fit that chose the model (NoiseFit.as_dict)
 
     @property
     def name(self) -> str:
@@ -78,6 +80,8 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
     if noise not in NOISE_MODELS:
         raise DIPInputError(f"unknown noise model {noise!r}; use one of: {', '.join(NOISE_MODELS)}")
     camera = {"gain": gain, "offset": offset, "read_noise": read_noise}
+    if noise == "auto" and any(v is not None for v in camera.values()):
+        noise = "poisson-gaussian"  # camera settings say what the noise is
     if noise != "poisson-gaussian" and any(v is not None for v in camera.values()):
         raise DIPInputError("gain, offset and read_noise describe a camera: use them with noise='poisson-gaussian'")
     if gain is not None and not gain > 0:
@@ -303,6 +307,20 @@ def missing_planes(spec: JobSpec, pieces: dict) -> tuple[data.PlaneLayout, np.nd
             mask_layout = data.PlaneLayout(mask.shape, None, layout.spatial_dims)
             missing = missing | (mask_layout.to_planes(mask) > 0)
     return layout, planes, missing
+
+
+def choose_noise(spec: JobSpec, planes: np.ndarray, missing: np.ndarray) -> JobSpec:
+    """``spec`` with noise='auto' replaced by the model the planes' mean-variance fit chooses (core/noise_fit.py);
+    other specs as they are."""
+    import dataclasses
+
+    from .core.noise_fit import fit_noise
+
+    if spec.noise != "auto":
+        return spec
+    fitted = fit_noise(planes, missing)
+    return dataclasses.replace(spec, noise=fitted.model, noise_fit=fitted.as_dict(),
+                               parameters=dict(spec.parameters, noise=fitted.model, noise_fit=fitted.as_dict()))
 
 
 def fit_intensities(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):

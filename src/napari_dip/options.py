@@ -25,7 +25,7 @@ class RestoreOptions:
     psf: Any = None
     psf_sigma: float | None = None
     guide: Any = None
-    noise: str = "gaussian"
+    noise: str = "auto"
     channel_axis: int | None = None
     volumetric: bool = False
     iterations: int | None = None

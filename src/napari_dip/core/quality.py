@@ -158,31 +158,12 @@ def estimate_camera_gain_offset(image: np.ndarray, bins: int = 16) -> tuple[floa
     signal is locally flat), binned by mean with a median per bin so that edges
     and texture do not count.
     """
-    from scipy import ndimage
+    from .noise_fit import mean_variance_points
 
-    x = np.asarray(image, np.float64)
-    slices = x.reshape(-1, *x.shape[-2:])
-    means, variances = [], []
-    neighbours = np.array([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]])
-    for s in slices[:: max(1, len(slices) // 16)]:
-        residual = s - ndimage.convolve(s, neighbours, mode="reflect")
-        local_mean = ndimage.uniform_filter(s, 3, mode="reflect")
-        means.append(local_mean[1:-1, 1:-1].ravel())
-        variances.append(residual[1:-1, 1:-1].ravel() ** 2 / 1.25)
-    mean = np.concatenate(means)
-    square = np.concatenate(variances)
-    edges = np.unique(np.quantile(mean, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 3:
+    points = mean_variance_points(image, bins)
+    if points is None:
         raise ValueError("the image has too few distinct intensities to estimate a camera gain; pass gain= and offset=")
-    centres, levels, counts = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (mean >= lo) & (mean < hi) if hi < edges[-1] else (mean >= lo) & (mean <= hi)
-        if inside.sum() < 50:
-            continue
-        centres.append(float(np.median(mean[inside])))
-        # median of a σ²·χ²(1) variable is 0.4549 σ²
-        levels.append(float(np.median(square[inside])) / 0.4549)
-        counts.append(float(inside.sum()))
+    centres, levels, counts = points
     if len(centres) < 2:
         raise ValueError("the image is too small to estimate a camera gain; pass gain= and offset=")
     slope, intercept = np.polyfit(centres, levels, 1, w=np.sqrt(counts))

@@ -21,7 +21,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..api import kept_summary
+from ..api import kept_summary, noise_summary
 from ..core.tasks import get_task
 from ..errors import DIPInputError
 from .controller import RunController, RunStatus
@@ -497,6 +497,9 @@ class RestorationWidget(QWidget):
                 sentences.append(kept)
             if "psnr" in snapshot.metrics:
                 sentences.append(f"PSNR {snapshot.metrics['psnr']:.2f} dB, SSIM {snapshot.metrics['ssim']:.3f}")
+            if snapshot.record:
+                noise = noise_summary(snapshot.record["parameters"])
+                sentences.append(noise[0].upper() + noise[1:])
             sentences.append("The run record is in the layer's metadata['napari_dip'].")
             self.status.setText(". ".join(sentences))
             return

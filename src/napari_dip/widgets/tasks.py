@@ -13,11 +13,14 @@ from .layer_data import InputSelection, companion_array, layer_array
 
 
 def noise_model_choice() -> ComboBox:
-    """The noise model drop-down: Gaussian (the default), Poisson or Poisson-Gaussian."""
-    return ComboBox(label="noise model", value="gaussian",
-                    choices=[("Gaussian (squared error)", "gaussian"), ("Poisson (photon counts)", "poisson"),
+    """The noise model drop-down: automatic (the default), Gaussian, Poisson or Poisson-Gaussian."""
+    return ComboBox(label="noise model", value="auto",
+                    choices=[("automatic (from the image)", "auto"), ("Gaussian (squared error)", "gaussian"),
+                             ("Poisson (photon counts)", "poisson"),
                              ("Poisson-Gaussian (camera ADU)", "poisson-gaussian")],
-                    tooltip="Poisson suits photon-counting data (fluorescence, low-light cameras) "
+                    tooltip="Automatic fits how the image's variance grows with its intensity and chooses "
+                            "Gaussian (flat) or Poisson-Gaussian (rising); the status line says which. "
+                            "Poisson suits photon-counting data (fluorescence, low-light cameras) "
                             "whose values are counts ≥ 0; Poisson-Gaussian suits raw camera values (ADU): "
                             "counts times a gain, plus an offset and read noise.")
 

@@ -1,0 +1,224 @@
+"""Real microscope noise: the default restoration against variance-stabilised classical pipelines.
+
+    python benchmarks/real_noise.py --data ../shared/realdata [--crop 256] [--fields 8] [--json FILE]
+
+The data folder is passed, never copied (its README gives the sources and licences):
+
+* ``w2s/``: wide-field fluorescence (W2S), one raw frame (``input_avg1_*``) against the average of 400 frames
+  of the same field (``target_avg400_*``); the central ``--crop`` square of each. Every method is scored by
+  PSNR and SSIM after its own least-squares affine fit to the average (the 8-bit pairs may have been
+  contrast-stretched apart), with the average's range as the peak.
+* ``pn2v/``: single EMCCD frames with no reference: the noise fit only (what ``noise='auto'`` chooses).
+
+Methods: ``restore(image)`` with nothing else (the default: ``noise='auto'``), ``noise='gaussian'`` (the
+default before it), and the classical references: non-local means with one σ, and the generalised Anscombe
+transform with the image's fitted variance line (``var = a·mean + b``, core/noise_fit.py) followed by
+non-local means or BM3D (σ = 1 there) and the closed-form unbiased inverse. BM3D comes from the ``bm3d``
+package (free for non-commercial use only: a benchmark reference, not a dependency of napari-dip); its rows
+are left out when it is not installed. Each run also gives the estimate of its own PSNR (the held-out
+pixels) beside the true one. Run it on a quiet machine: nothing else running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def affine_scores(result: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """PSNR and SSIM of ``result`` after the least-squares affine map a·result + b onto ``reference``."""
+    from skimage.metrics import structural_similarity
+
+    x, y = result.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
+    a, b = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)[0]
+    fitted = (a * result + b).astype(np.float64)
+    peak = float(reference.max() - reference.min())
+    mse = float(np.mean((fitted - reference) ** 2))
+    ssim = float(structural_similarity(fitted, reference.astype(np.float64), data_range=peak))
+    return 10 * np.log10(peak ** 2 / mse), ssim
+
+
+def gat(image: np.ndarray, denoise) -> np.ndarray:
+    """The generalised Anscombe transform with the image's fitted variance line, ``denoise`` (σ = 1 there) and
+    the closed-form unbiased inverse: counts c = (a·y + b) / a² have variance ≈ mean, so Anscombe's transform
+    of them is the generalised one of y."""
+    from napari_dip.core.noise_fit import fit_noise
+    from napari_dip.core.reference import anscombe
+
+    fitted = fit_noise(image[None, None])
+    a, b = fitted.slopes[0], fitted.intercepts[0]
+    if a <= 0:
+        raise ValueError("the variance does not grow with the signal: no Anscombe transform")
+    counts = (a * image.astype(np.float64) + b) / a ** 2
+    return (anscombe(counts, denoise) * a ** 2 - b) / a
+
+
+def nlm(x: np.ndarray, sigma: float) -> np.ndarray:
+    from napari_dip.core.reference import nl_means
+
+    return nl_means(x[None], sigma)[0]
+
+
+def bm3d_or_none():
+    try:
+        import bm3d
+    except ImportError:
+        return None
+    return lambda x, sigma: np.asarray(bm3d.bm3d(x, sigma_psd=sigma), np.float32)
+
+
+def classical_methods(noisy: np.ndarray, bm3d) -> dict:
+    """The classical references for one image, by name: functions of no argument."""
+    sigma = sigma_of(noisy)
+    methods = {"NLM, one σ": lambda: nlm(noisy, sigma), "GAT + NLM": lambda: gat(noisy, lambda z: nlm(z, 1.0))}
+    if bm3d is not None:
+        methods["BM3D, one σ"] = lambda: bm3d(noisy, sigma)
+        methods["GAT + BM3D"] = lambda: gat(noisy, lambda z: bm3d(z, 1.0))
+    return methods
+
+
+def sigma_of(x: np.ndarray) -> float:
+    from napari_dip.core.quality import estimate_gaussian_sigma
+
+    return estimate_gaussian_sigma(x[None, None].astype(np.float32))
+
+
+def restore(image: np.ndarray, **options) -> tuple[np.ndarray, dict, float]:
+    import napari_dip
+
+    start = time.perf_counter()
+    result = napari_dip.restore(image, device="cpu", seed=0, **options)
+    return result.image, result.record, time.perf_counter() - start
+
+
+def estimated_psnr(record: dict, image: np.ndarray, result: np.ndarray, reference: np.ndarray):
+    """The run's own estimate of its PSNR, put on the reference's scale: the record's estimated RMSE is in the
+    input's units, so it goes through the same affine map as the result."""
+    quality = record.get("quality") or {}
+    rmse = quality.get("chosen_estimated_rmse")
+    if rmse is None:
+        return None
+    x, y = result.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
+    a = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)[0][0]
+    peak = float(reference.max() - reference.min())
+    return float(20 * np.log10(peak / (abs(a) * rmse)))
+
+
+def self_tuning_choices() -> list[dict]:
+    """What noise='auto' chooses on the self-tuning grid's Gaussian-noise inputs (benchmarks/self_tuning.py; its
+    Poisson cases name their model): where it says 'gaussian', those runs are the same as before."""
+    import self_tuning
+
+    from napari_dip.core.noise_fit import fit_noise
+
+    rows = []
+    for task, name, size, colour, kind, level in self_tuning.GRIDS["full"]:
+        if kind != "gaussian":
+            continue
+        noisy = self_tuning.make_case(task, name, size, colour, kind, level)["input"]
+        planes = np.moveaxis(noisy, -1, 0)[None] if noisy.ndim == 3 else noisy[None, None]
+        fitted = fit_noise(planes)
+        rows.append({"case": f"{name} {size}² σ={level}", "chosen": fitted.model,
+                     "bright_over_dark_variance": [round(r, 2) for r in fitted.ratios]})
+    return rows
+
+
+def crop(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[-2:]
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[..., top:top + side, left:left + side]
+
+
+def main(argv=None) -> int:
+    import tifffile
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="the real-data folder (../shared/realdata)")
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--fields", type=int, default=8, help="how many W2S fields of view")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--self-tuning-grid", action="store_true",
+                        help="only print what noise='auto' chooses on the self-tuning grid's Gaussian inputs")
+    args = parser.parse_args(argv)
+    if args.self_tuning_grid:
+        choices = self_tuning_choices()
+        for row in choices:
+            print(json.dumps(row))
+        print(f"gaussian on {sum(r['chosen'] == 'gaussian' for r in choices)} of {len(choices)}")
+        return 0
+    torch.set_num_threads(args.threads)
+    bm3d = bm3d_or_none()
+    rows, fits = [], []
+    inputs = sorted(glob.glob(os.path.join(args.data, "w2s", "input_avg1_*.tif")))[: args.fields]
+    if not inputs:
+        parser.error(f"no W2S pairs (w2s/input_avg1_*.tif) under {args.data}")
+    for path in inputs:
+        name = os.path.basename(path)[len("input_avg1_"):-4]
+        noisy = crop(tifffile.imread(path).astype(np.float32), args.crop)
+        reference = crop(tifffile.imread(path.replace("input_avg1_", "target_avg400_")).astype(np.float32),
+                         args.crop)
+        row = {"field": name, "methods": {}}
+        for method, run in classical_methods(noisy, bm3d).items():
+            start = time.perf_counter()
+            out = run()
+            seconds = time.perf_counter() - start
+            row["methods"][method] = dict(zip(("psnr", "ssim"), affine_scores(out, reference)), seconds=seconds)
+        for method, options in (("DIP default (auto)", {}), ("DIP, noise=gaussian", {"noise": "gaussian"})):
+            out, record, seconds = restore(noisy, **options)
+            psnr, ssim = affine_scores(out, reference)
+            row["methods"][method] = dict(psnr=psnr, ssim=ssim, seconds=seconds,
+                                          estimated_psnr=estimated_psnr(record, noisy, out, reference),
+                                          noise=record["parameters"]["noise"])
+        row["input_psnr"] = affine_scores(noisy, reference)[0]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    for path in sorted(glob.glob(os.path.join(args.data, "pn2v", "*.tif"))):
+        from napari_dip.core.noise_fit import fit_noise
+
+        frame = tifffile.imread(path).astype(np.float64)
+        frame = frame.reshape(-1, *frame.shape[-2:])[0]
+        fitted = fit_noise(frame[None, None])
+        fits.append({"file": os.path.basename(path), **fitted.as_dict()})
+        print(json.dumps(fits[-1]), flush=True)
+
+    methods = list(rows[0]["methods"])
+    print(f"\nW2S, {len(rows)} fields, central {args.crop}² crops; PSNR (dB) / SSIM after an affine fit to the "
+          f"400-frame average; {args.threads} torch threads")
+    print(f"{'field':<8}{'input':>7}" + "".join(f"{m:>22}" for m in methods))
+    for row in rows:
+        cells = "".join(f"{row['methods'][m]['psnr']:>14.2f} / {row['methods'][m]['ssim']:.3f}" for m in methods)
+        print(f"{row['field']:<8}{row['input_psnr']:>7.2f}{cells}")
+    mean = {m: float(np.mean([r["methods"][m]["psnr"] for r in rows])) for m in methods}
+    print(f"{'mean':<8}{np.mean([r['input_psnr'] for r in rows]):>7.2f}" + "".join(f"{mean[m]:>22.2f}"
+                                                                                  for m in methods))
+    best = "GAT + BM3D" if "GAT + BM3D" in methods else "GAT + NLM"
+    gap = [r["methods"]["DIP default (auto)"]["psnr"] - r["methods"][best]["psnr"] for r in rows]
+    print(f"default − {best}: mean {np.mean(gap):+.2f} dB, worst {min(gap):+.2f}, best {max(gap):+.2f}")
+    estimates = [(r["methods"]["DIP default (auto)"]["estimated_psnr"], r["methods"]["DIP default (auto)"]["psnr"])
+                 for r in rows]
+    errors = [e - t for e, t in estimates if e is not None]
+    print(f"estimated − true PSNR of the default: present on {len(errors)} of {len(rows)}; "
+          + (f"mean {np.mean(errors):+.2f} dB, largest {max(errors, key=abs):+.2f}" if errors else ""))
+    seconds = {m: float(np.mean([r["methods"][m]["seconds"] for r in rows])) for m in methods}
+    print("mean seconds: " + ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"command": " ".join(["python"] + sys.argv), "crop": args.crop,
+                                               "threads": args.threads, "w2s": rows, "pn2v_fits": fits}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
