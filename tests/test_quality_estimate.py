@@ -208,3 +208,21 @@ def test_bad_camera_and_stopping_arguments_are_refused(kwargs, message):
     image = (np.random.default_rng(0).poisson(20, (16, 16)) * 2 + 100).astype(np.float32)
     with pytest.raises(DIPInputError, match=message):
         napari_dip.restore(image, "denoise", device=DEVICE, iterations=1, **kwargs)
+
+
+def test_an_estimate_below_zero_is_no_estimate_and_the_record_says_why():
+    # on real frames the held-out error minus the noise variance can come out ≤ 0 (docs/quality.md)
+    from types import SimpleNamespace
+
+    from napari_dip.api import kept_summary
+    from napari_dip.core import data
+    from napari_dip.job import NO_ESTIMATE, _quality
+
+    job = SimpleNamespace(normalisation=data.Normalisation(0.0, 255.0))
+    state = SimpleNamespace(heldout_error=0.02, best_iteration=40, best_mix_weight=None, estimated_mse=-1e-4,
+                            best_estimated_mse=-2e-4)
+    quality = _quality(state, np.linspace(0, 255, 16), job)
+    assert quality["chosen_estimated_psnr"] is None and quality["estimate_note"] == NO_ESTIMATE
+    assert NO_ESTIMATE in kept_summary({"chosen_iteration": 40, "estimated_psnr": None, "estimate_note": NO_ESTIMATE})
+    state.best_estimated_mse = 1e-4
+    assert "estimate_note" not in _quality(state, np.linspace(0, 255, 16), job)

@@ -221,6 +221,8 @@ def kept_summary(record_quality: dict | None) -> str:
     text = f"iteration {quality['chosen_iteration']}"
     if quality.get("estimated_psnr") is not None:
         text += f", estimated PSNR {quality['estimated_psnr']:.1f} dB"
+    elif quality.get("estimate_note"):
+        text += f" ({quality['estimate_note']})"
     mixed = quality.get("mixed_with") or {}
     if mixed.get("used") and mixed.get("network_weight") is not None:
         text += f", mixed with {mixed['method']} (network weight {mixed['network_weight']:.2f})"

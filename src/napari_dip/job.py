@@ -631,7 +631,14 @@ def _quality(state, result: np.ndarray, job: UnitJob) -> dict:
         if mse is not None:
             out[f"{key}estimated_rmse"] = float(np.sqrt(max(mse, 0.0))) * span
             out[f"{key}estimated_psnr"] = estimated_psnr(mse * span ** 2, peak)
+    if state.best_estimated_mse is not None and state.best_estimated_mse <= 0:
+        out["estimate_note"] = NO_ESTIMATE
     return out
+
+
+# the held-out error minus the noise variance came out ≤ 0 (docs/quality.md: seen on real fluorescence frames)
+NO_ESTIMATE = ("no estimated PSNR: the result's error is smaller than the uncertainty of the noise variance it is "
+               "told apart from")
 
 
 def unit_quality(step: UnitStep) -> dict:
@@ -640,6 +647,8 @@ def unit_quality(step: UnitStep) -> dict:
     entry = {"chosen_iteration": quality.get("chosen_iteration"), "iterations": state.iteration,
              "estimated_psnr": quality.get("chosen_estimated_psnr"),
              "estimated_rmse": quality.get("chosen_estimated_rmse"), "stop_reason": state.stop_reason}
+    if "estimate_note" in quality:
+        entry["estimate_note"] = quality["estimate_note"]
     if step.mixing is not None:
         mixing = step.mixing
         if mixing["used"]:
