@@ -100,3 +100,23 @@ def test_camera_settings_imply_the_camera_model_and_bad_ones_still_say_what_to_d
         napari_dip.restore(adu, offset=1e6, **tiny)
     with pytest.raises(DIPInputError, match="unknown noise model 'laplace'; use one of: auto, gaussian"):
         napari_dip.restore(adu, noise="laplace", **tiny)
+
+
+def test_auto_never_fails_on_the_camera_it_chose():
+    # wide gaps (masked) filled with the median can hide the rising variance from the camera estimate; the model
+    # that noise='auto' chose then takes its camera from its own variance line instead of refusing to run
+    from napari_dip.job import _camera_model, _line_camera
+
+    adu = _camera(_ramp(128) * 100 + 5)[None, None]
+    missing = np.zeros(adu.shape, bool)
+    missing[..., ::8, :] = True  # stripes
+    fitted = fit_noise(adu, missing).as_dict()
+    assert fitted["chosen"] == "poisson-gaussian"
+    gain, offset = _line_camera(fitted)
+    assert gain == pytest.approx(2.0, rel=0.1)
+    ramp = _ramp(128)[None, None]
+    falling = 150 + 100 * ramp + np.random.default_rng(0).normal(0, 1, ramp.shape) * (10 * (1 - ramp) + 0.5)
+    model = _camera_model(falling, np.zeros(ramp.shape, bool), None, None, None, fitted=fitted)
+    assert (model["gain"], model["effective_offset"]) == (gain, offset)
+    with pytest.raises(DIPInputError, match="does not grow with its intensity"):
+        _camera_model(falling, np.zeros(ramp.shape, bool), None, None, None)  # named by the user: the clear error

@@ -329,8 +329,8 @@ def fit_intensities(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
     estimate = {"model": spec.noise}
     if spec.noise == "gaussian":
         return data.fit_normalisation(values, spec.percentiles), estimate
-    camera = _camera_model(planes, missing, **spec.camera) if spec.noise == "poisson-gaussian" else \
-        {"gain": 1.0, "effective_offset": 0.0}
+    camera = _camera_model(planes, missing, **spec.camera, fitted=spec.noise_fit) \
+        if spec.noise == "poisson-gaussian" else {"gain": 1.0, "effective_offset": 0.0}
     normalisation = data.fit_normalisation(values, spec.percentiles, zero_low=True)
     # photon counts c = (y − effective offset) / gain map to c / (counts at 1) in the network's units
     normalisation = data.Normalisation(camera["effective_offset"],
@@ -340,8 +340,10 @@ def fit_intensities(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
     return normalisation, estimate
 
 
-def _camera_model(planes, missing, gain, offset, read_noise) -> dict:
-    """Gain and effective offset of Poisson-Gaussian camera data: the user's values, else estimated."""
+def _camera_model(planes, missing, gain, offset, read_noise, fitted: dict | None = None) -> dict:
+    """Gain and effective offset of Poisson-Gaussian camera data: the user's values, else estimated. With
+    noise='auto' (``fitted``: the NoiseFit.as_dict that chose the model), where the camera estimate finds no rising
+    variance (it fills masked pixels, which gaps can upset), the chosen model's own variance line gives them."""
     from .core.quality import estimate_camera_gain_offset
 
     values = planes[~missing]
@@ -351,7 +353,9 @@ def _camera_model(planes, missing, gain, offset, read_noise) -> dict:
         try:
             fitted_gain, fitted_offset = estimate_camera_gain_offset(filled)
         except ValueError as exc:
-            raise DIPInputError(str(exc)) from None
+            if not fitted:
+                raise DIPInputError(str(exc)) from None
+            fitted_gain, fitted_offset = _line_camera(fitted)
         if gain is None:
             model["gain"], gain = fitted_gain, fitted_gain
             model["estimated"].append("gain")
@@ -368,6 +372,16 @@ def _camera_model(planes, missing, gain, offset, read_noise) -> dict:
         raise DIPInputError(f"half the pixels lie below the camera offset ({model['effective_offset']:.4g}): "
                             "check offset= (the dark level, in ADU) or use noise='gaussian'")
     return model
+
+
+def _line_camera(fitted: dict) -> tuple[float, float]:
+    """(gain, effective offset) of the variance line var = slope · mean + intercept: the slope, and where the line
+    meets zero; over the channels whose variance rises, their median."""
+    rising = [(a, b) for a, b in zip(fitted["slope"], fitted["intercept"]) if a > 0]
+    if not rising:
+        raise DIPInputError("the image's variance does not grow with its intensity: use noise='gaussian'")
+    gain = float(np.median([a for a, _ in rising]))
+    return gain, float(-np.median([b for _, b in rising]) / gain)
 
 
 # ---------------------------------------------------------------------------------------------
