@@ -39,13 +39,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import images  # noqa: E402
+
+
+def affine_map(result: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(a, b) of the least-squares affine map a·result + b onto ``reference``."""
+    x, y = result.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
+    return tuple(np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)[0])
+
 
 def affine_scores(result: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """PSNR and SSIM of ``result`` after the least-squares affine map a·result + b onto ``reference``."""
     from skimage.metrics import structural_similarity
 
-    x, y = result.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
-    a, b = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)[0]
+    a, b = affine_map(result, reference)
     fitted = (a * result + b).astype(np.float64)
     peak = float(reference.max() - reference.min())
     mse = float(np.mean((fitted - reference) ** 2))
@@ -84,18 +91,12 @@ def bm3d_or_none():
 
 def classical_methods(noisy: np.ndarray, bm3d) -> dict:
     """The classical references for one image, by name: functions of no argument."""
-    sigma = sigma_of(noisy)
+    sigma = images._sigma(noisy)  # the wavelet estimate the other benchmarks' references use
     methods = {"NLM, one σ": lambda: nlm(noisy, sigma), "GAT + NLM": lambda: gat(noisy, lambda z: nlm(z, 1.0))}
     if bm3d is not None:
         methods["BM3D, one σ"] = lambda: bm3d(noisy, sigma)
         methods["GAT + BM3D"] = lambda: gat(noisy, lambda z: bm3d(z, 1.0))
     return methods
-
-
-def sigma_of(x: np.ndarray) -> float:
-    from napari_dip.core.quality import estimate_gaussian_sigma
-
-    return estimate_gaussian_sigma(x[None, None].astype(np.float32))
 
 
 def restore(image: np.ndarray, **options) -> tuple[np.ndarray, dict, float]:
@@ -113,8 +114,7 @@ def estimated_psnr(record: dict, image: np.ndarray, result: np.ndarray, referenc
     rmse = quality.get("chosen_estimated_rmse")
     if rmse is None:
         return None
-    x, y = result.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
-    a = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)[0][0]
+    a = affine_map(result, reference)[0]
     peak = float(reference.max() - reference.min())
     return float(20 * np.log10(peak / (abs(a) * rmse)))
 

@@ -207,13 +207,12 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
 
     if out is not None and tuple(out.shape) != spec.output_shape:
         raise DIPInputError(f"out has shape {tuple(out.shape)}; the result needs {spec.output_shape}")
-    first_pieces = None
+    normalisation, first_pieces = None, None
     if spec.normalise == "joint":
         sample = measurement_sample(spec)
         spec = choose_noise(spec, *sample)  # one noise model for every unit
         normalisation = fit_intensities(spec, *sample)
-    else:  # one mapping per unit, and the noise model of the first unit for all of them: each unit is read once
-        normalisation = None
+    elif spec.noise == "auto":  # one mapping per unit: the first unit's noise model for all, each unit read once
         first_pieces = read_unit(spec, units[0])
         spec = choose_noise(spec, *missing_planes(spec, first_pieces)[1:])
     first = _prepare(spec, units[0], normalisation, alone=len(units) == 1, pieces=first_pieces)

@@ -89,12 +89,15 @@ class _Level(nn.Module):
         return self.merge(deep)
 
 
-def in_full_precision(layers: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The output layers in float32, also under mixed precision: a bfloat16 output would round the image to 8 bits
-    of mantissa (steps of 1/256 near full scale, 256 ADU of a 16-bit camera; seen on a GPU). They are one thin
-    convolution and a sigmoid, so this costs next to nothing."""
+def in_full_precision(layers, x: torch.Tensor) -> torch.Tensor:
+    """The output ``layers`` (in order) in float32, also under mixed precision: a bfloat16 output would round the
+    image to 8 bits of mantissa (steps of 1/256 near full scale, 256 ADU of a 16-bit camera; seen on a GPU). They
+    are one thin convolution and a sigmoid, so this costs next to nothing."""
     with torch.autocast(x.device.type, enabled=False):
-        return layers(x.float())
+        x = x.float()
+        for layer in layers:
+            x = layer(x)
+        return x
 
 
 class SkipNet(nn.Module):
@@ -190,8 +193,11 @@ class LightDecoder(nn.Module):
         layers += _conv(dims, head_channels * k, out_channels * k, 1, groups=k)
         if sigmoid:
             layers.append(nn.Sigmoid())
-        self._output_from = len(layers) - (2 if sigmoid else 1)  # the last convolution and the sigmoid
         self.net = nn.Sequential(*layers)
+        # the body, and the output layers (the last convolution and the sigmoid) that run in float32: plain lists
+        # of the same modules, split once here rather than at every iteration
+        output_from = len(layers) - (2 if sigmoid else 1)
+        self._body, self._output = layers[:output_from], layers[output_from:]
         self.levels = levels
         self.dims = dims
         self.members = members
@@ -214,10 +220,10 @@ class LightDecoder(nn.Module):
     def forward(self, z):
         skipped = set(self._upsamplers[len(self._upsamplers) - self.skipped_upsamples:]) if self.skipped_upsamples \
             else set()
-        for i, layer in enumerate(self.net[:self._output_from]):
+        for i, layer in enumerate(self._body):
             if i not in skipped:
                 z = layer(z)
-        return in_full_precision(self.net[self._output_from:], z)
+        return in_full_precision(self._output, z)
 
 
 @dataclass
