@@ -25,7 +25,7 @@ class RestoreOptions:
     psf: Any = None
     psf_sigma: float | None = None
     guide: Any = None
-    noise: str = "auto"
+    noise: str = "gaussian"  # "auto" is not the default yet: docs/benchmarks.md § Real microscope noise
     channel_axis: int | None = None
     volumetric: bool = False
     iterations: int | None = None

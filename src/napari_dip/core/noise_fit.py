@@ -4,7 +4,8 @@ Camera and photon-counting data have a variance that grows with the signal, ``Va
 ``a`` the gain, ``b`` the read noise's variance less ``a`` times the dark offset; Foi et al., 2008); additive noise
 has a flat one (``a = 0``). :func:`fit_noise` fits that line to an image, per channel, and chooses the Gaussian
 model when the variance stays within a factor :data:`SIGNAL_DEPENDENT` across the image's intensities, else the
-Poisson-Gaussian one. It is what ``noise="auto"`` (the default) runs.
+Poisson-Gaussian one. It is what ``noise="auto"`` runs (not the default: low-noise images with fine bright
+structure can be called Poisson-Gaussian, docs/benchmarks.md § Real microscope noise).
 """
 
 from __future__ import annotations
