@@ -5,6 +5,7 @@ Run from the repository root (not part of the test suite; about an hour on 2 cor
     pip install bm3d PyWavelets        # optional: BM3D as a reference (benchmark only)
     python benchmarks/self_tuning.py                 # the whole grid, table to stdout and results/self_tuning.json
     python benchmarks/self_tuning.py --grid quick    # a handful of cases
+    python benchmarks/self_tuning.py --grid small --fixed-max-size 256   # 32² and 64² inputs, every task
     python benchmarks/self_tuning.py --only denoise --set stop_patience=200
 
 Every case is restored with the same defaults (``preset='fast'`` on the CPU)
@@ -69,6 +70,18 @@ GRIDS["full"] = (
        ("inpaint", "chelsea", 128, False, "missing", 0.8), ("inpaint", "coffee-blurred", 128, True, "missing", 0.8)]
     # super-resolution ×4 and deconvolution
     + [("superres", "camera", 256, False, "lanczos", 4), ("deconvolve", "camera", 128, False, "blur", 2.55)]
+)
+
+# small inputs, every task (issue 18 item 6): 32² and 64² measurements, where the held-out score rests on a few
+# hundred pixels; super-resolution ×4 measures a quarter of the side (128 → 32², 256 → 64²)
+GRIDS["small"] = (
+    [("denoise", name, size, False, "gaussian", 25) for name in ("camera", "cells") for size in (32, 64)]
+    + [("denoise", "text", 64, False, "gaussian", 10), ("denoise", "astronaut", 64, True, "gaussian", 50),
+       ("denoise", "cells", 64, False, "poisson", 20)]
+    + [("inpaint", "camera", 64, False, "missing", 0.5), ("inpaint", "cells", 32, False, "missing", 0.5)]
+    + [("superres", name, 128, False, "lanczos", 4) for name in ("camera", "coffee", "astronaut")]
+    + [("superres", "chelsea", 256, False, "lanczos", 4)]
+    + [("deconvolve", "camera", 64, False, "blur", 2.55), ("deconvolve", "cells", 32, False, "blur", 2.55)]
 )
 
 

@@ -31,8 +31,9 @@ def test_the_fit_recovers_a_cameras_variance_line(gain, offset, read_noise):
     slope, intercept = fitted.slopes[0], fitted.intercepts[0]
     assert slope == pytest.approx(gain, rel=0.03)  # measured within 1.1 % on these three cameras and two seeds
     # the variance the line gives, against the true one, at 5, 105 and 205 photons (the ramp runs from 5 to 205):
-    # within 1 % in the middle and at the bright end, 12 % at the dark end (measured)
-    for photons, tolerance in ((105, 0.02), (205, 0.02), (5, 0.15)):
+    # within 1 % in the middle and at the bright end; at the dark end, the line's end, up to 16 % (measured on
+    # these cameras and two seeds; 12 % before flat blocks were chosen: core/noise_fit.haar_points)
+    for photons, tolerance in ((105, 0.02), (205, 0.02), (5, 0.2)):
         true_variance = gain ** 2 * photons + read_noise ** 2
         assert slope * (gain * photons + offset) + intercept == pytest.approx(true_variance, rel=tolerance)
 
@@ -74,20 +75,70 @@ def test_clipped_values_are_those_at_a_frequent_end_of_the_range():
     assert not clipped(np.arange(1000.0)).any()  # each end once: nothing cut
 
 
-def test_auto_models_photon_counts_as_poisson_gaussian_and_says_why():
+def test_the_default_models_photon_counts_as_poisson_gaussian_and_says_why():
     photons = _ramp(64) * 30 + 1
     counts = np.random.default_rng(0).poisson(photons).astype(np.float32)
     tiny = dict(iterations=2, device=DEVICE, network_channels=8, ensemble=1)
-    record = napari_dip.restore(counts, noise="auto", **tiny).record
+    record = napari_dip.restore(counts, **tiny).record  # noise='auto' is the default
     assert record["parameters"]["noise"] == "poisson-gaussian"
     fitted = record["parameters"]["noise_fit"]
     assert fitted["chosen"] == "poisson-gaussian" and "grows with the signal" in fitted["reason"]
     assert record["parameters"]["noise_estimate"]["model"] == "poisson-gaussian"
-    # the default is Gaussian: 'auto' calls fine bright structure at low noise Poisson-Gaussian (benchmarks.md)
-    default = napari_dip.restore(counts, **tiny).record["parameters"]
-    assert default["noise"] == "gaussian" and "noise_fit" not in default
+    named = napari_dip.restore(counts, noise="gaussian", **tiny).record["parameters"]
+    assert named["noise"] == "gaussian" and "noise_fit" not in named  # a named model overrides the fit
     noisy = np.clip(_ramp(64) + np.random.default_rng(1).normal(0, 0.1, (64, 64)), 0, 1)
-    assert napari_dip.restore(noisy, noise="auto", **tiny).record["parameters"]["noise"] == "gaussian"
+    assert napari_dip.restore(noisy, **tiny).record["parameters"]["noise"] == "gaussian"
+
+
+def _filaments(shape=(16, 64, 64), seed=3):
+    """Thin bright random tubes in 3D, blurred: every bright voxel is on a ridge (fine bright structure)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    points = np.zeros(shape)
+    for _ in range(40):
+        start, direction = rng.uniform(0, shape), rng.normal(size=3)
+        for t in np.linspace(-64, 64, 512):
+            index = np.round(start + t * direction / np.linalg.norm(direction)).astype(int)
+            if np.all(index >= 0) and np.all(index < shape):
+                points[tuple(index)] = rng.uniform(0.5, 1.0)
+    out = ndimage.gaussian_filter(points, 0.9)
+    return out / out.max()
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.02])
+def test_fine_bright_structure_at_low_noise_is_not_taken_for_photon_noise(sigma):
+    # the fit without the flat-block selection called these Poisson-Gaussian, bright over dark 20× and 6×
+    # (benchmarks/noise_choice.py), which cost 1.7 dB on an axial super-resolution case
+    clean = _filaments()
+    noisy = clean + np.random.default_rng(0).normal(0, sigma, clean.shape)
+    fitted = fit_noise(noisy.reshape(-1, 1, *noisy.shape[-2:]))
+    assert fitted.model == "gaussian"
+    # (the price: the same tubes in photon counts are called Gaussian too; benchmarks/noise_choice.py counts it)
+
+
+def test_a_bin_of_structure_is_left_out_of_the_line():
+    from scipy import ndimage
+
+    from napari_dip.core.noise_fit import haar_points
+
+    rng = np.random.default_rng(0)
+    flat = rng.normal(0, 1, (256, 256))  # every intensity bin is pure noise of variance 1
+    centres, levels, _ = haar_points(flat)
+    assert len(centres) == 16 and np.allclose(levels, 1.0, rtol=0.2)
+    # a bright patch of fine texture (contrast 50× the noise): its bins would read variances of hundreds
+    textured = flat.copy()
+    textured[:96, :96] += 100 + 50 * ndimage.gaussian_filter(rng.normal(0, 1, (96, 96)), 1.0) / 0.28
+    centres, levels, _ = haar_points(textured)
+    assert centres.max() < 50 and np.allclose(levels, 1.0, rtol=0.2)
+
+
+def test_too_little_flat_area_is_gaussian_and_says_so():
+    y, x = np.mgrid[0:64, 0:64]
+    pattern = 3.0 * x + 2.0 * y  # a steep ramp: every 2×2 block changes by far more than the noise
+    noisy = pattern + np.random.default_rng(0).normal(0, 0.5, pattern.shape)
+    fitted = fit_noise(noisy[None, None])
+    assert fitted.model == "gaussian" and "too few flat regions" in fitted.reason
 
 
 def test_camera_settings_imply_the_camera_model_and_bad_ones_still_say_what_to_do():
@@ -108,13 +159,13 @@ def test_auto_never_fails_on_the_camera_it_chose():
     # that noise='auto' chose then takes its camera from its own variance line instead of refusing to run
     from napari_dip.job import _camera_model, _line_camera
 
-    adu = _camera(_ramp(128) * 100 + 5)[None, None]
+    adu = _camera(_ramp(256) * 100 + 5)[None, None]
     missing = np.zeros(adu.shape, bool)
     missing[..., ::8, :] = True  # stripes
     fitted = fit_noise(adu, missing).as_dict()
     assert fitted["chosen"] == "poisson-gaussian"
     gain, offset = _line_camera(fitted)
-    assert gain == pytest.approx(2.0, rel=0.1)
+    assert gain == pytest.approx(2.0, rel=0.15)  # 1.81-2.07 over six seeds (measured)
     ramp = _ramp(128)[None, None]
     falling = 150 + 100 * ramp + np.random.default_rng(0).normal(0, 1, ramp.shape) * (10 * (1 - ramp) + 0.5)
     model = _camera_model(falling, np.zeros(ramp.shape, bool), None, None, None, fitted=fitted)

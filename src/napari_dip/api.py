@@ -61,10 +61,11 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
         Guide image for 'guided' (flash photo; panchromatic band). It is the
         network input and must have the output's Y/X size.
     noise : {'auto', 'gaussian', 'poisson', 'poisson-gaussian'}
-        Noise model, 'gaussian' by default. 'auto' fits how the image's variance grows
-        with its intensity and takes 'poisson-gaussian' when it rises, else
-        'gaussian' (core/noise_fit.py; the record's ``parameters.noise_fit``
-        says why). Or: squared error; Poisson likelihood for photon counts; or
+        Noise model, 'auto' by default: fit how the image's variance grows with
+        its intensity in its flat regions and take 'poisson-gaussian' when it
+        rises, else 'gaussian' (core/noise_fit.py; the record's
+        ``parameters.noise_fit`` says why). Or name one: squared error; Poisson
+        likelihood for photon counts; or
         camera data in ADU, counts = (ADU − offset) / gain plus Gaussian read
         noise, fitted as photon counts after that mapping.
     channel_axis : int, optional

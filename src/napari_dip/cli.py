@@ -123,9 +123,9 @@ def add_restore_options(parser) -> None:
     psf.add_argument("--psf-sigma", type=float, metavar="S", help="Gaussian PSF sigma in pixels, for deconvolve")
     parser.add_argument("--guide", metavar="FILE", help="guide image for guided (flash photo, panchromatic band), "
                                                         "at the result's size")
-    parser.add_argument("--noise", choices=("auto", "gaussian", "poisson", "poisson-gaussian"), default="gaussian",
-                        help="noise model: gaussian (default; squared error), auto (gaussian or poisson-gaussian, "
-                             "chosen from how the image's variance grows with its intensity), poisson (photon "
+    parser.add_argument("--noise", choices=("auto", "gaussian", "poisson", "poisson-gaussian"), default="auto",
+                        help="noise model: auto (default: gaussian or poisson-gaussian, chosen from how the image's "
+                             "variance grows with its intensity), gaussian (squared error), poisson (photon "
                              "counts) or poisson-gaussian (camera values in ADU: counts times a gain, plus an offset "
                              "and read noise)")
     parser.add_argument("--gain", type=float, metavar="G",

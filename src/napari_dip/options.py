@@ -25,7 +25,7 @@ class RestoreOptions:
     psf: Any = None
     psf_sigma: float | None = None
     guide: Any = None
-    noise: str = "gaussian"  # "auto" is not the default yet: docs/benchmarks.md § Real microscope noise
+    noise: str = "auto"  # chosen from the image's mean-variance fit (core/noise_fit.py)
     channel_axis: int | None = None
     volumetric: bool = False
     iterations: int | None = None

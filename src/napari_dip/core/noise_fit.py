@@ -4,8 +4,8 @@ Camera and photon-counting data have a variance that grows with the signal, ``Va
 ``a`` the gain, ``b`` the read noise's variance less ``a`` times the dark offset; Foi et al., 2008); additive noise
 has a flat one (``a = 0``). :func:`fit_noise` fits that line to an image, per channel, and chooses the Gaussian
 model when the variance stays within a factor :data:`SIGNAL_DEPENDENT` across the image's intensities, else the
-Poisson-Gaussian one. It is what ``noise="auto"`` runs (not the default: low-noise images with fine bright
-structure can be called Poisson-Gaussian, docs/benchmarks.md § Real microscope noise).
+Poisson-Gaussian one. It is what ``noise="auto"``, the default, runs. How often it is right on images whose noise
+is known: ``python benchmarks/noise_choice.py`` (docs/benchmarks.md § Which noise model).
 """
 
 from __future__ import annotations
@@ -41,26 +41,72 @@ def mean_variance_points(image: np.ndarray, bins: int = 16):
 
 
 def haar_points(image: np.ndarray, bins: int = 16, usable: np.ndarray | None = None):
-    """Like :func:`mean_variance_points`, from 2×2 blocks: the block's mean, and the square of its diagonal
-    detail (a − b − c + d) / 2, whose variance is the noise's and which edges and texture reach less than the
-    4-neighbour residual (on a grid of textured photos it called Gaussian noise signal-dependent less often).
+    """Like :func:`mean_variance_points`, from 2×2 blocks and from the blocks where the signal is flat.
+
+    Per block: its mean, and the square of its diagonal detail (a − b − c + d) / 2, whose variance is the noise's.
+    Structure also reaches that detail (bright ridges and spots most, so that fine bright structure looks like
+    signal-dependent noise), so each bin keeps only its flat blocks: those whose horizontal and vertical details
+    and two second differences of the neighbouring block means stay within :data:`FLAT_BOUND` times the bin's
+    noise variance (re-estimated from the blocks kept, :data:`FLAT_ROUNDS` times). For white noise these are
+    independent of the diagonal detail, so choosing blocks by them does not bias the variance. A bin where under
+    :data:`FLAT_SHARE` of the blocks are flat is structure and is left out.
     ``usable`` (boolean, like ``image``) leaves out the blocks that hold an unusable pixel (clipped or missing)."""
     x = np.asarray(image, np.float64)
     slices = x.reshape(-1, *x.shape[-2:])
-    keep = None if usable is None else np.asarray(usable, bool).reshape(slices.shape)
     h, w = (slices.shape[1] // 2) * 2, (slices.shape[2] // 2) * 2
-    a, b, c, d = (slices[:, i:h:2, j:w:2] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
-    mean = ((a + b + c + d) / 4).ravel()
-    square = (((a - b - c + d) / 2) ** 2).ravel()
-    if keep is not None:
-        k = np.logical_and.reduce([keep[:, i:h:2, j:w:2] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1))]).ravel()
-        mean, square = mean[k], square[k]
-    return _binned(mean, square, bins)
+    corners = ((0, 0), (0, 1), (1, 0), (1, 1))
+    a, b, c, d = (slices[:, i:h:2, j:w:2] for i, j in corners)
+    block_mean = (a + b + c + d) / 4
+    whole = np.ones(block_mean.shape, bool)  # the blocks of usable pixels only
+    if usable is not None:
+        keep = np.asarray(usable, bool).reshape(slices.shape)
+        whole = np.logical_and.reduce([keep[:, i:h:2, j:w:2] for i, j in corners])
+
+    def second_difference(offsets):
+        """(n1 + n2 − n3 − n4)² of the neighbouring block means at ``offsets``; 0 where one is unusable (the
+        guard is then left out rather than failing the block)."""
+        pad = ((0, 0), (1, 1), (1, 1))
+        means, usable_blocks = np.pad(block_mean, pad, mode="reflect"), np.pad(whole, pad, mode="reflect")
+        ny, nx = block_mean.shape[1:]
+        at = [(slice(None), slice(1 + dy, 1 + dy + ny), slice(1 + dx, 1 + dx + nx)) for dy, dx in offsets]
+        value = means[at[0]] + means[at[1]] - means[at[2]] - means[at[3]]
+        return np.where(np.logical_and.reduce([usable_blocks[i] for i in at]), value ** 2, 0.0)
+
+    # each has the noise's variance for white noise (two differences of two pixels, or of four block means of
+    # variance σ²/4), is independent of the diagonal detail, and none of the second differences uses the block
+    structure = np.maximum.reduce([
+        ((a + b - c - d) / 2) ** 2, ((a - b + c - d) / 2) ** 2,
+        second_difference(((0, -1), (0, 1), (-1, 0), (1, 0))),
+        second_difference(((-1, -1), (1, 1), (-1, 1), (1, -1)))])[whole]
+    mean = block_mean[whole]
+    square = (((a - b - c + d) / 2) ** 2)[whole]
+    return _binned(mean, square, bins, structure)
 
 
-def _binned(mean: np.ndarray, square: np.ndarray, bins: int):
+FLAT_BOUND = 6.63  # the 99th percentile of χ²(1): 96 % of pure-noise blocks count as flat
+FLAT_ROUNDS = 4
+# under this share of flat blocks a bin is structure (pure noise: 0.96; the bright bins of thin filaments at 1 %
+# noise: 0.01-0.02); benchmarks/noise_choice.py chose it over 0.2 and 0.3
+FLAT_SHARE = 0.5
+# median of a σ²·χ²(1) variable is 0.4549 σ²
+CHI2_MEDIAN = 0.4549
+
+
+def _flat_variance(square: np.ndarray, structure: np.ndarray) -> float | None:
+    """The noise variance from the flat blocks of one bin (:func:`haar_points`); None where the bin is structure."""
+    level = float(np.median(square)) / CHI2_MEDIAN
+    for _ in range(FLAT_ROUNDS):
+        flat = structure <= FLAT_BOUND * level
+        if flat.sum() < 25 or flat.mean() < FLAT_SHARE:
+            return None
+        level = float(np.median(square[flat])) / CHI2_MEDIAN
+    return level
+
+
+def _binned(mean: np.ndarray, square: np.ndarray, bins: int, structure: np.ndarray | None = None):
     """Per bin of ``mean`` (quantile edges; bins of under 50 samples left out): the median mean, the variance
-    that the median of the squared noise samples gives, and the samples; None when they cannot be binned."""
+    that the median of the squared noise samples gives (of the flat ones, given ``structure``: :func:`haar_points`),
+    and the samples; None when they cannot be binned."""
     if mean.size == 0:
         return None
     edges = np.unique(np.quantile(mean, np.linspace(0, 1, bins + 1)))
@@ -71,9 +117,14 @@ def _binned(mean: np.ndarray, square: np.ndarray, bins: int):
         inside = (mean >= lo) & (mean < hi) if hi < edges[-1] else (mean >= lo) & (mean <= hi)
         if inside.sum() < 50:
             continue
+        if structure is None:
+            level = float(np.median(square[inside])) / CHI2_MEDIAN
+        else:
+            level = _flat_variance(square[inside], structure[inside])
+            if level is None:
+                continue
         centres.append(float(np.median(mean[inside])))
-        # median of a σ²·χ²(1) variable is 0.4549 σ²
-        levels.append(float(np.median(square[inside])) / 0.4549)
+        levels.append(level)
         counts.append(float(inside.sum()))
     return np.array(centres), np.array(levels), np.array(counts)
 
@@ -111,17 +162,26 @@ def fit_noise(planes: np.ndarray, missing: np.ndarray | None = None) -> NoiseFit
 
     Poisson-Gaussian when, in some channel, the line is rising and its variance at the bright end of the image's
     intensities (the second-highest bin) is at least :data:`SIGNAL_DEPENDENT` times that at the dark end (the
-    second-lowest); Gaussian otherwise, and when the image is too small or too flat to tell.
+    second-lowest); Gaussian otherwise, and when the image is too small, too flat or too textured to tell.
     """
     planes = np.asarray(planes, np.float64)
-    unusable = clipped(planes) | (np.zeros(planes.shape, bool) if missing is None else np.asarray(missing, bool))
-    slopes, intercepts, ratios = [], [], []
+    clipped_values = clipped(planes)
+    unusable = clipped_values | (np.zeros(planes.shape, bool) if missing is None else np.asarray(missing, bool))
+    slopes, intercepts, ratios, fitted = [], [], [], 0
+    ends = [np.unique(planes[:, c][clipped_values[:, c]]) for c in range(planes.shape[1])]
     for c in range(planes.shape[1]):
         points = haar_points(np.where(unusable[:, c], 0.0, planes[:, c]), usable=~unusable[:, c])
         if points is None or len(points[0]) < 4:
             slopes.append(0.0), intercepts.append(0.0), ratios.append(1.0)
             continue
         centres, levels, counts = points
+        # next to a clipped end, only the blocks whose noise stayed inside the range are left: too little variance
+        inside = [all(abs(m - end) > 3 * np.sqrt(v) for end in ends[c]) for m, v in zip(centres, levels)]
+        centres, levels, counts = centres[inside], levels[inside], counts[inside]
+        if len(centres) < 4:
+            slopes.append(0.0), intercepts.append(0.0), ratios.append(1.0)
+            continue
+        fitted += 1
         slope, intercept = np.polyfit(centres, levels, 1, w=np.sqrt(counts))
         dark, bright = (slope * centres[i] + intercept for i in (1, -2))
         ratio = float(bright / dark) if dark > 0 else float("inf") if bright > 0 else 1.0
@@ -130,6 +190,10 @@ def fit_noise(planes: np.ndarray, missing: np.ndarray | None = None) -> NoiseFit
     if rising and max(rising) >= SIGNAL_DEPENDENT:
         return NoiseFit("poisson-gaussian", slopes, intercepts, ratios,
                         f"the variance grows with the signal: {max(rising):.3g}× from dark to bright pixels")
+    if not fitted:
+        return NoiseFit("gaussian", slopes, intercepts, ratios,
+                        "too few flat regions at enough intensities to see how the noise changes with the signal "
+                        "(texture or a small image): Gaussian; name the model if you know it")
     return NoiseFit("gaussian", slopes, intercepts, ratios,
                     f"the variance is about the same at every intensity (at most {max(ratios):.3g}× from dark to "
                     f"bright pixels; signal-dependent from {SIGNAL_DEPENDENT}×)")

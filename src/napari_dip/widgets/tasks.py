@@ -13,8 +13,8 @@ from .layer_data import InputSelection, companion_array, layer_array
 
 
 def noise_model_choice() -> ComboBox:
-    """The noise model drop-down: Gaussian (the default), automatic, Poisson or Poisson-Gaussian."""
-    return ComboBox(label="noise model", value="gaussian",
+    """The noise model drop-down: automatic (the default), Gaussian, Poisson or Poisson-Gaussian."""
+    return ComboBox(label="noise model", value="auto",
                     choices=[("automatic (from the image)", "auto"), ("Gaussian (squared error)", "gaussian"),
                              ("Poisson (photon counts)", "poisson"),
                              ("Poisson-Gaussian (camera ADU)", "poisson-gaussian")],
