@@ -21,7 +21,7 @@ To say what the full size would take, one full-resolution iteration is timed at 
 no coarse stages) and multiplied by the iterations the shrunken run needed: an over-estimate where coarse
 stages ran (they cost a fraction of a full iteration); at ``--shrink 1`` the seconds are measured, not estimated.
 ``--skip-reference`` leaves out the classical references (CPU work that a GPU machine's lease should not pay
-for; run them on any machine). Run it on a quiet machine: nothing else running.
+for; run them on any machine), ``--defaults-only`` the cold-start runs. Run it on a quiet machine: nothing else running.
 """
 
 from __future__ import annotations
@@ -109,9 +109,16 @@ def restore(case: dict, device: str = "cpu", **overrides) -> dict:
     import napari_dip
 
     start = time.perf_counter()
-    result = napari_dip.restore(case["input"], case.get("task", "denoise"), device=device, seed=0,
-                                **case["kwargs"], **overrides)
+    run = napari_dip.restore_iter(case["input"], case.get("task", "denoise"), device=device, seed=0,
+                                  **case["kwargs"], **overrides)
+    unit = 0
+    for snapshot in run:  # a unit's end, as it comes: a run cut short by a time limit still says how far it got
+        if snapshot.plane != unit and snapshot.planes > 1:
+            print(f"  {case['name']}: {snapshot.plane} of {snapshot.planes} units done at "
+                  f"{time.perf_counter() - start:.1f} s", flush=True)
+            unit = snapshot.plane
     seconds = time.perf_counter() - start
+    result = run.result
     record = result.record
     return {"seconds": round(seconds, 1), "psnr": round(psnr(result.image, case["truth"]), 2),
             "iterations": record["iterations"], "units": len(record["units"]),
@@ -140,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--skip-reference", action="store_true", help="leave out the classical references")
+    parser.add_argument("--defaults-only", action="store_true",
+                        help="only the defaults, no cold-start run (a GPU lease's time)")
     args = parser.parse_args(argv)
     import torch
 
@@ -149,13 +158,18 @@ def main(argv=None) -> int:
         case = CASES[key](args.shrink)
         label, reference = case["reference"]
         row = {"case": case["name"], "reference": None if args.skip_reference else (label, reference())}
-        row["cold"] = restore(case, args.device, warm_start=False)
-        units = row["cold"]["units"]
-        row["default"] = restore(case, args.device) if units > 1 else dict(row["cold"], same_run=True)
+        if args.defaults_only:
+            row["default"] = restore(case, args.device)
+        else:
+            row["cold"] = restore(case, args.device, warm_start=False)
+            units = row["cold"]["units"]
+            row["default"] = restore(case, args.device) if units > 1 else dict(row["cold"], same_run=True)
         if args.shrink > 1:
             per_iteration = full_size_iteration_seconds(case, key)
             units_full = case["full"][0] if key in ("b", "e") else 1
             for name in ("cold", "default"):
+                if name not in row:
+                    continue
                 r = row[name]
                 # iterations per unit at the shrunken size × one full-size iteration × the full size's units
                 r["full_size_estimate_s"] = round(r["iterations"] / r["units"] * units_full * per_iteration, 0)

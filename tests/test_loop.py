@@ -51,8 +51,8 @@ def test_a_stop_request_is_honoured_within_one_interval():
 
 
 def test_same_seed_same_result_and_another_seed_differs():
-    def final(seed):
-        return list(fit(_problem(), _settings(reg_noise_std=0.05), seed=seed))[-1].estimate.cpu().numpy()
+    def final(seed):  # on the CPU: CUDA runs are not bit-repeatable (atomics in cuDNN, docs/user-guide)
+        return list(loop.fit(_problem(), _settings(reg_noise_std=0.05), seed=seed, device="cpu"))[-1].estimate.numpy()
     np.testing.assert_array_equal(final(3), final(3))
     assert not np.allclose(final(3), final(4))
 

@@ -98,6 +98,32 @@ def test_auto_stop_rule_fires_after_the_minimum_and_not_while_improving():
     assert not stop.should_stop(130, full_resolution_from=120) and stop.should_stop(140, full_resolution_from=120)
 
 
+def _errors(level, spread, pixels=100, seed=0):
+    """Squared errors at ``pixels`` held-out pixels: mean ``level``, the same draw shifted (so that two iterates'
+    errors differ by a constant, their difference spread set by ``spread``)."""
+    base = torch.rand((1, 1, 1, pixels), generator=torch.Generator().manual_seed(seed))
+    jitter = torch.rand((1, 1, 1, pixels), generator=torch.Generator().manual_seed(seed + 1)) - 0.5
+    errors = base - base.mean() + level + spread * jitter
+    return errors.mean(), errors
+
+
+def test_the_kept_iterate_is_the_latest_one_the_held_out_pixels_cannot_tell_from_the_lowest():
+    scored = torch.ones((1, 1, 1, 100))
+    # the lowest error at iteration 1; iteration 2 is worse by 0.01, a tenth of its own standard error
+    # (spread 1 over 100 pixels: about 0.03) and iteration 3 by 0.5, fifteen standard errors
+    steps = [_errors(1.0, 0.0, seed=0), _errors(1.01, 1.0, seed=0), _errors(1.5, 1.0, seed=0)]
+    for margin, kept in ((0.0, 1), (1.0, 2)):
+        stop = AutoStop(min_patience=10, growth=0.0, margin=margin)
+        flags = [bool(stop.update(torch.tensor(t), score, errors, scored)) for t, (score, errors) in
+                 enumerate(steps, 1)]
+        stop.sync()
+        assert stop.best_iteration == 1 and stop.kept_iteration == kept
+        assert flags == [True, margin > 0, False]
+        assert stop.kept_score == pytest.approx(float(steps[kept - 1][0]))
+    with pytest.raises(ValueError, match="margin must be ≥ 0"):
+        AutoStop(10, 0.5, margin=-1.0)
+
+
 def _overfitting_problem(size=32, sigma=0.15):
     truth = _smooth(size)
     noisy = truth + sigma * np.random.default_rng(0).normal(size=truth.shape).astype(np.float32)
@@ -116,8 +142,8 @@ def test_run_overfits_stops_early_and_keeps_the_named_snapshot():
     snaps = list(run)
     record = run.result.record
     assert record["stop_reason"].startswith("automatic stop")
-    chosen = record["quality"]["chosen_iteration"]
-    assert record["iterations"] == chosen + 60
+    chosen, lowest = record["quality"]["chosen_iteration"], record["quality"]["lowest_error_iteration"]
+    assert record["iterations"] == lowest + 60 and chosen >= lowest  # the patience counts from the minimum
     assert record["iterations"] < 1500
     at_chosen = [s for s in snaps if s.iteration == chosen and not s.done]
     assert at_chosen and np.array_equal(at_chosen[0].image, run.result.image)
@@ -220,7 +246,7 @@ def test_an_estimate_below_zero_is_no_estimate_and_the_record_says_why():
 
     job = SimpleNamespace(normalisation=data.Normalisation(0.0, 255.0))
     state = SimpleNamespace(heldout_error=0.02, best_iteration=40, best_mix_weight=None, estimated_mse=-1e-4,
-                            best_estimated_mse=-2e-4)
+                            best_estimated_mse=-2e-4, lowest_error_iteration=40)
     quality = _quality(state, np.linspace(0, 255, 16), job)
     assert quality["chosen_estimated_psnr"] is None and quality["estimate_note"] == NO_ESTIMATE
     assert NO_ESTIMATE in kept_summary({"chosen_iteration": 40, "estimated_psnr": None, "estimate_note": NO_ESTIMATE})

@@ -639,6 +639,8 @@ def _quality(state, result: np.ndarray, job: UnitJob) -> dict:
     span = job.normalisation.span
     peak = float(np.nanmax(result) - np.nanmin(result)) or span
     out = {"heldout_error": state.heldout_error * span ** 2, "chosen_iteration": state.best_iteration}
+    if state.lowest_error_iteration is not None:
+        out["lowest_error_iteration"] = state.lowest_error_iteration
     if state.best_mix_weight is not None:
         out["network_weight"] = state.best_mix_weight
     for key, mse in (("", state.estimated_mse), ("chosen_", state.best_estimated_mse)):
@@ -658,7 +660,8 @@ NO_ESTIMATE = ("no estimated PSNR: the result's error is smaller than the uncert
 def unit_quality(step: UnitStep) -> dict:
     """The record's word on how a unit's result was chosen (automatic stopping), from its last step."""
     quality, state = step.quality, step.state
-    entry = {"chosen_iteration": quality.get("chosen_iteration"), "iterations": state.iteration,
+    entry = {"chosen_iteration": quality.get("chosen_iteration"),
+             "lowest_error_iteration": quality.get("lowest_error_iteration"), "iterations": state.iteration,
              "estimated_psnr": quality.get("chosen_estimated_psnr"),
              "estimated_rmse": quality.get("chosen_estimated_rmse"), "stop_reason": state.stop_reason}
     if "estimate_note" in quality:

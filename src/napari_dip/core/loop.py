@@ -90,7 +90,7 @@ class LoopState:
     estimate: torch.Tensor  # the result if the run stopped now (EMA and early stopping applied)
     seconds: float
     backtracks: int = 0
-    best_iteration: int | None = None  # early stopping: the chosen iteration so far (held-out minimum or ES-WMV)
+    best_iteration: int | None = None  # early stopping: the chosen iteration so far (held-out rule or ES-WMV)
     # automatic stopping: estimated mean squared error (normalised units, measurement space) of the
     # current result and of the chosen one; None without held-out pixels or a noise variance
     estimated_mse: float | None = None
@@ -103,6 +103,7 @@ class LoopState:
     stop_reason: str | None = None  # set on the final state only
     done: bool = False
     fitted: FittedState | None = None  # final state only: to warm-start a neighbouring unit
+    lowest_error_iteration: int | None = None  # final state, held-out rule: where the held-out error was lowest
 
 
 def data_term(prediction, target, known, noise: str | NoiseModel):
@@ -541,14 +542,16 @@ class HeldOutScore:
             self.mixer = ReferenceMix(problem.reference.to(device),
                                       measurement.operator(problem.reference_scored.to(device)),
                                       measurement.target, scored)
-        self.score = None
+        self.score = self.errors = None
 
     def judge(self, current: torch.Tensor) -> torch.Tensor:
-        """Score ``current`` (kept as ``score``, on the device); returns the iterate judged: mixed, or itself."""
+        """Score ``current`` (kept as ``score``, on the device, with the squared ``errors`` it averages); returns
+        the iterate judged: mixed, or itself (the score: core/noise.py NoiseModel.heldout_score)."""
         m = self.measurement
         with torch.no_grad():
             measured = m.operator(current)
-            self.score = m.noise.heldout_score(measured, m.target, m.scored)
+            self.errors = m.noise.heldout_errors(measured, m.target)
+            self.score = masked_mean(self.errors, m.scored)
             if self.mixer is not None:
                 # the network's own held-out error picks the iterate; the mix is the result at that iterate
                 current = self.mixer.mix(current, measured)
@@ -628,6 +631,7 @@ class StoppingRule:
 
     tracker = None
     best_score: float | None = None
+    lowest_error_iteration: int | None = None  # held-out rule: the minimum's iteration (the kept one may be later)
 
     def observe(self, iteration: int, counter, output, latest, judged, score, check: bool) -> str | None:
         return None
@@ -647,12 +651,13 @@ class HeldOutStop(StoppingRule):
 
     def __init__(self, settings: Settings, scorer: HeldOutScore, kept: KeptIterate, full_resolution_from: int,
                  kept_network: KeptNetwork | None = None):
-        self.auto = self.tracker = AutoStop(settings.stop_patience, settings.stop_patience_growth)
+        self.auto = self.tracker = AutoStop(settings.stop_patience, settings.stop_patience_growth,
+                                            settings.stop_margin)
         self.scorer, self.kept, self.full_resolution_from = scorer, kept, full_resolution_from
         self.kept_network = kept_network  # with warm starts: the network at the kept iterate, for the next unit
 
     def observe(self, iteration, counter, output, latest, judged, score, check):
-        improved = self.auto.update(counter, score)
+        improved = self.auto.update(counter, score, self.scorer.errors, self.scorer.measurement.scored)
         self.scorer.keep(improved)
         self.kept.keep(judged, improved)
         if self.kept_network is not None:
@@ -664,9 +669,25 @@ class HeldOutStop(StoppingRule):
                         f"did not improve for {iteration - self.auto.best_iteration} iterations")
         return None
 
+    def finish(self) -> None:
+        super().finish()
+        self.lowest_error_iteration = self.auto.best_iteration
+
+    def kept_note(self) -> str:
+        """Why the kept iterate is not the lowest-error one, for the stop reason ('' when it is)."""
+        kept, lowest = self.auto.kept_iteration, self.auto.best_iteration
+        if kept is None or kept == lowest:
+            return ""
+        errors = "standard error" if self.auto.margin == 1 else "standard errors"
+        return f"; kept iteration {kept}, as good as iteration {lowest} within {self.auto.margin:g} {errors}"
+
+    @property
+    def chosen_iteration(self) -> int | None:
+        return self.auto.kept_iteration
+
     @property
     def best_score(self):
-        return self.auto.best_score if math.isfinite(self.auto.best_score) else None
+        return self.auto.kept_score if math.isfinite(self.auto.kept_score) else None
 
 
 class VarianceStop(StoppingRule):
@@ -732,6 +753,7 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
                          average.output, kept.tensor if kept.tensor is not None else latest,
                          time.perf_counter() - start, backtracking.count if backtracking else 0,
                          rule.chosen_iteration, *scores, current=judged,
+                         lowest_error_iteration=rule.lowest_error_iteration,
                          **(scorer.mix_weights() if scorer is not None else {}), **final)
 
     while iteration < total:
@@ -766,8 +788,10 @@ def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.de
     if average.output is None:  # stopped before the first step: report the untrained network's output
         average.output = fitting.untrained_output()
         loss = None
-    if isinstance(rule, HeldOutStop) and rule.chosen_iteration is not None and stop_reason.startswith("completed"):
-        stop_reason += f"; the held-out error was lowest at iteration {rule.chosen_iteration}"
+    if isinstance(rule, HeldOutStop) and rule.lowest_error_iteration is not None:
+        if stop_reason.startswith("completed"):
+            stop_reason += f"; the held-out error was lowest at iteration {rule.lowest_error_iteration}"
+        stop_reason += rule.kept_note()
     if kept_network is not None and rule.chosen_iteration is not None:
         kept_network.restore()
         position += rule.chosen_iteration

@@ -35,7 +35,12 @@ class NoiseModel:
         result's own squared error plus the noise variance, so the score minus the mean
         noise variance estimates the result's error (the loop subtracts it).
         """
-        return masked_mean((prediction - target) ** 2, scored)
+        return masked_mean(self.heldout_errors(prediction, target), scored)
+
+    def heldout_errors(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The squared error per pixel that :meth:`heldout_score` averages (its spread says how sure the score
+        is: core/quality.py AutoStop)."""
+        return (prediction - target) ** 2
 
     def variance(self, target, estimate: dict):
         """The measurement's noise variance in normalised units, from the run's noise estimate: a number,

@@ -43,6 +43,9 @@ class Settings:
     holdout_fraction: float = 0.1
     stop_patience: int = 150
     stop_patience_growth: float = 0.5
+    # keep the latest iterate whose held-out error is within this many standard errors of the lowest (0: the
+    # lowest itself); the standard error of the difference, from its spread over the held-out pixels
+    stop_margin: float = 1.0
     # with automatic stopping: mix a classical estimate r into the result, r + w·(network − r), w chosen at the
     # held-out pixels (core/reference.py): "biharmonic" (a fill of missing pixels in small gaps), "nl-means"
     # (non-local means, Anscombe-transformed for photon counts), or None

@@ -74,7 +74,8 @@ class RunningMinimum:
 
 
 class AutoStop:
-    """Stop when the held-out error has clearly passed its minimum.
+    """Stop when the held-out error has clearly passed its minimum, and keep the latest iterate that the held-out
+    pixels cannot tell from the best.
 
     The run ends when no new minimum has come for ``patience`` iterations,
     where patience = max(``min_patience``, ``growth`` × the minimum's
@@ -82,28 +83,62 @@ class AutoStop:
     get flatter as the run goes on. In a coarse-to-fine run the patience
     counts from the start of the full-resolution stage at the earliest: the
     plateau of a coarse stage says nothing about the full-resolution fit to come.
+
+    The kept iterate: the minimum's, unless a later one's error exceeds the minimum by at most ``margin``
+    standard errors of that difference (its spread over the held-out pixels, over the square root of their
+    number). With few held-out pixels (a 32² measurement has about 100) the minimum is often an early, coarse
+    iterate that won by chance; later ones have fitted more of the measurement (docs/quality.md).
     """
 
-    def __init__(self, min_patience: int = 150, growth: float = 0.5):
+    def __init__(self, min_patience: int = 150, growth: float = 0.5, margin: float = 0.0):
         if min_patience < 1:
             raise ValueError(f"the stopping patience must be at least 1 iteration; got {min_patience}")
         if growth < 0:
             raise ValueError(f"the patience growth must be ≥ 0; got {growth}")
-        self.min_patience = min_patience
-        self.growth = growth
-        self.best_score = math.inf
+        if margin < 0:
+            raise ValueError(f"the stopping margin must be ≥ 0 standard errors; got {margin}")
+        self.min_patience, self.growth, self.margin = min_patience, growth, margin
+        self.best_score = self.kept_score = math.inf  # the minimum, and the kept iterate's score (host copies)
         self.best_iteration: int | None = None
-        self._minimum = RunningMinimum()
+        self.kept_iteration: int | None = None
+        self._best = self._best_at = self._best_errors = self._kept = self._kept_at = None  # on the device
 
-    def update(self, iteration: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """Record a score (0-d tensors); returns a 0-d bool tensor, True on a new minimum. No host read."""
-        return self._minimum.update(iteration, score)
+    def update(self, iteration: torch.Tensor, score: torch.Tensor, errors: torch.Tensor | None = None,
+               scored: torch.Tensor | None = None) -> torch.Tensor:
+        """Record a score (0-d tensors) and, for the margin, the squared errors it averages at the pixels
+        ``scored`` selects; returns a 0-d bool tensor, True when this iterate is now the kept one. No host read."""
+        from .noise import masked_mean
+
+        if self._best is None:
+            self._best = self._kept = torch.full_like(score, math.inf)
+            self._best_at = self._kept_at = torch.zeros_like(iteration)
+        new_minimum = score < self._best
+        keep = new_minimum
+        if self.margin > 0 and errors is not None:
+            errors = errors.detach()
+            if self._best_errors is None:
+                self._best_errors = errors.clone()
+            difference = errors - self._best_errors
+            count = (scored.sum() if scored is not None else torch.tensor(float(errors[0, 0].numel()))).clamp_min(2)
+            mean = masked_mean(difference, scored)
+            spread = (masked_mean(difference * difference, scored) - mean * mean).clamp_min(0)
+            keep = keep | (score <= self._best + self.margin * torch.sqrt(spread / (count - 1)))
+            self._best_errors = torch.where(new_minimum, errors, self._best_errors)
+        self._best = torch.where(new_minimum, score, self._best)
+        self._best_at = torch.where(new_minimum, iteration, self._best_at)
+        self._kept = torch.where(keep, score, self._kept)
+        self._kept_at = torch.where(keep, iteration, self._kept_at)
+        return keep
 
     def sync(self) -> None:
-        """Bring the minimum and its iteration to the host (one read)."""
-        found = self._minimum.read()
-        if found is not None:
-            self.best_score, self.best_iteration = found
+        """Bring the minimum, the kept iterate and their iterations to the host (one read)."""
+        if self._best is None:
+            return
+        best, best_at, kept, kept_at = torch.stack(
+            [self._best.double(), self._best_at.double(), self._kept.double(), self._kept_at.double()]).tolist()
+        if math.isfinite(best):
+            self.best_score, self.best_iteration = best, int(best_at)
+            self.kept_score, self.kept_iteration = kept, int(kept_at)
 
     def patience(self) -> int:
         return max(self.min_patience, int(self.growth * (self.best_iteration or 0)))
