@@ -92,11 +92,15 @@ def bm3d_or_none():
 
 def classical_methods(noisy: np.ndarray, bm3d) -> dict:
     """The classical references for one image, by name: functions of no argument."""
+    from napari_dip.core.reference import block_matching, block_matching_available
+
     sigma = images._sigma(noisy)  # the wavelet estimate the other benchmarks' references use
     methods = {"NLM, one σ": lambda: nlm(noisy, sigma), "GAT + NLM": lambda: gat(noisy, lambda z: nlm(z, 1.0))}
     if bm3d is not None:
         methods["BM3D, one σ"] = lambda: bm3d(noisy, sigma)
         methods["GAT + BM3D"] = lambda: gat(noisy, lambda z: bm3d(z, 1.0))
+    if block_matching_available():  # bmnd (MIT): what mix_with='block-matching' runs
+        methods["GAT + BMND"] = lambda: gat(noisy, lambda z: block_matching(z[None], 1.0)[0])
     return methods
 
 
@@ -224,7 +228,12 @@ def main(argv=None) -> int:
             out = run()
             seconds = time.perf_counter() - start
             row["methods"][method] = dict(zip(("psnr", "ssim"), affine_scores(out, reference)), seconds=seconds)
-        for method, options in (("DIP, noise=auto", {}), ("DIP, noise=gaussian", {"noise": "gaussian"})):
+        from napari_dip.core.reference import block_matching_available
+
+        variants = [("DIP, noise=auto", {}), ("DIP, noise=gaussian", {"noise": "gaussian"})]
+        if block_matching_available():
+            variants.append(("DIP, mixed with BMND", {"mix_with": "block-matching"}))
+        for method, options in variants:
             out, record, seconds = restore(noisy, **options)
             psnr, ssim = affine_scores(out, reference)
             row["methods"][method] = dict(psnr=psnr, ssim=ssim, seconds=seconds,

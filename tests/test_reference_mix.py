@@ -130,3 +130,21 @@ def test_denoising_mixes_non_local_means_for_both_noise_models():
 def test_unknown_mixing_method_is_a_clear_error():
     with pytest.raises(DIPInputError, match="mix_with"):
         napari_dip.restore(_smooth(), "denoise", mix_with="bm3d", **TINY)
+
+
+def test_block_matching_needs_its_optional_package_and_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(reference, "block_matching_available", lambda: False)
+    with pytest.raises(DIPInputError, match=r"pip install 'napari-dip\[bmnd\]'"):
+        napari_dip.restore(_smooth(), "denoise", mix_with="block-matching", **TINY)
+
+
+def test_block_matching_denoises_and_is_mixed_in_where_installed():
+    pytest.importorskip("bmnd")  # optional: pip install napari-dip[bmnd]
+    clean = _smooth()
+    noisy = clean + np.random.default_rng(3).normal(0, 10, clean.shape).astype(np.float32)
+    denoised = reference.block_matching(noisy[None], 10.0)[0]
+    assert denoised.shape == noisy.shape
+    assert np.mean((denoised - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
+    result = napari_dip.restore(noisy, "denoise", noise="gaussian", mix_with="block-matching", **TINY)
+    mixed = result.record["quality"]["mixed_with"]
+    assert mixed["used"] and mixed["method"] == "block-matching" and 0.0 <= mixed["network_weight"] <= 1.0

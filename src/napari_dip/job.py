@@ -27,7 +27,8 @@ MIN_SIDE = 8  # smallest image side (pixels) that a run accepts
 MIN_PLANES = 3  # fewest Z planes that a volumetric run accepts (more where the network's filters need them)
 # "auto": chosen from the image's mean-variance relation when the run starts (core/noise_fit.py)
 NOISE_MODELS = ("auto", "gaussian", "poisson", "poisson-gaussian")
-MIX_METHODS = ("biharmonic", "nl-means")  # classical estimates a result may be mixed with (core/reference.py)
+# classical estimates a result may be mixed with (core/reference.py)
+MIX_METHODS = ("biharmonic", "nl-means", "block-matching")
 NORMALISE_CHOICES = ("joint", "per-unit")  # one intensity mapping for the whole data, or one per work unit
 
 
@@ -120,6 +121,12 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
                             f"it must lie in (0, 0.5), e.g. 0.05; got {settings.holdout_fraction}")
     if settings.mix_with not in (None, *MIX_METHODS):
         raise DIPInputError(f"mix_with must be one of {', '.join(MIX_METHODS)} or None; got {settings.mix_with!r}")
+    if settings.mix_with == "block-matching" and settings.auto_stop:
+        from .core.reference import block_matching_available
+
+        if not block_matching_available():
+            raise DIPInputError("mix_with='block-matching' needs the optional bmnd package: "
+                                "pip install 'napari-dip[bmnd]' (or mix_with='nl-means')")
     if settings.channels_last not in (True, False, "auto"):
         raise DIPInputError(f"channels_last must be true, false or auto; got {settings.channels_last!r}")
     if settings.auto_stop and settings.early_stopping:
@@ -605,12 +612,14 @@ def _reference(job: UnitJob, heldout, meas_pads, out_pads):
                 f"{reference.MAX_SCATTERED_GAP:g}): held-out pixels cannot judge a fill there"))
         estimates = [reference.biharmonic_fill(plane, k) for k in (known, known * (1.0 - excluded))]
     else:
+        gaussian = reference.block_matching if method == "block-matching" else reference.nl_means
+
         def denoise(x):
             if job.spec.noise == "gaussian":
-                return reference.nl_means(x, float(job.noise_estimate["sigma_normalised"]))
+                return gaussian(x, float(job.noise_estimate["sigma_normalised"]))
             # photon counts: Anscombe's transform makes the noise Gaussian with σ = 1
             photons = float(job.noise_estimate["photons_at_1"])
-            return reference.anscombe(x * photons, lambda a: reference.nl_means(a, 1.0)) / photons
+            return reference.anscombe(x * photons, lambda a: gaussian(a, 1.0)) / photons
 
         unmeasured = 1.0 - known
         estimates = [denoise(reference.neighbour_mean_fill(plane, hidden))

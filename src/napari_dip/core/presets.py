@@ -44,8 +44,10 @@ class Settings:
     stop_patience: int = 150
     stop_patience_growth: float = 0.5
     # keep the latest iterate whose held-out error is within this many standard errors of the lowest (0: the
-    # lowest itself); the standard error of the difference, from its spread over the held-out pixels
-    stop_margin: float = 1.0
+    # lowest itself); the standard error of the difference, from its spread over the held-out pixels. 1 where
+    # later iterates fit more of the image (inpainting, super-resolution, deconvolution); 0 for denoising, whose
+    # later iterates fit more noise (docs/benchmarks.md § Automatic stopping on small inputs)
+    stop_margin: float = 0.0
     # with automatic stopping: mix a classical estimate r into the result, r + w·(network − r), w chosen at the
     # held-out pixels (core/reference.py): "biharmonic" (a fill of missing pixels in small gaps), "nl-means"
     # (non-local means, Anscombe-transformed for photon counts), or None
@@ -143,7 +145,7 @@ def _inpaint(name: str, factor: int | None) -> Settings:
         return Settings(network=_net(kind="skip", down=(16, 32, 64, 64, 128), up=(16, 32, 64, 64, 128),
                                      skip=(16, 16, 16, 16, 16), upsample="nearest"),
                         input_channels=8, iterations=1000, snapshot_every=25, auto_stop=True, mix_with="biharmonic",
-                        **common)
+                        stop_margin=1.0, **common)
     raise KeyError(name)
 
 
@@ -153,7 +155,7 @@ def _superres(name: str, factor: int | None) -> Settings:
         return Settings(network=_net(**_SKIP_PAPER), reg_noise_std=0.05 if factor >= 8 else 0.03,
                         iterations=4000 if factor >= 8 else 2000, ema=None, backtracking=False)
     if name == "fast":
-        return Settings(network=_net(**_LIGHT_FAST), iterations=900, **_FAST_SCHEDULE)
+        return Settings(network=_net(**_LIGHT_FAST), iterations=900, stop_margin=1.0, **_FAST_SCHEDULE)
     raise KeyError(name)
 
 
@@ -165,7 +167,7 @@ def _deconvolve(name: str, factor: int | None) -> Settings:
     if name == "fast":
         # one member, twice the iterations: the sharp details come late, and on the 256² CPU target
         # 1800 iterations of one member beat 900 of three in less time (docs/benchmarks.md)
-        return Settings(network=_net(**_LIGHT_FAST), iterations=1800, early_stopping=False,
+        return Settings(network=_net(**_LIGHT_FAST), iterations=1800, early_stopping=False, stop_margin=1.0,
                         **dict(_FAST_SCHEDULE, ensemble=1))
     raise KeyError(name)
 
@@ -226,14 +228,17 @@ def apply_overrides(settings: Settings, overrides: dict) -> Settings:
 
 def _stopping(s: Settings) -> str:
     if s.auto_stop:
-        return f"automatic ({s.holdout_fraction:.0%} held out; {s.iterations} is a ceiling)"
+        kept = f"; the latest within {s.stop_margin:g} s.e. of the lowest" if s.stop_margin else ""
+        return f"automatic ({s.holdout_fraction:.0%} held out{kept}; {s.iterations} is a ceiling)"
     return "ES-WMV" if s.early_stopping else "fixed length"
 
 
 def _result(s: Settings) -> str:
     parts = ["the network's output"]
     if s.mix_with and s.auto_stop:
-        parts = [f"mixed with {'a biharmonic fill (small gaps)' if s.mix_with == 'biharmonic' else 'non-local means'}"]
+        mixed = {"biharmonic": "a biharmonic fill (small gaps)", "nl-means": "non-local means",
+                 "block-matching": "block matching (bmnd)"}[s.mix_with]
+        parts = [f"mixed with {mixed}"]
     if s.keep_measured:
         parts.append("measured pixels kept")
     if s.warm_start:

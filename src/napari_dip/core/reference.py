@@ -1,4 +1,4 @@
-"""Classical estimates mixed into the network's result: a biharmonic fill, non-local means.
+"""Classical estimates mixed into the network's result: a biharmonic fill, non-local means, block matching.
 
 A small network fitted for a minute on a CPU is not best everywhere: biharmonic
 interpolation of scattered missing pixels is hard to beat on smooth content, and
@@ -85,6 +85,25 @@ def nl_means(plane: np.ndarray, sigma: float) -> np.ndarray:
                            patch_distance=6, channel_axis=-1)
     # scikit-image drops a single channel axis from its result
     return np.moveaxis(np.asarray(out, dtype=np.float32).reshape(channels_last.shape), -1, 0)
+
+
+def block_matching(plane: np.ndarray, sigma: float) -> np.ndarray:
+    """Block matching and collaborative filtering (BM3D's method, from the MIT-licensed ``bmnd`` package; BM4D's
+    for a volume) of each channel of ``plane`` (C, *spatial) with Gaussian noise σ ``sigma`` (its units). A new
+    float32 array. ``bmnd`` is optional (``pip install napari-dip[bmnd]``): :func:`block_matching_available`."""
+    from bmnd import BM3DProfile, BM4DProfile, bmnd
+
+    sigma = max(float(sigma), 1e-6)
+    out = [bmnd(np.ascontiguousarray(channel, dtype=np.float32), BM3DProfile() if channel.ndim == 2 else BM4DProfile(),
+                sigma=sigma) for channel in np.asarray(plane)]
+    return np.stack(out).astype(np.float32)
+
+
+def block_matching_available() -> bool:
+    """Whether the optional ``bmnd`` package is installed (``pip install napari-dip[bmnd]``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("bmnd") is not None
 
 
 def anscombe(counts: np.ndarray, denoise) -> np.ndarray:
