@@ -109,7 +109,7 @@ def test_a_wide_hole_gets_no_fill_and_the_record_says_why():
     assert not mixed["used"] and "wide" in mixed["why"] and "network_weight" not in mixed
 
 
-def test_denoising_mixes_non_local_means_for_both_noise_models():
+def test_denoising_mixes_the_strongest_installed_denoiser_for_both_noise_models():
     clean = _smooth()
     rng = np.random.default_rng(2)
     gaussian = napari_dip.restore(clean + rng.normal(0, 10, clean.shape).astype(np.float32), "denoise", **TINY)
@@ -117,10 +117,12 @@ def test_denoising_mixes_non_local_means_for_both_noise_models():
     poisson = napari_dip.restore(counts, "denoise", noise="poisson", **TINY)
     for result in (gaussian, poisson):
         mixed = result.record["quality"]["mixed_with"]
-        assert mixed["used"] and mixed["method"] == "nl-means" and 0.0 <= mixed["network_weight"] <= 1.0
+        # mix_with="auto": block matching where the optional bmnd package is installed, else non-local means
+        expected = "block-matching" if reference.block_matching_available() else "nl-means"
+        assert mixed["used"] and mixed["method"] == expected and 0.0 <= mixed["network_weight"] <= 1.0
         assert np.isfinite(result.image).all()
         # the CLI's summary line and the widget's status name the mix and its weight
-        assert f"mixed with nl-means (network weight {mixed['network_weight']:.2f})" in \
+        assert f"mixed with {expected} (network weight {mixed['network_weight']:.2f})" in \
             napari_dip.api.kept_summary(result.record["quality"])
     # turned off: nothing mixed, nothing said
     plain = napari_dip.restore(clean, "denoise", mix_with=None, **TINY)
@@ -139,7 +141,8 @@ def test_block_matching_needs_its_optional_package_and_says_how_to_install_it(mo
 
 
 def test_block_matching_denoises_and_is_mixed_in_where_installed():
-    pytest.importorskip("bmnd")  # optional: pip install napari-dip[bmnd]
+    if not reference.block_matching_available():
+        pytest.skip("the optional bmnd package is not installed (pip install napari-dip[bmnd])")
     clean = _smooth()
     noisy = clean + np.random.default_rng(3).normal(0, 10, clean.shape).astype(np.float32)
     denoised = reference.block_matching(noisy[None], 10.0)[0]

@@ -119,8 +119,16 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
     if not 0.0 < settings.holdout_fraction < 0.5:
         raise DIPInputError(f"holdout_fraction is the share of measured pixels kept out of the fit to judge it: "
                             f"it must lie in (0, 0.5), e.g. 0.05; got {settings.holdout_fraction}")
-    if settings.mix_with not in (None, *MIX_METHODS):
-        raise DIPInputError(f"mix_with must be one of {', '.join(MIX_METHODS)} or None; got {settings.mix_with!r}")
+    if settings.mix_with not in (None, "auto", *MIX_METHODS):
+        raise DIPInputError(f"mix_with must be one of auto, {', '.join(MIX_METHODS)} or None; "
+                            f"got {settings.mix_with!r}")
+    if settings.mix_with == "auto":  # the strongest classical denoiser installed (docs/benchmarks.md)
+        import dataclasses
+
+        from .core.reference import block_matching_available
+
+        settings = dataclasses.replace(settings,
+                                       mix_with="block-matching" if block_matching_available() else "nl-means")
     if settings.mix_with == "block-matching" and settings.auto_stop:
         from .core.reference import block_matching_available
 

@@ -34,8 +34,10 @@ def cases():
     common = dict(seed=0, device="cpu", tile_size=None, stop_margin=0.0)
     return {
         # automatic stop with the non-local-means mix, coarse-to-fine, two members
-        "denoise_fast": ((noisy, "denoise"), dict(common, iterations=120, stop_patience=20, **LIGHT)),
-        "denoise_poisson": ((counts, "denoise"), dict(common, noise="poisson", iterations=80, **LIGHT)),
+        "denoise_fast": ((noisy, "denoise"), dict(common, iterations=120, stop_patience=20, mix_with="nl-means",
+                                                  **LIGHT)),
+        "denoise_poisson": ((counts, "denoise"), dict(common, noise="poisson", iterations=80, mix_with="nl-means",
+                                                      **LIGHT)),
         # ES-WMV and backtracking on the skip network, EMA of outputs
         "denoise_es_wmv": ((noisy, "denoise"), dict(common, preset="paper", iterations=60, auto_stop=False,
                                                     early_stopping=True, es_window=5, es_patience=10, **TINY)),

@@ -118,7 +118,7 @@ def _denoise(name: str, factor: int | None) -> Settings:
         # automatic stopping chooses the result; iterations is a ceiling that low noise levels need (their
         # best comes late) and high ones never reach. The coarse stages have fixed lengths so that a higher
         # ceiling does not stretch them: smooth images are often best at the end of a coarse stage.
-        return Settings(network=_net(**_LIGHT_DENOISE), iterations=2000, mix_with="nl-means", warm_start=True,
+        return Settings(network=_net(**_LIGHT_DENOISE), iterations=2000, mix_with="auto", warm_start=True,
                         **dict(_FAST_SCHEDULE, ensemble=2, coarse_to_fine=((250, 4), (250, 2))))
     raise KeyError(name)
 
@@ -237,7 +237,8 @@ def _result(s: Settings) -> str:
     parts = ["the network's output"]
     if s.mix_with and s.auto_stop:
         mixed = {"biharmonic": "a biharmonic fill (small gaps)", "nl-means": "non-local means",
-                 "block-matching": "block matching (bmnd)"}[s.mix_with]
+                 "block-matching": "block matching (bmnd)",
+                 "auto": "block matching where bmnd is installed, else non-local means"}[s.mix_with]
         parts = [f"mixed with {mixed}"]
     if s.keep_measured:
         parts.append("measured pixels kept")

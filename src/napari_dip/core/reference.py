@@ -90,20 +90,35 @@ def nl_means(plane: np.ndarray, sigma: float) -> np.ndarray:
 def block_matching(plane: np.ndarray, sigma: float) -> np.ndarray:
     """Block matching and collaborative filtering (BM3D's method, from the MIT-licensed ``bmnd`` package; BM4D's
     for a volume) of each channel of ``plane`` (C, *spatial) with Gaussian noise σ ``sigma`` (its units). A new
-    float32 array. ``bmnd`` is optional (``pip install napari-dip[bmnd]``): :func:`block_matching_available`."""
+    float32 array. ``bmnd`` is optional (``pip install napari-dip[bmnd]``): :func:`block_matching_available`.
+    Volumes thinner than :data:`BLOCK_MATCHING_MIN_SIDE` go plane by plane; smaller images get non-local means."""
     from bmnd import BM3DProfile, BM4DProfile, bmnd
 
     sigma = max(float(sigma), 1e-6)
-    out = [bmnd(np.ascontiguousarray(channel, dtype=np.float32), BM3DProfile() if channel.ndim == 2 else BM4DProfile(),
-                sigma=sigma) for channel in np.asarray(plane)]
-    return np.stack(out).astype(np.float32)
+
+    def filtered(channel):
+        if min(channel.shape) < BLOCK_MATCHING_MIN_SIDE:
+            if channel.ndim == 3 and min(channel.shape[1:]) >= BLOCK_MATCHING_MIN_SIDE:
+                return np.stack([filtered(z) for z in channel])  # a thin volume: plane by plane
+            return nl_means(channel[None], sigma)[0]  # smaller than one block
+        profile = BM3DProfile() if channel.ndim == 2 else BM4DProfile()
+        return bmnd(np.ascontiguousarray(channel, dtype=np.float32), profile, sigma=sigma)
+
+    return np.stack([filtered(channel) for channel in np.asarray(plane)]).astype(np.float32)
+
+
+# BM3D's and BM4D's blocks are 8 and 4 pixels a side; volumes thinner than this go plane by plane, and images
+# smaller than it are left to non-local means
+BLOCK_MATCHING_MIN_SIDE = 8
 
 
 def block_matching_available() -> bool:
-    """Whether the optional ``bmnd`` package is installed (``pip install napari-dip[bmnd]``)."""
-    import importlib.util
-
-    return importlib.util.find_spec("bmnd") is not None
+    """Whether the optional ``bmnd`` package is installed (``pip install napari-dip[bmnd]``) and loads."""
+    try:
+        from bmnd import bmnd  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def anscombe(counts: np.ndarray, denoise) -> np.ndarray:
