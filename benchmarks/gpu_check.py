@@ -120,7 +120,7 @@ def check_agreement(device: str) -> dict:
                                iterations=result.record["iterations"], stop_reason=result.record["stop_reason"],
                                device=result.record["device"], mixed_with=result.record["units"][0].get("mixed_with"),
                                **{k: quality.get(k) for k in (
-                                   "chosen_iteration", "chosen_estimated_psnr", "estimated_psnr", "network_weight")})
+                                   "chosen_iteration", "estimated_psnr", "network_weight")})
         print(f"automatic fast denoise 128² on {name}: {json.dumps(automatic[name])}", flush=True)
     return dict(relative_difference=rows, automatic=automatic)
 

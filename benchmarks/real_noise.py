@@ -1,7 +1,7 @@
 """Real microscope noise: the restoration by default (noise='auto') and with noise='gaussian', against
 variance-stabilised classical pipelines.
 
-    python benchmarks/real_noise.py --data ../shared/realdata [--crop 256] [--fields 8] [--json FILE]
+    python benchmarks/real_noise.py --data ../shared/realdata [--synthetic] [--crop 256] [--fields 8] [--json FILE]
 
 The data folder is passed, never copied (its README gives the sources and licences):
 
@@ -15,13 +15,19 @@ The data folder is passed, never copied (its README gives the sources and licenc
   (by the shift that overlaps the real gaps least) and kept where pixels were measured. Inpainting by default
   and the biharmonic fill each fill the real gaps and the artificial stripes; PSNR (peak 255) at the stripes.
 
-Methods: ``restore(image)`` (the default, ``noise='auto'``), ``restore(image, noise='gaussian')``, and the
-classical references: non-local means with one σ, and the generalised Anscombe
-transform with the image's fitted variance line (``var = a·mean + b``, core/noise_fit.py) followed by
-non-local means or BM3D (σ = 1 there) and the closed-form unbiased inverse. BM3D comes from the ``bm3d``
-package (free for non-commercial use only: a benchmark reference, not a dependency of napari-dip); its rows
-are left out when it is not installed. Each run also gives the estimate of its own PSNR (the held-out
-pixels) beside the true one. Run it on a quiet machine: nothing else running.
+Methods (``--variants``, :data:`VARIANTS`): ``restore(image)`` (the default: ``noise='auto'``, block matching
+mixed in), and with one option changed: non-local means mixed in instead (what runs where ``bmnd`` does not
+load), ``noise='gaussian'``, or ``photon_loss='stabilised'``. The classical references: non-local means with one
+σ, and the generalised Anscombe transform with the image's fitted variance line (``var = a·mean + b``,
+core/noise_fit.py) followed by non-local means, BM3D or BMND's block matching (σ = 1 there) and the closed-form
+unbiased inverse. BM3D comes from the ``bm3d`` package (free for non-commercial use only: a benchmark
+reference, not a dependency of napari-dip); its rows are left out when it is not installed. Each run also gives
+the estimate of its own PSNR (the held-out pixels) beside the true one.
+
+``--synthetic`` adds camera frames with known noise (:data:`SYNTHETIC`: smooth cells and a photo, 20 and 200
+photons at the brightest, read noise 2 and 12 ADU), scored the same way against the clean frame. ``--device``
+runs the restorations elsewhere (for their PSNR only: the seconds are then not the CPU's). Run it on a quiet
+machine: nothing else running.
 """
 
 from __future__ import annotations
@@ -104,11 +110,14 @@ def classical_methods(noisy: np.ndarray, bm3d) -> dict:
     return methods
 
 
+DEVICE = "cpu"  # --device
+
+
 def restore(image: np.ndarray, **options) -> tuple[np.ndarray, dict, float]:
     import napari_dip
 
     start = time.perf_counter()
-    result = napari_dip.restore(image, device="cpu", seed=0, **options)
+    result = napari_dip.restore(image, device=DEVICE, seed=0, **options)
     return result.image, result.record, time.perf_counter() - start
 
 
@@ -116,7 +125,7 @@ def estimated_psnr(record: dict, image: np.ndarray, result: np.ndarray, referenc
     """The run's own estimate of its PSNR, put on the reference's scale: the record's estimated RMSE is in the
     input's units, so it goes through the same affine map as the result."""
     quality = record.get("quality") or {}
-    rmse = quality.get("chosen_estimated_rmse")
+    rmse = quality.get("estimated_rmse")  # of the kept result
     if rmse is None:
         return None
     a = affine_map(result, reference)[0]
@@ -141,6 +150,75 @@ def self_tuning_choices() -> list[dict]:
         rows.append({"case": f"{name} {size}² σ={level}", "chosen": fitted.model,
                      "bright_over_dark_variance": [round(r, 2) for r in fitted.ratios]})
     return rows
+
+
+# the restorations compared (--variants), by name: the options given to restore()
+VARIANTS = {"auto": ("DIP, default", {}), "nlm": ("DIP, NLM mixed", {"mix_with": "nl-means"}),
+            "gaussian": ("DIP, noise=gaussian", {"noise": "gaussian"}),
+            "stabilised": ("DIP, stabilised loss", {"photon_loss": "stabilised"})}
+# synthetic camera frames: (content, photons at the brightest pixel, read noise σ in ADU), at 4 ADU per photon
+# and a dark offset of 100 ADU, i.e. var = 4·mean + σ² − 400
+SYNTHETIC = [(content, photons, read) for content in ("cells", "camera") for photons in (20, 200)
+             for read in (2.0, 12.0)]
+GAIN, OFFSET = 4.0, 100.0
+
+
+def synthetic_frames(side: int):
+    """(name, noisy ADU frame, clean ADU frame) for each :data:`SYNTHETIC` case, seeded."""
+    for i, (content, photons, read) in enumerate(SYNTHETIC):
+        rng = np.random.default_rng(100 + i)
+        clean01 = (images.synthetic_cells(side, seed=i) if content == "cells"
+                   else images.load("camera", side, gray=True)).astype(np.float64) / 255.0
+        counts = clean01 * photons + 0.5  # a dim background glow keeps the dark end above the offset
+        noisy = GAIN * rng.poisson(counts) + OFFSET + rng.normal(0, read, counts.shape)
+        yield f"{content} {photons} ph, read σ {read:g}", noisy.astype(np.float32), GAIN * counts + OFFSET
+
+
+def scored_row(name: str, noisy: np.ndarray, reference: np.ndarray, bm3d, variants: list[str],
+               classical: bool = True) -> dict:
+    """Every method's PSNR / SSIM (after the affine fit to ``reference``) and seconds on one frame."""
+    row = {"field": name, "methods": {}}
+    for method, run in (classical_methods(noisy, bm3d).items() if classical else ()):
+        start = time.perf_counter()
+        out = run()
+        seconds = time.perf_counter() - start
+        row["methods"][method] = dict(zip(("psnr", "ssim"), affine_scores(out, reference)), seconds=seconds)
+    for key in variants:
+        method, options = VARIANTS[key]
+        out, record, seconds = restore(noisy, **options)
+        psnr, ssim = affine_scores(out, reference)
+        row["methods"][method] = dict(psnr=psnr, ssim=ssim, seconds=seconds,
+                                      estimated_psnr=estimated_psnr(record, noisy, out, reference),
+                                      noise=record["parameters"]["noise"])
+    row["input_psnr"] = affine_scores(noisy, reference)[0]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def print_table(title: str, rows: list[dict]):
+    """The rows' PSNR / SSIM per method, their means, the default against the best classical pipeline, and how
+    far the default's estimate of its PSNR is from the true one."""
+    methods = list(rows[0]["methods"])
+    print(f"\n{title}")
+    print(f"{'case':<28}{'input':>7}" + "".join(f"{m:>22}" for m in methods))
+    for row in rows:
+        cells = "".join(f"{row['methods'][m]['psnr']:>14.2f} / {row['methods'][m]['ssim']:.3f}" for m in methods)
+        print(f"{row['field']:<28}{row['input_psnr']:>7.2f}{cells}")
+    mean = {m: float(np.mean([r["methods"][m]["psnr"] for r in rows])) for m in methods}
+    print(f"{'mean':<28}{np.mean([r['input_psnr'] for r in rows]):>7.2f}" + "".join(f"{mean[m]:>22.2f}"
+                                                                                  for m in methods))
+    default = VARIANTS["auto"][0]
+    best = next((m for m in ("GAT + BM3D", "GAT + NLM") if m in methods), None)
+    if default in methods and best:
+        gap = [r["methods"][default]["psnr"] - r["methods"][best]["psnr"] for r in rows]
+        print(f"default − {best}: mean {np.mean(gap):+.2f} dB, worst {min(gap):+.2f}, best {max(gap):+.2f}")
+    if default in methods:
+        estimates = [(r["methods"][default]["estimated_psnr"], r["methods"][default]["psnr"]) for r in rows]
+        errors = [e - t for e, t in estimates if e is not None]
+        print(f"estimated − true PSNR of the default: present on {len(errors)} of {len(rows)}; "
+              + (f"mean {np.mean(errors):+.2f} dB, largest {max(errors, key=abs):+.2f}" if errors else ""))
+    seconds = {m: float(np.mean([r["methods"][m]["seconds"] for r in rows])) for m in methods}
+    print("mean seconds: " + ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()))
 
 
 def artificial_stripes(gaps: np.ndarray) -> np.ndarray:
@@ -195,7 +273,15 @@ def main(argv=None) -> int:
     parser.add_argument("--only-landsat", action="store_true", help="only the Landsat-7 scan-line gaps")
     parser.add_argument("--self-tuning-grid", action="store_true",
                         help="only print what noise='auto' chooses on the self-tuning grid's Gaussian inputs")
+    parser.add_argument("--variants", default="auto,nlm",
+                        help=f"comma-separated restorations to run, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--synthetic", action="store_true", help="add the synthetic camera frames")
+    parser.add_argument("--only-synthetic", action="store_true", help="only the synthetic camera frames")
+    parser.add_argument("--no-classical", action="store_true", help="leave out the classical references")
+    parser.add_argument("--device", default="cpu", help="where the restorations run (quality only off the CPU)")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     if args.self_tuning_grid:
         choices = self_tuning_choices()
         for row in choices:
@@ -213,36 +299,18 @@ def main(argv=None) -> int:
                                                    "landsat7": gaps}, indent=1))
         return 0
     bm3d = bm3d_or_none()
-    rows, fits = [], []
+    variants = [v for v in args.variants.split(",") if v]
+    rows, fits, synthetic = [], [], []
     inputs = sorted(glob.glob(os.path.join(args.data, "w2s", "input_avg1_*.tif")))[: args.fields]
-    if not inputs:
+    if not inputs and not args.only_synthetic:
         parser.error(f"no W2S pairs (w2s/input_avg1_*.tif) under {args.data}")
-    for path in inputs:
+    for path in [] if args.only_synthetic else inputs:
         name = os.path.basename(path)[len("input_avg1_"):-4]
         noisy = crop(tifffile.imread(path).astype(np.float32), args.crop)
         reference = crop(tifffile.imread(path.replace("input_avg1_", "target_avg400_")).astype(np.float32),
                          args.crop)
-        row = {"field": name, "methods": {}}
-        for method, run in classical_methods(noisy, bm3d).items():
-            start = time.perf_counter()
-            out = run()
-            seconds = time.perf_counter() - start
-            row["methods"][method] = dict(zip(("psnr", "ssim"), affine_scores(out, reference)), seconds=seconds)
-        from napari_dip.core.reference import block_matching_available
-
-        variants = [("DIP, noise=auto", {}), ("DIP, noise=gaussian", {"noise": "gaussian"})]
-        if block_matching_available():
-            variants.append(("DIP, mixed with BMND", {"mix_with": "block-matching"}))
-        for method, options in variants:
-            out, record, seconds = restore(noisy, **options)
-            psnr, ssim = affine_scores(out, reference)
-            row["methods"][method] = dict(psnr=psnr, ssim=ssim, seconds=seconds,
-                                          estimated_psnr=estimated_psnr(record, noisy, out, reference),
-                                          noise=record["parameters"]["noise"])
-        row["input_psnr"] = affine_scores(noisy, reference)[0]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    for path in sorted(glob.glob(os.path.join(args.data, "pn2v", "*.tif"))):
+        rows.append(scored_row(name, noisy, reference, bm3d, variants, classical=not args.no_classical))
+    for path in [] if args.only_synthetic else sorted(glob.glob(os.path.join(args.data, "pn2v", "*.tif"))):
         from napari_dip.core.noise_fit import fit_noise
 
         frame = tifffile.imread(path).astype(np.float64)
@@ -250,30 +318,20 @@ def main(argv=None) -> int:
         fitted = fit_noise(frame[None, None])
         fits.append({"file": os.path.basename(path), **fitted.as_dict()})
         print(json.dumps(fits[-1]), flush=True)
-
-    methods = list(rows[0]["methods"])
-    print(f"\nW2S, {len(rows)} fields, central {args.crop}² crops; PSNR (dB) / SSIM after an affine fit to the "
-          f"400-frame average; {args.threads} torch threads")
-    print(f"{'field':<8}{'input':>7}" + "".join(f"{m:>22}" for m in methods))
-    for row in rows:
-        cells = "".join(f"{row['methods'][m]['psnr']:>14.2f} / {row['methods'][m]['ssim']:.3f}" for m in methods)
-        print(f"{row['field']:<8}{row['input_psnr']:>7.2f}{cells}")
-    mean = {m: float(np.mean([r["methods"][m]["psnr"] for r in rows])) for m in methods}
-    print(f"{'mean':<8}{np.mean([r['input_psnr'] for r in rows]):>7.2f}" + "".join(f"{mean[m]:>22.2f}"
-                                                                                  for m in methods))
-    best = "GAT + BM3D" if "GAT + BM3D" in methods else "GAT + NLM"
-    gap = [r["methods"]["DIP, noise=auto"]["psnr"] - r["methods"][best]["psnr"] for r in rows]
-    print(f"noise=auto − {best}: mean {np.mean(gap):+.2f} dB, worst {min(gap):+.2f}, best {max(gap):+.2f}")
-    estimates = [(r["methods"]["DIP, noise=auto"]["estimated_psnr"], r["methods"]["DIP, noise=auto"]["psnr"])
-                 for r in rows]
-    errors = [e - t for e, t in estimates if e is not None]
-    print(f"estimated − true PSNR with noise=auto: present on {len(errors)} of {len(rows)}; "
-          + (f"mean {np.mean(errors):+.2f} dB, largest {max(errors, key=abs):+.2f}" if errors else ""))
-    seconds = {m: float(np.mean([r["methods"][m]["seconds"] for r in rows])) for m in methods}
-    print("mean seconds: " + ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()))
+    if args.synthetic or args.only_synthetic:
+        synthetic = [scored_row(name, noisy, clean, bm3d, variants, classical=not args.no_classical)
+                     for name, noisy, clean in synthetic_frames(args.crop)]
+    where = f"{args.threads} torch threads" if DEVICE == "cpu" else DEVICE
+    if rows:
+        print_table(f"W2S, {len(rows)} fields, central {args.crop}² crops; PSNR (dB) / SSIM after an affine fit to "
+                    f"the 400-frame average; {where}", rows)
+    if synthetic:
+        print_table(f"Synthetic camera frames, {args.crop}², {GAIN:g} ADU per photon, offset {OFFSET:g}; PSNR (dB) / "
+                    f"SSIM against the clean frame (after an affine fit); {where}", synthetic)
     if args.json:
         Path(args.json).write_text(json.dumps({"command": " ".join(["python"] + sys.argv), "crop": args.crop,
-                                               "threads": args.threads, "w2s": rows, "pn2v_fits": fits}, indent=1))
+                                               "threads": args.threads, "device": DEVICE, "w2s": rows,
+                                               "synthetic": synthetic, "pn2v_fits": fits}, indent=1))
     return 0
 
 

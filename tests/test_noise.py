@@ -6,6 +6,7 @@ import torch
 from conftest import DEVICE
 from scipy import stats
 
+import napari_dip
 from napari_dip import job
 from napari_dip.core.loop import Problem, fit
 from napari_dip.core.networks import NetworkSpec
@@ -14,6 +15,7 @@ from napari_dip.core.noise import (
     GaussianNoise,
     PoissonGaussianNoise,
     PoissonNoise,
+    StabilisedPoissonNoise,
     get_noise_model,
     masked_mean,
 )
@@ -71,6 +73,33 @@ def test_poisson_data_term_is_the_negative_log_likelihood_minus_its_minimum():
     assert np.isclose(float(got), expected, rtol=1e-6)
     y = torch.tensor([0.0, 0.5, 2.0])
     assert abs(float(PoissonNoise().data_term(y, y, None))) < 1e-6
+
+
+def test_the_stabilised_data_term_is_the_squared_error_after_anscombe_and_near_a_fit_the_deviance():
+    photons_at_1 = 50.0
+    rng = np.random.default_rng(2)
+    target = torch.from_numpy(rng.uniform(0.2, 1.0, 200))  # 10-50 photons, in normalised units
+    prediction = target * torch.from_numpy(rng.uniform(0.8, 1.2, 200))
+    model = StabilisedPoissonNoise(photons_at_1)
+    anscombe = lambda x: 2 * np.sqrt(x.numpy() * photons_at_1 + 3 / 8)  # noqa: E731
+    # the squared error of the transformed counts (variance about 1), scaled by 1 / (2 · photons at 1)
+    expected = np.mean((anscombe(prediction) - anscombe(target)) ** 2) / (2 * photons_at_1)
+    assert float(model.data_term(prediction, target, None)) == pytest.approx(expected, rel=1e-9)
+    assert float(model.data_term(target, target, None)) == 0.0
+    # near a fit it is the deviance's (a − y)² / 2a, so the learning rate means the same for either loss
+    close = target * 1.01
+    ratio = float(model.data_term(close, target, None)) / float(PoissonNoise().data_term(close, target, None))
+    assert ratio == pytest.approx(1.0, abs=0.02)
+
+
+def test_photon_loss_chooses_the_data_term_of_photon_counts_and_refuses_others():
+    counts = np.random.default_rng(3).poisson(np.full((32, 32), 20.0)).astype(np.float32)
+    runs = {loss: napari_dip.restore(counts, noise="poisson", photon_loss=loss, iterations=3, auto_stop=False,
+                                     device="cpu", seed=0) for loss in ("deviance", "stabilised")}
+    assert runs["stabilised"].record["parameters"]["settings"]["photon_loss"] == "stabilised"
+    assert not np.array_equal(runs["stabilised"].image, runs["deviance"].image)  # same seed: the loss differs
+    with pytest.raises(napari_dip.DIPInputError, match="photon_loss must be 'deviance' or 'stabilised'"):
+        napari_dip.restore(counts, noise="poisson", photon_loss="anscombe", iterations=2, device=DEVICE)
 
 
 @pytest.mark.parametrize("model", [GaussianNoise(), PoissonNoise()])

@@ -109,7 +109,8 @@ def test_a_wide_hole_gets_no_fill_and_the_record_says_why():
     assert not mixed["used"] and "wide" in mixed["why"] and "network_weight" not in mixed
 
 
-def test_denoising_mixes_the_strongest_installed_denoiser_for_both_noise_models():
+def test_denoising_mixes_the_strongest_installed_denoiser_for_both_noise_models(monkeypatch):
+    assert reference.block_matching_available()  # bmnd is a dependency: installed with napari-dip
     clean = _smooth()
     rng = np.random.default_rng(2)
     gaussian = napari_dip.restore(clean + rng.normal(0, 10, clean.shape).astype(np.float32), "denoise", **TINY)
@@ -117,13 +118,17 @@ def test_denoising_mixes_the_strongest_installed_denoiser_for_both_noise_models(
     poisson = napari_dip.restore(counts, "denoise", noise="poisson", **TINY)
     for result in (gaussian, poisson):
         mixed = result.record["quality"]["mixed_with"]
-        # mix_with="auto": block matching where the optional bmnd package is installed, else non-local means
-        expected = "block-matching" if reference.block_matching_available() else "nl-means"
+        # mix_with="auto": block matching (bmnd)
+        expected = "block-matching"
         assert mixed["used"] and mixed["method"] == expected and 0.0 <= mixed["network_weight"] <= 1.0
         assert np.isfinite(result.image).all()
         # the CLI's summary line and the widget's status name the mix and its weight
         assert f"mixed with {expected} (network weight {mixed['network_weight']:.2f})" in \
             napari_dip.api.kept_summary(result.record["quality"])
+    # where bmnd does not load (its numba), non-local means takes its place
+    monkeypatch.setattr(reference, "block_matching_available", lambda: False)
+    fallback = napari_dip.restore(clean + rng.normal(0, 10, clean.shape).astype(np.float32), "denoise", **TINY)
+    assert fallback.record["quality"]["mixed_with"]["method"] == "nl-means"
     # turned off: nothing mixed, nothing said
     plain = napari_dip.restore(clean, "denoise", mix_with=None, **TINY)
     assert "mixed_with" not in plain.record["quality"]
@@ -134,15 +139,13 @@ def test_unknown_mixing_method_is_a_clear_error():
         napari_dip.restore(_smooth(), "denoise", mix_with="bm3d", **TINY)
 
 
-def test_block_matching_needs_its_optional_package_and_says_how_to_install_it(monkeypatch):
+def test_block_matching_without_its_package_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(reference, "block_matching_available", lambda: False)
-    with pytest.raises(DIPInputError, match=r"pip install 'napari-dip\[bmnd\]'"):
+    with pytest.raises(DIPInputError, match=r"pip install bmnd \(or mix_with='nl-means'\)"):
         napari_dip.restore(_smooth(), "denoise", mix_with="block-matching", **TINY)
 
 
-def test_block_matching_denoises_and_is_mixed_in_where_installed():
-    if not reference.block_matching_available():
-        pytest.skip("the optional bmnd package is not installed (pip install napari-dip[bmnd])")
+def test_block_matching_denoises_and_is_mixed_in():
     clean = _smooth()
     noisy = clean + np.random.default_rng(3).normal(0, 10, clean.shape).astype(np.float32)
     denoised = reference.block_matching(noisy[None], 10.0)[0]

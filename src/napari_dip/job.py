@@ -122,6 +122,8 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
     if settings.mix_with not in (None, "auto", *MIX_METHODS):
         raise DIPInputError(f"mix_with must be one of auto, {', '.join(MIX_METHODS)} or None; "
                             f"got {settings.mix_with!r}")
+    if settings.photon_loss not in ("deviance", "stabilised"):
+        raise DIPInputError(f"photon_loss must be 'deviance' or 'stabilised'; got {settings.photon_loss!r}")
     if settings.mix_with == "auto":  # the strongest classical denoiser installed (docs/benchmarks.md)
         import dataclasses
 
@@ -133,8 +135,8 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
         from .core.reference import block_matching_available
 
         if not block_matching_available():
-            raise DIPInputError("mix_with='block-matching' needs the optional bmnd package: "
-                                "pip install 'napari-dip[bmnd]' (or mix_with='nl-means')")
+            raise DIPInputError("mix_with='block-matching' needs the bmnd package, which is not installed or does "
+                                "not load: pip install bmnd (or mix_with='nl-means')")
     if settings.channels_last not in (True, False, "auto"):
         raise DIPInputError(f"channels_last must be true, false or auto; got {settings.channels_last!r}")
     if settings.auto_stop and settings.early_stopping:
@@ -506,10 +508,12 @@ def fit_unit(job: UnitJob, should_stop, start_from=None):
     import torch
 
     from .core.loop import Problem, fit
-    from .core.noise import get_noise_model
+    from .core.noise import PoissonNoise, StabilisedPoissonNoise, get_noise_model
 
     spec, layout, settings = job.spec, job.layout, job.spec.settings
     noise = get_noise_model(spec.noise)
+    if settings.photon_loss == "stabilised" and isinstance(noise, PoissonNoise):
+        noise = StabilisedPoissonNoise(job.noise_estimate["photons_at_1"], noise.name)
     axis_factor = spec.axis_factors
     # pad the measurement so that factor × its size suits the network (per axis: a thin Z is halved less often)
     sizes = settings.network.padding(tuple(n * f for n, f in zip(layout.spatial_shape, axis_factor)))

@@ -93,6 +93,28 @@ class PoissonGaussianNoise(PoissonNoise):
     name = "poisson-gaussian"
 
 
+class StabilisedPoissonNoise(PoissonNoise):
+    """Photon counts fitted by squared error after the Anscombe transform, ``2·√(c + 3/8)``, which makes the
+    counts' variance about 1 (Settings.photon_loss = "stabilised"; the other way to put the data term in the
+    photon-count model, benchmarks/real_noise.py compares them).
+
+    ``photons_at_1``: the counts at normalised value 1. The loss is scaled by 2 / photons_at_1 so that near a fit
+    it equals the deviance's, ``(a − y)² / 2a``, and the learning rate means the same.
+    """
+
+    def __init__(self, photons_at_1: float, name: str = "poisson"):
+        self.photons_at_1 = float(photons_at_1)
+        self.name = name
+
+    def data_term(self, prediction, target, known):
+        p = self.photons_at_1
+        stabilised = torch.sqrt(prediction.clamp_min(0) * p + 0.375) - torch.sqrt(target.clamp_min(0) * p + 0.375)
+        return masked_mean(stabilised ** 2, known) * (2.0 / p)
+
+    def __repr__(self) -> str:
+        return f"StabilisedPoissonNoise(photons_at_1={self.photons_at_1:g})"
+
+
 NOISE_MODELS = {model.name: model for model in (GaussianNoise, PoissonNoise, PoissonGaussianNoise)}
 
 

@@ -62,11 +62,12 @@ def haar_points(image: np.ndarray, bins: int = 16, usable: np.ndarray | None = N
         keep = np.asarray(usable, bool).reshape(slices.shape)
         whole = np.logical_and.reduce([keep[:, i:h:2, j:w:2] for i, j in corners])
 
+    pad = ((0, 0), (1, 1), (1, 1))
+    means, usable_blocks = np.pad(block_mean, pad, mode="reflect"), np.pad(whole, pad, mode="reflect")
+
     def second_difference(offsets):
         """(n1 + n2 − n3 − n4)² of the neighbouring block means at ``offsets``; 0 where one is unusable (the
         guard is then left out rather than failing the block)."""
-        pad = ((0, 0), (1, 1), (1, 1))
-        means, usable_blocks = np.pad(block_mean, pad, mode="reflect"), np.pad(whole, pad, mode="reflect")
         ny, nx = block_mean.shape[1:]
         at = [(slice(None), slice(1 + dy, 1 + dy + ny), slice(1 + dx, 1 + dx + nx)) for dy, dx in offsets]
         value = means[at[0]] + means[at[1]] - means[at[2]] - means[at[3]]
@@ -93,14 +94,18 @@ CHI2_MEDIAN = 0.4549
 
 
 def _flat_variance(square: np.ndarray, structure: np.ndarray) -> float | None:
-    """The noise variance from the flat blocks of one bin (:func:`haar_points`); None where the bin is structure."""
+    """The noise variance from the flat blocks of one bin (:func:`haar_points`); None where the bin is structure.
+
+    The median finds the flat blocks (robust to the structure among them); the variance is then their mean
+    square, which is right for any noise distribution: the median's χ² factor holds for Gaussian noise only,
+    and photon counts of a few photons per pixel made it 3-8 % high (docs/benchmarks.md § Which noise model)."""
     level = float(np.median(square)) / CHI2_MEDIAN
     for _ in range(FLAT_ROUNDS):
         flat = structure <= FLAT_BOUND * level
         if flat.sum() < 25 or flat.mean() < FLAT_SHARE:
             return None
         level = float(np.median(square[flat])) / CHI2_MEDIAN
-    return level
+    return float(np.mean(square[structure <= FLAT_BOUND * level]))
 
 
 def _binned(mean: np.ndarray, square: np.ndarray, bins: int, structure: np.ndarray | None = None):

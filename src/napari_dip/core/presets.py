@@ -52,6 +52,9 @@ class Settings:
     # held-out pixels (core/reference.py): "biharmonic" (a fill of missing pixels in small gaps), "nl-means"
     # (non-local means, Anscombe-transformed for photon counts), or None
     mix_with: str | None = None
+    # how photon counts (noise 'poisson', 'poisson-gaussian') enter the data term: "deviance", the Poisson
+    # likelihood, or "stabilised", squared error after the Anscombe transform (core/noise.py)
+    photon_loss: str = "deviance"
     keep_measured: bool = False  # the result keeps the measured pixels as they are; the network fills the rest
     # amortised fitting across the work units of one job (planes, tiles): each unit starts from the weights of
     # a fitted neighbour (the same tile of the previous plane, else the previous unit) instead of from scratch
@@ -238,7 +241,7 @@ def _result(s: Settings) -> str:
     if s.mix_with and s.auto_stop:
         mixed = {"biharmonic": "a biharmonic fill (small gaps)", "nl-means": "non-local means",
                  "block-matching": "block matching (bmnd)",
-                 "auto": "block matching where bmnd is installed, else non-local means"}[s.mix_with]
+                 "auto": "block matching (non-local means where bmnd does not load)"}[s.mix_with]
         parts = [f"mixed with {mixed}"]
     if s.keep_measured:
         parts.append("measured pixels kept")

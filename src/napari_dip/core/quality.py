@@ -65,6 +65,16 @@ class RunningMinimum:
         self._at = torch.where(improved, iteration, self._at)
         return improved
 
+    @property
+    def value(self) -> torch.Tensor | None:
+        """The minimum so far as a 0-d tensor on the device (inf before a finite value; None before any)."""
+        return self._best
+
+    @property
+    def at(self) -> torch.Tensor | None:
+        """The minimum's iteration as a 0-d tensor on the device."""
+        return self._at
+
     def read(self) -> tuple[float, int] | None:
         """(minimum, its iteration) on the host, one read; None before the first finite value."""
         if self._best is None:
@@ -101,7 +111,8 @@ class AutoStop:
         self.best_score = self.kept_score = math.inf  # the minimum, and the kept iterate's score (host copies)
         self.best_iteration: int | None = None
         self.kept_iteration: int | None = None
-        self._best = self._best_at = self._best_errors = self._kept = self._kept_at = None  # on the device
+        self._minimum = RunningMinimum()
+        self._best_errors = self._kept = self._kept_at = self._count = None  # on the device
 
     def update(self, iteration: torch.Tensor, score: torch.Tensor, errors: torch.Tensor | None = None,
                scored: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,33 +120,32 @@ class AutoStop:
         ``scored`` selects; returns a 0-d bool tensor, True when this iterate is now the kept one. No host read."""
         from .noise import masked_mean
 
-        if self._best is None:
-            self._best = self._kept = torch.full_like(score, math.inf)
-            self._best_at = self._kept_at = torch.zeros_like(iteration)
-        new_minimum = score < self._best
-        keep = new_minimum
+        if self._kept is None:
+            self._kept = torch.full_like(score, math.inf)
+            self._kept_at = torch.zeros_like(iteration)
+        new_minimum = keep = self._minimum.update(iteration, score)
         if self.margin > 0 and errors is not None:
             errors = errors.detach()
             if self._best_errors is None:
                 self._best_errors = errors.clone()
+                # the held-out pixels are fixed for the run: count them once
+                self._count = (scored.sum() if scored is not None
+                               else torch.tensor(float(errors[0, 0].numel()))).clamp_min(2)
             difference = errors - self._best_errors
-            count = (scored.sum() if scored is not None else torch.tensor(float(errors[0, 0].numel()))).clamp_min(2)
             mean = masked_mean(difference, scored)
             spread = (masked_mean(difference * difference, scored) - mean * mean).clamp_min(0)
-            keep = keep | (score <= self._best + self.margin * torch.sqrt(spread / (count - 1)))
+            keep = keep | (score <= self._minimum.value + self.margin * torch.sqrt(spread / (self._count - 1)))
             self._best_errors = torch.where(new_minimum, errors, self._best_errors)
-        self._best = torch.where(new_minimum, score, self._best)
-        self._best_at = torch.where(new_minimum, iteration, self._best_at)
         self._kept = torch.where(keep, score, self._kept)
         self._kept_at = torch.where(keep, iteration, self._kept_at)
         return keep
 
     def sync(self) -> None:
         """Bring the minimum, the kept iterate and their iterations to the host (one read)."""
-        if self._best is None:
+        if self._kept is None:
             return
-        best, best_at, kept, kept_at = torch.stack(
-            [self._best.double(), self._best_at.double(), self._kept.double(), self._kept_at.double()]).tolist()
+        best, best_at, kept, kept_at = torch.stack([self._minimum.value.double(), self._minimum.at.double(),
+                                                    self._kept.double(), self._kept_at.double()]).tolist()
         if math.isfinite(best):
             self.best_score, self.best_iteration = best, int(best_at)
             self.kept_score, self.kept_iteration = kept, int(kept_at)

@@ -90,7 +90,7 @@ def nl_means(plane: np.ndarray, sigma: float) -> np.ndarray:
 def block_matching(plane: np.ndarray, sigma: float) -> np.ndarray:
     """Block matching and collaborative filtering (BM3D's method, from the MIT-licensed ``bmnd`` package; BM4D's
     for a volume) of each channel of ``plane`` (C, *spatial) with Gaussian noise σ ``sigma`` (its units). A new
-    float32 array. ``bmnd`` is optional (``pip install napari-dip[bmnd]``): :func:`block_matching_available`.
+    float32 array. Where ``bmnd`` does not load (its numba), :func:`block_matching_available` says so.
     Volumes thinner than :data:`BLOCK_MATCHING_MIN_SIDE` go plane by plane; smaller images get non-local means."""
     from bmnd import BM3DProfile, BM4DProfile, bmnd
 
@@ -113,7 +113,7 @@ BLOCK_MATCHING_MIN_SIDE = 8
 
 
 def block_matching_available() -> bool:
-    """Whether the optional ``bmnd`` package is installed (``pip install napari-dip[bmnd]``) and loads."""
+    """Whether the ``bmnd`` package (a dependency, on numba) is installed and loads."""
     try:
         from bmnd import bmnd  # noqa: F401
     except ImportError:
