@@ -126,7 +126,7 @@ def estimated_psnr(record: dict, image: np.ndarray, result: np.ndarray, referenc
     input's units, so it goes through the same affine map as the result."""
     quality = record.get("quality") or {}
     rmse = quality.get("estimated_rmse")  # of the kept result
-    if rmse is None:
+    if rmse is None or quality.get("estimated_psnr") is None:  # none given: the difference was not positive
         return None
     a = affine_map(result, reference)[0]
     peak = float(reference.max() - reference.min())
