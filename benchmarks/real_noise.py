@@ -1,5 +1,5 @@
-"""Real microscope noise: the restoration by default (noise='auto') and with noise='gaussian', against
-variance-stabilised classical pipelines.
+"""Real microscope noise: the default restoration and variants of it, against variance-stabilised classical
+pipelines.
 
     python benchmarks/real_noise.py --data ../shared/realdata [--synthetic] [--crop 256] [--fields 8] [--json FILE]
 

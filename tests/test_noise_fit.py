@@ -42,7 +42,8 @@ def test_the_fit_recovers_a_cameras_variance_line(gain, offset, read_noise):
 def test_the_line_gives_the_mean_variance_of_a_few_photons_per_pixel(gain, seed):
     # 1-11 photons per pixel at a large gain, as on the W2S wide-field frames: the noise is far from Gaussian, and
     # the median's χ² factor put the mean variance 3-6 % high on these (measured), the flat blocks' mean within
-    # 2.2 %. The estimated PSNR subtracts this variance from the held-out error, so a few % matter there.
+    # 2.2 %. The line is the camera model where the camera estimate finds no rising variance, and the variance
+    # the benchmarks' stabilised references use.
     photons = _blobs() * 10 + 1
     adu = _camera(photons, gain, 10.0, 2.0, seed)
     fitted = fit_noise(adu[None, None])

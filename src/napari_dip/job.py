@@ -124,17 +124,15 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
                             f"got {settings.mix_with!r}")
     if settings.photon_loss not in ("deviance", "stabilised"):
         raise DIPInputError(f"photon_loss must be 'deviance' or 'stabilised'; got {settings.photon_loss!r}")
-    if settings.mix_with == "auto":  # the strongest classical denoiser installed (docs/benchmarks.md)
+    if settings.mix_with in ("auto", "block-matching"):
         import dataclasses
 
         from .core.reference import block_matching_available
 
-        settings = dataclasses.replace(settings,
-                                       mix_with="block-matching" if block_matching_available() else "nl-means")
-    if settings.mix_with == "block-matching" and settings.auto_stop:
-        from .core.reference import block_matching_available
-
-        if not block_matching_available():
+        available = block_matching_available()
+        if settings.mix_with == "auto":  # the strongest classical denoiser installed (docs/benchmarks.md)
+            settings = dataclasses.replace(settings, mix_with="block-matching" if available else "nl-means")
+        elif settings.auto_stop and not available:
             raise DIPInputError("mix_with='block-matching' needs the bmnd package, which is not installed or does "
                                 "not load: pip install bmnd (or mix_with='nl-means')")
     if settings.channels_last not in (True, False, "auto"):
