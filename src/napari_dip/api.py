@@ -119,8 +119,18 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
         into, e.g. ``zarr.zeros(...)`` for a result larger than memory; the
         snapshots then show the current plane or tile only.
     memory_limit : float, optional
-        Bytes of CPU memory counted as free by ``tile_size='auto'`` (e.g. a
-        dask worker's share).
+        Bytes of CPU memory counted as free by ``tile_size='auto'`` and
+        ``workers='auto'`` (e.g. a dask worker's share).
+    workers : 'auto' or int
+        On the CPU, the planes or tiles of a job are fitted side by side in
+        this many worker processes with one torch thread each (faster than
+        one process with several threads, and steady beside other busy
+        programs). 'auto': one per core that other processes leave free
+        (at most ``torch.get_num_threads()``), as many as memory holds and
+        as units can run at once; 1: one process. With ``warm_start``, the
+        planes are split into one run of neighbouring planes per worker,
+        the first of each starting from scratch. The record's
+        ``cpu_threads`` says what ran.
     **settings
         Any field of :class:`napari_dip.core.presets.Settings` (``lr``,
         ``reg_noise_std``, ``ema``, ``warm_start``, ``network_kind``,
@@ -149,20 +159,20 @@ def restore_iter(image, task: str = "denoise", **options) -> RestorationRun:
     from .job import define_job
 
     options = RestoreOptions.from_keywords(task=task, **options)
-    _check_arguments(image, options.tile_size, options.overlap, options.percentiles)
+    _check_arguments(image, options.tile_size, options.overlap, options.percentiles, options.workers)
     spec = define_job(image, options)
     torch_device = resolve_device(options.device)
     side = auto_tile_size(spec, torch_device, options.memory_limit) if options.tile_size == "auto" \
         else options.tile_size
     units, plan = plan_units(spec, side, options.overlap)
-    return start(spec, units, plan, torch_device, options.out)
+    return start(spec, units, plan, torch_device, options.out, options.workers, options.memory_limit)
 
 
 restore_iter.__signature__ = signature(RestorationRun)
 restore.__signature__ = signature(Restoration)
 
 
-def _check_arguments(image, tile_size, overlap, percentiles):
+def _check_arguments(image, tile_size, overlap, percentiles, workers="auto"):
     """The arguments that decide how a run is set up (tiling, intensity range), checked before anything else:
     tiling is decided before the image is read."""
     if image is None:
@@ -180,6 +190,9 @@ def _check_arguments(image, tile_size, overlap, percentiles):
             or (isinstance(tile_size, whole) and not isinstance(tile_size, bool))):
         raise DIPInputError(f"tile_size must be 'auto' (tile only what would not fit in memory), a tile side in "
                             f"pixels such as 512, or None (never tile); got {tile_size!r}")
+    if not (workers == "auto" or (isinstance(workers, whole) and not isinstance(workers, bool) and workers >= 1)):
+        raise DIPInputError(f"workers must be 'auto' (one worker process per free core) or a whole number ≥ 1 "
+                            f"(1: no worker processes); got {workers!r}")
     if not isinstance(overlap, whole) or isinstance(overlap, bool) or overlap < 0:
         raise DIPInputError(f"overlap must be a whole number of pixels ≥ 0, such as 64; got {overlap!r}")
     try:

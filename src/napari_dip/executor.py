@@ -26,6 +26,7 @@ import numpy as np
 from .core import data
 from .core.tiling import Tile, TilePlan, plan_tiles
 from .errors import DIPInputError
+from .processes import MIN_WORK, Progress, chains_of, fit_in_processes, worker_count
 from .job import (
     JobSpec,
     Skipped,
@@ -200,9 +201,11 @@ def measurement_sample(spec: JobSpec) -> tuple[np.ndarray, np.ndarray]:
     return values, missing
 
 
-def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=None) -> RestorationRun:
+def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=None, workers="auto",
+          memory_limit: float | None = None) -> RestorationRun:
     """The run of ``units``: the first unit is read and prepared now, so that its errors come before anything
-    runs. ``out``: an array of the output's shape to add the result into (zero-filled), or None."""
+    runs. ``out``: an array of the output's shape to add the result into (zero-filled), or None; ``workers``:
+    worker processes for the units on a CPU ('auto': one per free core, as memory allows; 1: none)."""
     from .core.device import describe_device
 
     if out is not None and tuple(out.shape) != spec.output_shape:
@@ -219,8 +222,43 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
     tiling = None if plan is None else {"tiles": len(plan.tiles), "grid": plan.grid, "tile_size": plan.tile_size,
                                         "overlap": plan.overlap}
     description = describe_device(device)
-    return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first),
+    processes = choose_workers(workers, spec, units, plan, device, memory_limit)
+    return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first, processes),
                           len(units), spec.settings.iterations, description, tiling)
+
+
+def choose_workers(requested, spec: JobSpec, units: list[Unit], plan: TilePlan | None, device,
+                   memory_limit: float | None = None) -> tuple[int, str]:
+    """(worker processes, why) for a run: several only on a CPU, for several units that can run at once, one per
+    core that other processes leave free (and torch's thread count allows), as many as memory holds."""
+    import torch
+
+    from .core.threads import CpuUse, usable_cores
+
+    if device.type != "cpu":
+        return 1, "one process (the units share the device)"
+    chains = len(chains_of(units, spec.settings.warm_start, len(units)))
+    ceiling = min(torch.get_num_threads(), usable_cores())
+    work = float(np.prod(spec.output_shape, dtype=np.float64) / max(1, spec.layout.channels)) * \
+        spec.settings.iterations
+    if chains < 2 or (requested == "auto" and (ceiling < 2 or work < MIN_WORK)):
+        return worker_count(requested, ceiling, chains, 0.0, 0.0, work=work)
+    others = 0.0
+    if requested == "auto":
+        try:
+            use = CpuUse()
+            time.sleep(0.2)
+            others = use.others() or 0.0
+        except (ImportError, OSError, AttributeError):  # no psutil: count every core as free
+            pass
+    model, planes = _memory_model(spec)
+    unit = units[0].tile
+    height, width = (unit.y[1] - unit.y[0], unit.x[1] - unit.x[0]) if unit is not None else \
+        spec.layout.spatial_shape[-2:]
+    factor = spec.axis_factors[-1]
+    unit_bytes = model.bytes_per_pixel * (planes or 1) * height * width * factor ** 2 + 4 * model.fixed_bytes
+    free = min(available_memory(), memory_limit or float("inf"))
+    return worker_count(requested, ceiling, chains, unit_bytes, free, others, work)
 
 
 def _prepare(spec, unit, normalisation, alone, pieces=None):
@@ -235,7 +273,8 @@ def _prepare(spec, unit, normalisation, alone, pieces=None):
 
 class _Output:
     """Where results go. Held in memory (no ``out``): a preview that is the whole result so far (the input
-    where no unit is done yet), and for tiles the window-weighted sum and the weights of the current plane.
+    where no unit is done yet), and for tiles the window-weighted sum and the weights of each plane whose tiles
+    are not all in (units may finish out of order in worker processes).
     The caller's ``out``: results are added into it, window-weighted, and there is no preview."""
 
     def __init__(self, spec: JobSpec, plan: TilePlan | None, out):
@@ -243,7 +282,8 @@ class _Output:
         layout = spec.layout
         spatial = layout.axes["spatial"]
         places = (tuple(layout.axes["lead"]), tuple(spatial[-2:]), layout.channel_axis, spec.axis_factors[-2:])
-        self.preview = self.shown = self.coverage = None
+        self.preview = self.shown = None
+        self.coverage = {}  # tiles in memory: a plane's lead → (its weights so far, how many tiles are in)
         if out is None:
             self.preview = np.zeros(spec.output_shape, np.float32)
             self.shown = data.ArraySource(self.preview, *places)
@@ -255,11 +295,11 @@ class _Output:
             return
         self.array = np.zeros(spec.output_shape, np.float32) if out is None else out
         self.target = data.ArraySource(self.array, *places)
+        self.coverage_shape = None
         if out is None:
-            shape = [1] * len(spec.output_shape)
+            self.coverage_shape = [1] * len(spec.output_shape)
             for axis in spatial[-2:]:
-                shape[axis] = spec.output_shape[axis]
-            self.coverage = np.zeros(shape, np.float32)
+                self.coverage_shape[axis] = spec.output_shape[axis]
 
     def _piece_shaped(self, yx_weights: np.ndarray, piece_ndim: int) -> np.ndarray:
         """(Y, X) weights shaped to broadcast against a unit's piece (spatial axes, then channels)."""
@@ -281,21 +321,21 @@ class _Output:
             return
         window = self.plan.window(unit.tile) if unit.tile is not None else None
         self.target.add(piece if window is None else piece * self._piece_shaped(window, piece.ndim), unit.lead, y, x)
-        if self.coverage is None:
+        if self.coverage_shape is None:
             return
-        index = [slice(None)] * self.coverage.ndim
+        coverage, tiles_in = self.coverage.get(unit.lead) or (np.zeros(self.coverage_shape, np.float32), 0)
+        index = [slice(None)] * coverage.ndim
         for axis, part in zip(self.target.yx_axes, unit.tile.slices(self.spec.axis_factors[-1])):
             index[axis] = part
         region = tuple(index)
-        self.coverage[region] += window.reshape(self.coverage[region].shape)
-        weights = self.coverage[region].reshape(window.shape)
+        coverage[region] += window.reshape(coverage[region].shape)
+        weights = coverage[region].reshape(window.shape)
         self.shown.write(self.target.read(unit.lead, y, x) / np.maximum(self._piece_shaped(weights, piece.ndim),
                                                                           1e-12), unit.lead, y, x)
-
-    def new_plane(self):
-        """The weights are one plane's: a new plane's tiles start from none."""
-        if self.coverage is not None:
-            self.coverage[...] = 0.0
+        if tiles_in + 1 < len(self.plan.tiles):
+            self.coverage[unit.lead] = (coverage, tiles_in + 1)
+        else:
+            self.coverage.pop(unit.lead, None)  # the plane is whole
 
     def finish(self):
         """The output: in memory, the preview (for tiles the weighted sum over the weights: exact where rounding
@@ -303,19 +343,68 @@ class _Output:
         return self.preview if self.preview is not None else self.array
 
 
-def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first):
+def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first, workers):
     from .core.threads import ThreadGovernor
 
-    governor = ThreadGovernor().start() if device.type == "cpu" else None
+    # worker processes set their own one thread; one process adapts its threads to the machine's load
+    governor = ThreadGovernor().start() if device.type == "cpu" and workers[0] == 1 else None
     try:
-        yield from _run_units(run, spec, units, plan, device, out, normalisation, first, governor)
+        yield from _run_units(run, spec, units, plan, device, out, normalisation, first, governor, workers)
     finally:
         if governor is not None:
             governor.finish()
 
 
+def fit_steps(spec: JobSpec, unit: Unit, pieces: dict, normalisation, start_from, entry: dict, device, should_stop,
+              kind: str, job=None):
+    """Prepare (unless ``job`` is given) and fit one unit. Yields a :class:`Progress` per step of the fit; the
+    last one is finished: it has the unit's record ``entry``, its result and its fitted state. A unit that is
+    not restored (nothing to fit there, or the run stopped before it) finishes at once, the input standing in.
+    ``start_from``: (unit number, FittedState) of the neighbour to start from, or None for a cold start."""
+    if should_stop():
+        job = Skipped(f"stopped by user before this {kind}", "")
+    elif job is None:
+        job = prepare_unit(spec, pieces, unit.plane, normalisation)
+    if isinstance(job, Skipped):
+        yield Progress(unit.number, fallback(spec, pieces), entry=dict(entry, iterations=0, stop_reason=job.reason,
+                                                                       seconds=0.0))
+        return
+    job.device = device
+    unit_start = time.perf_counter()
+    entry["started_from"] = "random initialisation" if start_from is None else f"{kind} {start_from[0] + 1}"
+    step: UnitStep | None = None
+    for step in fit_unit(job, should_stop, None if start_from is None else start_from[1]):
+        state = step.state
+        progress = Progress(unit.number, step.image, state.iteration, state.total, state.loss, step.metrics,
+                            step.quality, state.backtracks)
+        if not state.done:
+            yield progress
+    state = step.state
+    progress.entry = dict(entry, iterations=state.iteration, stop_reason=state.stop_reason,
+                          seconds=round(time.perf_counter() - unit_start, 3), noise_estimate=job.noise_estimate,
+                          missing_pixels=job.missing_pixels, metrics=step.metrics, quality=unit_quality(step),
+                          **({"normalisation": _normalisation_entry(job.normalisation, spec)}
+                             if normalisation is None else {}))
+    progress.fitted = state.fitted
+    yield progress
+
+
+def _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first_job):
+    """The units fitted one after the other in this process; each starts from the latest fit at its place when the
+    settings ask for warm starts (tiles of one plane differ too much to help each other)."""
+    fitted = {}  # Unit.place → (unit number, FittedState) of the latest fit there
+    for unit in units:
+        neighbour = fitted.get(unit.place) if spec.settings.warm_start else None
+        for progress in fit_steps(spec, unit, read(unit), normalisation, neighbour, entry_of(unit), device,
+                                  should_stop, kind, first_job if unit.number == 0 else None):
+            yield progress
+        if progress.fitted is not None:
+            fitted[unit.place] = (unit.number, progress.fitted)
+            progress.fitted = None
+
+
 def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first,
-               governor):
+               governor, workers):
     import torch
 
     from . import __version__
@@ -325,69 +414,64 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
             governor.poll()
         return run.stop_requested
 
-    start_time = time.perf_counter()
-    output = _Output(spec, plan, out)
-    kind = unit_kind(spec, units, plan)
-    entries, last_step, stop_reason, backtracks, stopped_at = [], None, None, 0, None
-    fitted = {}  # warm starts: Unit.place → (unit number, FittedState) of the latest fit there
-    for unit in units:
-        if unit.tile is not None and unit.tile.index == 0:
-            output.new_plane()
-        pieces, job = first if unit.number == 0 else (read_unit(spec, unit), None)
+    def read(unit):  # the unit's pieces, its input shown until its first step
+        pieces = first[0] if unit.number == 0 else read_unit(spec, unit)
+        output.show(unit, fallback(spec, pieces))
+        return pieces
+
+    def entry_of(unit):
         entry = {"unit": unit.number}
         if len(units) > 1 and spec.layout.planes > 1:
             entry["plane"] = unit.plane
         if unit.tile is not None:
             entry.update(tile=unit.tile.index, y=list(unit.tile.y), x=list(unit.tile.x))
-        if run.stop_requested:
-            stopped_at = stopped_at or unit.number
-            job = Skipped(f"stopped by user before this {kind}", "")
-        elif job is None:
-            job = prepare_unit(spec, pieces, unit.plane, normalisation)
-        if isinstance(job, Skipped):  # not restored: the input stands in
-            output.add(unit, fallback(spec, pieces))
-            entries.append(dict(entry, iterations=0, stop_reason=job.reason, seconds=0.0))
-            continue
-        job.device = device
-        unit_start = time.perf_counter()
-        output.show(unit, fallback(spec, pieces))
-        step: UnitStep | None = None
-        # warm start from the same place of an earlier plane: tiles of one plane differ too much to help each other
-        neighbour = fitted.get(unit.place) if spec.settings.warm_start else None
-        entry["started_from"] = "random initialisation" if neighbour is None else f"{kind} {neighbour[0] + 1}"
-        for step in fit_unit(job, should_stop, None if neighbour is None else neighbour[1]):
-            state = step.state
-            if run.stop_requested and stopped_at is None:
-                stopped_at = unit.number + 1
-            output.show(unit, step.image)
-            last_step = step
-            if state.done and (unit is units[-1] or run.stop_requested):
-                break
-            yield Snapshot(state.iteration, state.total, state.loss, _shown(output, step), time.perf_counter() -
-                           start_time, unit.number, len(units), step.metrics, backtracks + state.backtracks,
-                           quality=step.quality)
-        state = step.state
-        output.add(unit, step.image)
-        if state.fitted is not None:
-            fitted[unit.place] = (unit.number, state.fitted)
-        backtracks += state.backtracks
-        stop_reason = state.stop_reason
-        entries.append(dict(entry, iterations=state.iteration, stop_reason=state.stop_reason,
-                            seconds=round(time.perf_counter() - unit_start, 3), noise_estimate=job.noise_estimate,
-                            missing_pixels=job.missing_pixels, metrics=step.metrics, quality=unit_quality(step),
-                            **({"normalisation": _normalisation_entry(job.normalisation, spec)}
-                               if normalisation is None else {})))
-        del pieces, job
+        return entry
+
+    start_time = time.perf_counter()
+    output = _Output(spec, plan, out)
+    kind = unit_kind(spec, units, plan)
+    processes, why = workers
+    if processes > 1:
+        reports = fit_in_processes(spec, chains_of(units, spec.settings.warm_start, processes), read, normalisation,
+                                   processes, should_stop, entry_of, kind)
+    else:
+        reports = _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first[1])
+    entries, latest, backtracks = {}, None, 0
+    for progress in reports:
+        unit = units[progress.unit]
+        if progress.entry is None:
+            output.show(unit, progress.image)
+        else:
+            output.add(unit, progress.image)
+            entries[unit.number] = progress.entry
+            backtracks += progress.backtracks
+            if "noise_estimate" not in progress.entry:
+                continue  # not restored: no snapshot, as the run went straight on
+        latest = progress
+        if progress.entry is not None and (len(entries) == len(units) or run.stop_requested):
+            continue  # the final snapshot follows
+        yield Snapshot(progress.iteration, progress.total, progress.loss, _shown(output, progress.image),
+                       time.perf_counter() - start_time, progress.unit if processes == 1 else len(entries),
+                       len(units), progress.metrics, backtracks + (0 if progress.entry else progress.backtracks),
+                       quality=progress.quality)
+    for unit in units:  # with worker processes, the units a stop left unhanded
+        if unit.number not in entries:
+            output.add(unit, fallback(spec, read_unit(spec, unit)))
+            entries[unit.number] = dict(entry_of(unit), iterations=0, stop_reason=f"stopped by user before this "
+                                                                                   f"{kind}", seconds=0.0)
+    entries = [entries[unit.number] for unit in units]
 
     image = output.finish()
     restored = [e for e in entries if "noise_estimate" in e]
+    stop_reason = entries[-1]["stop_reason"]
     if run.stop_requested and len(units) > 1:
-        stop_reason = f"stopped by user at {kind} {stopped_at or len(entries)} of {len(units)}"
+        stop_reason = f"stopped by user at {kind} {max(1, len(restored))} of {len(units)}"
     elif len(units) > 1:
         reasons = sorted({e["stop_reason"] for e in entries}, key=str)
         stop_reason = reasons[0] if len(reasons) == 1 else f"per {kind}: " + "; ".join(
             f"{sum(e['stop_reason'] == r for e in entries)} × {r}" for r in reasons)
-    metrics = _metrics(spec, image, output, entries, last_step)
+    latest_psnr = (latest.metrics or {}).get("psnr_current") if latest is not None and len(entries) == 1 else None
+    metrics = _metrics(spec, image, output, entries, latest_psnr)
     parameters = dict(spec.parameters, missing_pixels=int(sum(e.get("missing_pixels", 0) for e in entries)))
     if normalisation is not None:
         parameters["normalisation"] = _normalisation_entry(normalisation[0], spec)
@@ -397,6 +481,8 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     else:
         parameters["noise_estimate"] = {"model": spec.noise, "per_unit": "see the record's units"}
     settings = spec.settings
+    cpu = governor.describe() if governor is not None else {"policy": why, "processes": processes} \
+        if device.type == "cpu" else None
     record = {
         "task": spec.name, "preset": spec.preset, "parameters": parameters,
         "iterations": int(sum(e["iterations"] for e in entries)),
@@ -404,7 +490,7 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
         "planes": spec.layout.planes, "work_unit": kind, "units_restored": len(restored),
         "stop_reason": stop_reason, "backtracks": backtracks,
         "seconds": round(time.perf_counter() - start_time, 3), "device": run.device_description,
-        **({"cpu_threads": governor.describe()} if governor is not None else {}),
+        **({"cpu_threads": cpu} if cpu is not None else {}),
         "version": {"napari_dip": __version__, "torch": torch.__version__, "numpy": np.__version__},
         "metrics": metrics, "quality": _quality_record(entries, settings),
         "input": {"shape": list(spec.layout.shape), "dtype": str(np.dtype(spec.sources["image"].array.dtype))},
@@ -417,25 +503,24 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
                             "window": "raised cosine across each overlap; the windows sum to 1",
                             "tiles": [{"index": t.index, "y": list(t.y), "x": list(t.x)} for t in plan.tiles]}
     run.result = Restoration(image, record)
-    last_entry = entries[-1]
-    yield Snapshot(last_entry["iterations"], settings.iterations,
-                   last_step.state.loss if last_step is not None else float("nan"), image, record["seconds"],
+    yield Snapshot(entries[-1]["iterations"], settings.iterations,
+                   latest.loss if latest is not None else float("nan"), image, record["seconds"],
                    len(units) - 1, len(units), metrics, backtracks, True, stop_reason, record,
-                   last_step.quality if last_step is not None else {})
+                   latest.quality if latest is not None else {})
 
 
-def _shown(output: _Output, step: UnitStep) -> np.ndarray:
+def _shown(output: _Output, unit_image: np.ndarray) -> np.ndarray:
     """A snapshot's image: a copy of the whole result so far, or the unit's result when the output is the caller's."""
-    return output.preview.copy() if output.preview is not None else step.image
+    return output.preview.copy() if output.preview is not None else unit_image
 
 
 def _normalisation_entry(normalisation, spec: JobSpec) -> dict:
     return {"low": normalisation.low, "high": normalisation.high, "percentiles": list(spec.percentiles)}
 
 
-def _metrics(spec: JobSpec, image, output: _Output, entries, last_step) -> dict:
+def _metrics(spec: JobSpec, image, output: _Output, entries, latest_psnr: float | None) -> dict:
     """PSNR/SSIM of the whole result against the ground truth (with the input's beside it), when both are in
-    memory; else the mean over the units."""
+    memory; else the mean over the units. ``latest_psnr``: a lone unit's last iterate's PSNR, or None."""
     source = spec.sources.get("ground_truth")
     if source is None:
         return {}
@@ -454,9 +539,8 @@ def _metrics(spec: JobSpec, image, output: _Output, entries, last_step) -> dict:
         if np.isfinite(degraded).all():
             base = whole_metric_pair(degraded, truth, spec.layout)
             metrics.update({"psnr_input": base["psnr"], "ssim_input": base["ssim"]})
-    latest = (last_step.metrics or {}).get("psnr_current") if last_step is not None else None
-    if latest is not None and len(entries) == 1:
-        metrics["psnr_current"] = latest  # the last iterate's, beside the kept result's
+    if latest_psnr is not None:
+        metrics["psnr_current"] = latest_psnr  # the last iterate's, beside the kept result's
     return metrics
 
 
@@ -486,16 +570,10 @@ def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None) -> 
     """
     import torch
 
-    from .core.inputs import input_channels
     from .core.tiling import auto_tile_size as side_for
 
-    settings, layout = spec.settings, spec.layout
-    dims = layout.spatial_dims
-    planes = layout.spatial_shape[0] * spec.axis_factors[0] if dims == 3 else None
-    members = max(1, int(settings.ensemble or 1))
-    model = settings.network.memory_model(
-        input_channels(settings.input, settings.input_channels, dims, layout.channels), layout.channels, dims,
-        members, planes=planes)
+    model, planes = _memory_model(spec)
+    layout = spec.layout
     per_pixel = model.bytes_per_pixel * (planes or 1)  # per Y/X output pixel: a volume's every plane
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
@@ -504,6 +582,20 @@ def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None) -> 
     # side_for budgets a quarter of the memory it is given: the weights and Adam's moments come out of it first
     budget_base = max(free - 4 * model.fixed_bytes, 0.0)
     return side_for(layout.spatial_shape[-2:], spec.axis_factors[-1], per_pixel, budget_base)
+
+
+def _memory_model(spec: JobSpec):
+    """The memory model of the network the job runs, and the planes of its output volume (None in 2D)."""
+    from .core.inputs import input_channels
+
+    settings, layout = spec.settings, spec.layout
+    dims = layout.spatial_dims
+    planes = layout.spatial_shape[0] * spec.axis_factors[0] if dims == 3 else None
+    members = max(1, int(settings.ensemble or 1))
+    model = settings.network.memory_model(
+        input_channels(settings.input, settings.input_channels, dims, layout.channels), layout.channels, dims,
+        members, planes=planes)
+    return model, planes
 
 
 def available_memory() -> float:

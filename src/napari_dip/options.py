@@ -45,6 +45,7 @@ class RestoreOptions:
     normalise: str = "joint"
     out: Any = None
     memory_limit: float | None = None
+    workers: int | str = "auto"  # CPU worker processes for the units of a stack or tiled image (processes.py)
     settings: dict = field(default_factory=dict)  # fields of core.presets.Settings by name (``lr``, ``network_kind``)
 
     @classmethod

@@ -1,0 +1,77 @@
+"""Units fitted in worker processes (processes.py): how units are grouped and counted, and runs that use them."""
+
+import numpy as np
+import pytest
+
+from napari_dip import restore, restore_iter
+from napari_dip.core.tiling import Tile
+from napari_dip.errors import DIPInputError
+from napari_dip.executor import Unit
+from napari_dip.processes import MIN_WORK, WORKER_SETUP_BYTES, chains_of, worker_count
+
+CPU = dict(iterations=12, snapshot_every=4, seed=0, device="cpu", tile_size=None, noise="gaussian")
+
+
+def stack(planes=4, side=32):
+    rng = np.random.default_rng(3)
+    return (rng.random((planes, side, side)) * 0.5 + 0.25).astype(np.float32)
+
+
+def plane_units(planes):
+    return [Unit(p, p, (p,), None) for p in range(planes)]
+
+
+def test_chains_split_warm_planes_into_runs_of_neighbours_and_keep_tile_places_apart():
+    assert [[u.number for u in c] for c in chains_of(plane_units(5), True, 2)] == [[0, 1, 2], [3, 4]]
+    assert [[u.number for u in c] for c in chains_of(plane_units(3), False, 2)] == [[0], [1], [2]]
+    tiles = [Tile(i, 0, i, (0, 8), (8 * i, 8 * i + 8)) for i in range(2)]
+    units = [Unit(2 * p + i, p, (p,), tiles[i]) for p in range(3) for i in range(2)]
+    assert [[u.number for u in c] for c in chains_of(units, True, 4)] == [[0, 2, 4], [1, 3, 5]]
+
+
+def test_worker_count_follows_free_cores_memory_and_the_size_of_the_job():
+    room = 10 * (WORKER_SETUP_BYTES + 1e8)
+    assert worker_count("auto", 4, 8, 1e8, room, work=MIN_WORK)[0] == 4
+    assert worker_count("auto", 4, 8, 1e8, room, others_busy=1.0, work=MIN_WORK)[0] == 3
+    assert worker_count("auto", 4, 2, 1e8, room, work=MIN_WORK)[0] == 2  # no more than can run at once
+    assert worker_count("auto", 4, 8, 1e8, 2 * (WORKER_SETUP_BYTES + 1e8), work=MIN_WORK)[0] == 2
+    count, why = worker_count("auto", 4, 8, 1e8, room, work=MIN_WORK / 2)
+    assert count == 1 and "too small" in why
+    assert worker_count(1, 4, 8, 1e8, room)[0] == 1
+    assert worker_count(3, 1, 8, 1e8, room)[0] == 3  # asked for: given, whatever the cores
+    assert worker_count(3, 4, 1, 1e8, room)[0] == 1
+
+
+def test_bad_workers_is_a_clear_error():
+    with pytest.raises(DIPInputError, match="workers must be 'auto'"):
+        restore_iter(stack(), workers=0, **CPU)
+
+
+def test_independent_planes_give_the_same_result_with_any_number_of_workers(tiny_network):
+    two = restore(stack(), workers=2, warm_start=False, **CPU, **tiny_network)
+    three = restore(stack(), workers=3, warm_start=False, **CPU, **tiny_network)
+    np.testing.assert_array_equal(two.image, three.image)
+    assert two.record["cpu_threads"]["processes"] == 2 and three.record["cpu_threads"]["processes"] == 3
+    assert [u["unit"] for u in two.record["units"]] == [0, 1, 2, 3]
+    assert two.record["units_restored"] == 4 and np.all(np.isfinite(two.image))
+    assert not np.allclose(two.image, stack())  # restored, not the input
+
+
+def test_warm_planes_run_in_chains_and_a_stop_keeps_what_was_done(tiny_network):
+    warm = restore(stack(), workers=2, warm_start=True, **CPU, **tiny_network)
+    assert [u["started_from"] for u in warm.record["units"]] == [
+        "random initialisation", "plane 1", "random initialisation", "plane 3"]
+
+    data = stack(6)
+    run = restore_iter(data, workers=2, warm_start=True, **dict(CPU, iterations=400), **tiny_network)
+    first = next(run)
+    run.stop()
+    snapshots = [first, *run]
+    assert snapshots[-1].done and snapshots[-1].image.shape == data.shape
+    record = run.result.record
+    assert record["stop_reason"].startswith("stopped by user at plane")
+    reasons = [u["stop_reason"] for u in record["units"]]
+    assert "stopped by user" in reasons and reasons[-1] == "stopped by user before this plane"
+    assert record["iterations"] < 2 * 400
+    np.testing.assert_allclose(run.result.image[-1], data[-1], atol=1e-5)  # not restored: the input stands in
+    assert data.dtype == np.float32 and np.array_equal(data, stack(6))  # the caller's array is untouched
