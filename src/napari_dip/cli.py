@@ -327,6 +327,10 @@ def add_restore_command(commands) -> None:
     parser.add_argument("input", metavar="INPUT", help="the degraded image")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                         help="result file; .tif keeps float32 values, .png/.jpg are rounded to integers")
+    parser.add_argument("--workers", type=_workers, default="auto", metavar="N",
+                        help="on the CPU, fit the planes or tiles side by side in N worker processes with one "
+                             "thread each; 'auto' (default): one per free core, for jobs large enough to gain; "
+                             "1: one process")
     add_restore_options(parser)
     parser.set_defaults(handler=restore_command)
 
@@ -336,7 +340,8 @@ def restore_command(args) -> int:
     format_for(args.output)  # an unknown output type fails now, not after the run
     image, metadata = read_image(args.input)
     files = {"input": str(args.input), "output": str(args.output)}
-    kwargs = {**restore_kwargs(args, metadata, files), "tile_size": args.tile_size, "overlap": args.overlap}
+    kwargs = {**restore_kwargs(args, metadata, files), "tile_size": args.tile_size, "overlap": args.overlap,
+              "workers": args.workers}
     result, interrupted = run_with_progress(image, kwargs, label=args.task, quiet=args.quiet)
     record = write_result(args.output, result, metadata,
                           {"files": files, "command": shlex.join(["napari-dip", *args.argv])})
@@ -517,6 +522,15 @@ def _tile_size(text: str):
         return _channel_axis(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a size in pixels, 'auto' or 'none', got {text!r}") from None
+
+
+def _workers(text: str):
+    """'auto' or a whole number ≥ 1."""
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected 'auto' or a number of processes ≥ 1, got {text!r}")
 
 
 def batch_command(args) -> int:

@@ -26,7 +26,6 @@ import numpy as np
 from .core import data
 from .core.tiling import Tile, TilePlan, plan_tiles
 from .errors import DIPInputError
-from .processes import MIN_WORK, Progress, chains_of, fit_in_processes, worker_count
 from .job import (
     JobSpec,
     Skipped,
@@ -40,6 +39,7 @@ from .job import (
     unit_quality,
     whole_metric_pair,
 )
+from .processes import MIN_WORK, Progress, chains_of, fit_in_processes, worker_count
 
 SAMPLE_VALUES = 2 ** 26  # joint normalisation: data up to this many values is read whole, larger data sampled
 SAMPLE_PLANES = 16  # … from this many planes, evenly spaced

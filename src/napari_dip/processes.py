@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import multiprocessing
+import os
 import queue
 import sys
 import types
@@ -101,6 +102,7 @@ def _start_worker(stop, reports):
 
     global _stop, _reports
     torch.set_num_threads(1)
+    os.environ["NUMBA_NUM_THREADS"] = "1"  # block matching (bmnd, on numba) too: read when numba is first imported
     _stop, _reports = stop, reports
 
 
@@ -176,7 +178,7 @@ def fit_in_processes(spec, chains: list[list], read, normalisation, workers: int
                     if isinstance(failure, BrokenProcessPool):
                         raise RuntimeError(WORKER_LOST) from failure
                     if failure is not None:
-                        raise failure
+                        raise failure from None
                 continue
             yield progress
             if progress.entry is None:
