@@ -1,12 +1,12 @@
 """Jobs of several units: one process (torch threads on each unit in turn) against worker processes with one thread
 each (processes.py), alone and beside one busy process.
 
-    python benchmarks/workers.py [--threads 2] [--cases stack,tiles,planes] [--shrink 4]
+    python benchmarks/workers.py [--threads 2] [--cases stack,tiles,planes] [--planes 8] [--photos 4] [--no-busy]
 
 Cases, restored with the defaults as a user would call them (only ``workers`` changes):
-stack: scale.py's time-lapse (b) shrunken (8 × 128² at ``--shrink 4``, Poisson counts, warm starts between planes);
+stack: scale.py's time-lapse (b) as ``--planes`` planes of 128² (Poisson counts, warm starts between planes);
 tiles: scale.py's frame (a) shrunken to 256², cut into 2 × 2 tiles of 160 (overlap 32);
-planes: four unrelated 128² photos with Gaussian noise (σ = 25 of 255) as one stack.
+planes: ``--photos`` unrelated 128² photo crops with Gaussian noise (σ = 25 of 255) as one stack.
 Per case: seconds and PSNR with ``workers=1`` (the thread governor: as many threads as free cores) and with
 ``workers='auto'``, each alone and beside one busy process (a Python loop). Run it on a quiet machine.
 """
@@ -29,11 +29,14 @@ import images  # noqa: E402
 import scale  # noqa: E402
 
 
-def case_planes() -> dict:
+def case_planes(planes: int) -> dict:
     names = ("camera", "astronaut", "coffee", "chelsea")
-    clean = np.stack([images.load(n, 128, gray=True) for n in names]).astype(np.float32)
+    crops = [images.load(n, 128, gray=True) for n in names]  # 4 photos, then their four quarters of 256²
+    crops += [images.load(n, 256, gray=True)[y:y + 128, x:x + 128] for n in names for y in (0, 128) for x in (0, 128)]
+    clean = np.stack(crops[:planes]).astype(np.float32)
     noisy = (clean + np.random.default_rng(11).normal(0, 25, clean.shape)).astype(np.float32)
-    return dict(name="4 unrelated 128² photos, σ = 25", input=noisy, truth=clean, kwargs={}, data_range=255.0)
+    return dict(name=f"{len(clean)} unrelated 128² photos, σ = 25", input=noisy, truth=clean, kwargs={},
+                data_range=255.0)
 
 
 def case_tiles(shrink: int) -> dict:
@@ -62,18 +65,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", default="stack,tiles,planes")
-    parser.add_argument("--shrink", type=int, default=4, help="the stack case's shrink (scale.py)")
+    parser.add_argument("--planes", type=int, default=8, help="planes of the stack case")
+    parser.add_argument("--photos", type=int, default=4, help="planes of the planes case (at most 20)")
+    parser.add_argument("--no-busy", action="store_true", help="leave out the runs beside a busy process")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "workers.json"))
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    makers = {"stack": lambda: scale.case_stack(args.shrink), "tiles": lambda: case_tiles(8), "planes": case_planes}
+    makers = {"stack": lambda: scale.case_stack(4, planes=4 * args.planes), "tiles": lambda: case_tiles(8),
+              "planes": lambda: case_planes(args.photos)}
     rows = []
     for key in args.cases.split(","):
         case = makers[key]()
         row = {"case": case["name"]}
-        for busy in (False, True):
+        for busy in (False,) if args.no_busy else (False, True):
             competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
             if busy:
                 time.sleep(1.0)
@@ -88,10 +94,11 @@ def main(argv=None) -> int:
                     competitor.wait()
         one, auto = row["alone, workers=1"]["seconds"], row["alone, workers=auto"]["seconds"]
         row["auto_over_one_alone"] = round(auto / one, 2)
-        row["busy_over_alone"] = {w: round(row[f"busy, workers={w}"]["seconds"] / row[f"alone, workers={w}"][
-            "seconds"], 2) for w in (1, "auto")}
-        print(f"  auto / one process, alone: {row['auto_over_one_alone']}; busy / alone: {row['busy_over_alone']}",
-              flush=True)
+        if not args.no_busy:
+            row["busy_over_alone"] = {w: round(row[f"busy, workers={w}"]["seconds"] / row[f"alone, workers={w}"][
+                "seconds"], 2) for w in (1, "auto")}
+        print(f"  auto / one process, alone: {row['auto_over_one_alone']}; busy / alone: "
+              f"{row.get('busy_over_alone')}", flush=True)
         rows.append(row)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:

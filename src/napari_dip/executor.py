@@ -39,7 +39,7 @@ from .job import (
     unit_quality,
     whole_metric_pair,
 )
-from .processes import MIN_WORK, Progress, chains_of, fit_in_processes, worker_count
+from .processes import MIN_WORK, Progress, WarmStarts, fit_in_processes, worker_count
 
 SAMPLE_VALUES = 2 ** 26  # joint normalisation: data up to this many values is read whole, larger data sampled
 SAMPLE_PLANES = 16  # … from this many planes, evenly spaced
@@ -237,12 +237,11 @@ def choose_workers(requested, spec: JobSpec, units: list[Unit], plan: TilePlan |
 
     if device.type != "cpu":
         return 1, "one process (the units share the device)"
-    chains = len(chains_of(units, spec.settings.warm_start, len(units)))
     ceiling = min(torch.get_num_threads(), usable_cores())
     work = float(np.prod(spec.output_shape, dtype=np.float64) / max(1, spec.layout.channels)) * \
         spec.settings.iterations
-    if chains < 2 or (requested == "auto" and (ceiling < 2 or work < MIN_WORK)):
-        return worker_count(requested, ceiling, chains, 0.0, 0.0, work=work)
+    if len(units) < 2 or (requested == "auto" and (ceiling < 2 or work < MIN_WORK)):
+        return worker_count(requested, ceiling, len(units), 0.0, 0.0, work=work)
     others = 0.0
     if requested == "auto":
         try:
@@ -258,7 +257,7 @@ def choose_workers(requested, spec: JobSpec, units: list[Unit], plan: TilePlan |
     factor = spec.axis_factors[-1]
     unit_bytes = model.bytes_per_pixel * (planes or 1) * height * width * factor ** 2 + 4 * model.fixed_bytes
     free = min(available_memory(), memory_limit or float("inf"))
-    return worker_count(requested, ceiling, chains, unit_bytes, free, others, work)
+    return worker_count(requested, ceiling, len(units), unit_bytes, free, others, work)
 
 
 def _prepare(spec, unit, normalisation, alone, pieces=None):
@@ -390,17 +389,16 @@ def fit_steps(spec: JobSpec, unit: Unit, pieces: dict, normalisation, start_from
 
 
 def _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first_job):
-    """The units fitted one after the other in this process; each starts from the latest fit at its place when the
-    settings ask for warm starts (tiles of one plane differ too much to help each other)."""
-    fitted = {}  # Unit.place → (unit number, FittedState) of the latest fit there
+    """The units fitted one after the other in this process, each warm-started from the plane before at its place
+    when the settings say so (:class:`WarmStarts`)."""
+    warm = WarmStarts(units, spec.settings.warm_start)
     for unit in units:
-        neighbour = fitted.get(unit.place) if spec.settings.warm_start else None
-        for progress in fit_steps(spec, unit, read(unit), normalisation, neighbour, entry_of(unit), device,
-                                  should_stop, kind, first_job if unit.number == 0 else None):
+        for progress in fit_steps(spec, unit, read(unit), normalisation, warm.start_from(unit.number),
+                                  entry_of(unit), device, should_stop, kind,
+                                  first_job if unit.number == 0 else None):
             yield progress
-        if progress.fitted is not None:
-            fitted[unit.place] = (unit.number, progress.fitted)
-            progress.fitted = None
+        warm.finish(unit.number, progress.fitted)
+        progress.fitted = None
 
 
 def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first,
@@ -432,8 +430,7 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     kind = unit_kind(spec, units, plan)
     processes, why = workers
     if processes > 1:
-        reports = fit_in_processes(spec, chains_of(units, spec.settings.warm_start, processes), read, normalisation,
-                                   processes, should_stop, entry_of, kind)
+        reports = fit_in_processes(spec, units, read, normalisation, processes, should_stop, entry_of, kind)
     else:
         reports = _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first[1])
     entries, latest, backtracks = {}, None, 0

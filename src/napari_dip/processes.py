@@ -4,9 +4,9 @@ units uses every core.
 Two torch threads on one unit scale poorly on these small convolutions and collapse beside a busy process
 (core/threads.py); processes with one thread each do neither. Measured on a quiet 2-core machine, four
 planes fitted by two one-thread processes took 0.74–0.82 of the time one two-thread process took
-(docs/benchmarks.md). Units that warm-start from each other form a *chain* fitted in order, each unit
-starting from the network the one before had at its kept result; chains run side by side. The main process
-reads each unit when it is handed out (a lazy input stays lazy), writes the results and keeps the record.
+(docs/benchmarks.md). A unit that warm-starts from another waits until that one is finished
+(:class:`WarmStarts`). The main process reads each unit when it is handed out (a lazy input stays lazy), writes
+the results and keeps the record.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import queue
 import sys
 import types
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -44,34 +45,65 @@ class Progress:
     quality: dict = dataclasses.field(default_factory=dict)
     backtracks: int = 0
     entry: dict | None = None  # set when the unit is finished (restored, skipped or stopped)
-    fitted: object = None  # a finished unit's core.loop.FittedState, where the next unit of its chain starts
+    fitted: object = None  # a finished unit's core.loop.FittedState, where later units may start (WarmStarts)
 
 
-def chains_of(units: list, warm_start: bool, workers: int) -> list[list]:
-    """The units grouped into chains fitted in order. With warm starts: a tile place's units across the planes
-    (tiles of one plane differ too much to help each other), or, untiled, ``workers`` runs of neighbouring
-    planes (the first of each run starts from scratch). Without: every unit alone."""
-    if not warm_start:
-        return [[unit] for unit in units]
-    if units[0].tile is not None:
+class WarmStarts:
+    """Which finished unit each unit starts from, and the fitted states kept until the units that start from them
+    have started.
+
+    With warm starts, a unit starts from an earlier plane's unit at the same place (tiles of one plane hold
+    different content at the same place of the network's input, so they do not help each other): the plane just
+    before when one process fits the units in turn, or when the places alone keep the workers busy; else the
+    plane ``stride`` before, so that after the first plane ``stride`` planes run at once, all warm (the first
+    ``stride`` from the first plane). Without warm starts every unit starts from scratch.
+    """
+
+    def __init__(self, units: list, warm_start: bool, workers: int = 1):
         places = {}
         for unit in units:
-            places.setdefault(unit.place, []).append(unit)
-        return list(places.values())
-    runs = np.array_split(np.arange(len(units)), min(workers, len(units)))
-    return [[units[i] for i in run] for run in runs]
+            places.setdefault(unit.place, []).append(unit.number)
+        self.stride = max(1, -(-workers // len(places)))
+        self.parent = {}
+        for line in places.values():
+            for i, number in enumerate(line):
+                self.parent[number] = line[max(0, i - self.stride)] if warm_start and i > 0 else None
+        self.waiting = Counter(p for p in self.parent.values() if p is not None)  # starts still to come per parent
+        self.finished = set()
+        self.states = {}  # unit number → its FittedState, while a unit still to start needs it
+
+    def ready(self, number: int) -> bool:
+        parent = self.parent[number]
+        return parent is None or parent in self.finished
+
+    def start_from(self, number: int):
+        """(parent's number, its FittedState) for the unit starting now, or None: a cold start (no parent, or the
+        parent was not restored)."""
+        parent = self.parent[number]
+        if parent is None:
+            return None
+        state = self.states.get(parent)
+        self.waiting[parent] -= 1
+        if self.waiting[parent] == 0:
+            self.states.pop(parent, None)
+        return None if state is None else (parent, state)
+
+    def finish(self, number: int, fitted) -> None:
+        self.finished.add(number)
+        if fitted is not None and self.waiting[number] > 0:
+            self.states[number] = fitted
 
 
-def worker_count(requested, ceiling: int, chains: int, unit_bytes: float, free_bytes: float,
+def worker_count(requested, ceiling: int, units: int, unit_bytes: float, free_bytes: float,
                  others_busy: float = 0.0, work: float = math.inf) -> tuple[int, str]:
     """How many worker processes, and why. ``requested``: 'auto' or a whole number (1: no worker processes);
-    ``ceiling``: the cores the run may use (torch's thread count when it began); ``chains``: how many can run at
-    once; ``unit_bytes``: one unit's memory; ``others_busy``: cores' worth of CPU other processes use now;
+    ``ceiling``: the cores the run may use (torch's thread count when it began); ``units``: how many the job
+    has; ``unit_bytes``: one unit's memory; ``others_busy``: cores' worth of CPU other processes use now;
     ``work``: the job's output pixels × iterations."""
     if requested == 1:
         return 1, "one process (workers=1)"
-    if chains < 2:
-        return 1, "one process (one unit at a time)"
+    if units < 2:
+        return 1, "one process (one unit)"
     if requested == "auto" and work < MIN_WORK:
         return 1, "one process (too small a job to win back the workers' start)"
     if multiprocessing.current_process().daemon:  # e.g. a dask worker: it may not start processes
@@ -79,11 +111,11 @@ def worker_count(requested, ceiling: int, chains: int, unit_bytes: float, free_b
     by_memory = max(1, int(free_bytes // (WORKER_SETUP_BYTES + unit_bytes)))
     if requested == "auto":
         free_cores = max(1, math.floor(ceiling - others_busy + 0.25))
-        count = min(free_cores, chains, by_memory)
-        why = (f"{count} worker processes with one thread each (cores free: {free_cores}, units that can run at "
-               f"once: {chains}, room in memory for {by_memory})")
+        count = min(free_cores, units, by_memory)
+        why = (f"{count} worker processes with one thread each (cores free: {free_cores}, units: {units}, room in "
+               f"memory for {by_memory})")
         return (count, why) if count > 1 else (1, "one process (" + why.split("(", 1)[1])
-    count = min(int(requested), chains)
+    count = min(int(requested), units)
     return count, f"{count} worker processes with one thread each (workers={requested})"
 
 
@@ -106,15 +138,20 @@ def _start_worker(stop, reports):
     _stop, _reports = stop, reports
 
 
-def _fit_in_worker(spec, unit, pieces, normalisation, start_from, entry, kind):
-    """Fit one unit and report each step, and the result, on the queue."""
+def _fit_in_worker(spec, unit, pieces, normalisation, start_from, entry, kind, threads):
+    """Fit one unit with ``threads`` torch threads (more than one while it has the machine to itself) and report
+    each step, and the result, on the queue."""
     import torch
 
     from .executor import fit_steps
 
-    for progress in fit_steps(spec, unit, pieces, normalisation, start_from, entry, torch.device("cpu"),
-                              _stop.is_set, kind):
-        _reports.put(progress)
+    torch.set_num_threads(threads)
+    try:
+        for progress in fit_steps(spec, unit, pieces, normalisation, start_from, entry, torch.device("cpu"),
+                                  _stop.is_set, kind):
+            _reports.put(progress)
+    finally:
+        torch.set_num_threads(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,36 +171,34 @@ def _caller_script_hidden():
         sys.modules["__main__"] = main
 
 
-def fit_in_processes(spec, chains: list[list], read, normalisation, workers: int, stop_requested, entry_of,
-                     kind: str):
-    """Fit the chains' units in ``workers`` processes; yields each worker's :class:`Progress` as it comes.
+def fit_in_processes(spec, units: list, read, normalisation, workers: int, stop_requested, entry_of, kind: str):
+    """Fit ``units`` in ``workers`` processes; yields each worker's :class:`Progress` as it comes.
 
-    ``read(unit)`` gives a unit's pieces; ``entry_of(unit)`` the start of its record entry; ``kind`` what a unit
-    is, in a word;
-    ``stop_requested()`` is polled: once true, running units end with their best result so far and the
-    units not yet handed out are left to the caller (a finished :class:`Progress` never comes for them)."""
+    A unit is handed out once the unit it warm-starts from (:class:`WarmStarts`) is finished, the lowest number
+    first, so that planes finish roughly in order. A unit that has the machine to itself (the first plane of a
+    stack, which the others start from) gets the workers' threads. ``read(unit)`` gives a unit's pieces;
+    ``entry_of(unit)`` the start of its record entry; ``kind`` what a unit is, in a word; ``stop_requested()`` is
+    polled: once true, running units end with their best result so far, and the units not yet handed out are left
+    to the caller (no finished :class:`Progress` comes for them)."""
     context = multiprocessing.get_context("spawn")  # fork is unsafe beside torch's and Qt's threads
     stop, reports = context.Event(), context.Queue()
     bare = dataclasses.replace(spec, sources={})  # a worker gets each unit's pieces, not the whole input
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(stop, reports))
-    next_in_chain = [0] * len(chains)
-    fitted = [None] * len(chains)  # per chain: (unit number, FittedState) of its latest unit, or None
-    running = {}  # unit number → (chain, future)
+    warm = WarmStarts(units, spec.settings.warm_start, workers)
+    waiting = list(units)
+    running = {}  # unit number → its future
 
     def hand_out():
-        # the waiting unit with the lowest number first: planes finish roughly in order
-        while len(running) < workers and not stop.is_set():
-            waiting = [c for c in range(len(chains)) if next_in_chain[c] < len(chains[c])
-                       and not any(c == chain for chain, _ in running.values())]
-            if not waiting:
-                return
-            c = min(waiting, key=lambda c: chains[c][next_in_chain[c]].number)
-            unit = chains[c][next_in_chain[c]]
+        if stop.is_set():
+            return
+        ready = [unit for unit in waiting if warm.ready(unit.number)][:workers - len(running)]
+        threads = workers // len(ready) if ready and not running else 1
+        for unit in ready:
+            waiting.remove(unit)
             pieces = read(unit)
             with _caller_script_hidden():
-                future = pool.submit(_fit_in_worker, bare, unit, pieces, normalisation, fitted[c], entry_of(unit),
-                                     kind)
-            running[unit.number] = (c, future)
+                running[unit.number] = pool.submit(_fit_in_worker, bare, unit, pieces, normalisation,
+                                                   warm.start_from(unit.number), entry_of(unit), kind, threads)
 
     try:
         hand_out()
@@ -173,21 +208,19 @@ def fit_in_processes(spec, chains: list[list], read, normalisation, workers: int
             try:
                 progress = reports.get(timeout=0.2)
             except queue.Empty:
-                for _, future in running.values():
+                for future in running.values():
                     failure = future.exception() if future.done() else None
                     if isinstance(failure, BrokenProcessPool):
                         raise RuntimeError(WORKER_LOST) from failure
                     if failure is not None:
                         raise failure from None
                 continue
+            if progress.entry is not None:
+                running.pop(progress.unit)
+                warm.finish(progress.unit, progress.fitted)
+                progress.fitted = None
+                hand_out()
             yield progress
-            if progress.entry is None:
-                continue
-            c, _ = running.pop(progress.unit)
-            fitted[c] = None if progress.fitted is None else (progress.unit, progress.fitted)
-            progress.fitted = None
-            next_in_chain[c] += 1
-            hand_out()
     finally:
         stop.set()  # a closed or failed run ends its units at once
         pool.shutdown(wait=True, cancel_futures=True)
