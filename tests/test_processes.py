@@ -7,7 +7,7 @@ from napari_dip import restore, restore_iter
 from napari_dip.core.tiling import Tile
 from napari_dip.errors import DIPInputError
 from napari_dip.executor import Unit
-from napari_dip.processes import MIN_WORK, WORKER_SETUP_BYTES, WarmStarts, worker_count
+from napari_dip.processes import MIN_CHAIN, MIN_WORK, WORKER_SETUP_BYTES, WarmStarts, at_once, plan_workers
 
 CPU = dict(iterations=12, snapshot_every=4, seed=0, device="cpu", tile_size=None, noise="gaussian")
 
@@ -42,17 +42,27 @@ def test_a_fitted_state_is_kept_until_the_last_unit_that_starts_from_it():
     assert warm.start_from(3) is None
 
 
-def test_worker_count_follows_free_cores_memory_and_the_size_of_the_job():
+def test_worker_plan_follows_free_cores_memory_and_the_size_of_the_job():
     room = 10 * (WORKER_SETUP_BYTES + 1e8)
-    assert worker_count("auto", 4, 8, 1e8, room, work=MIN_WORK)[0] == 4
-    assert worker_count("auto", 4, 8, 1e8, room, others_busy=1.0, work=MIN_WORK)[0] == 3
-    assert worker_count("auto", 4, 2, 1e8, room, work=MIN_WORK)[0] == 2  # no more than can run at once
-    assert worker_count("auto", 4, 8, 1e8, 2 * (WORKER_SETUP_BYTES + 1e8), work=MIN_WORK)[0] == 2
-    count, why = worker_count("auto", 4, 8, 1e8, room, work=MIN_WORK / 2)
-    assert count == 1 and "too small" in why
-    assert worker_count(1, 4, 8, 1e8, room)[0] == 1
-    assert worker_count(3, 1, 8, 1e8, room)[0] == 3  # asked for: given, whatever the cores
-    assert worker_count(3, 4, 1, 1e8, room)[0] == 1
+    plan = plan_workers("auto", 4, 8, 1e8, room, work=MIN_WORK)
+    assert (plan.processes, plan.threads) == (4, 1)
+    assert plan_workers("auto", 4, 8, 1e8, room, others_busy=1.0, work=MIN_WORK).processes == 3
+    plan = plan_workers("auto", 4, 2, 1e8, room, work=MIN_WORK)  # two units worth running at once: two cores each
+    assert (plan.processes, plan.threads) == (2, 2)
+    assert plan_workers("auto", 4, 8, 1e8, 2 * (WORKER_SETUP_BYTES + 1e8), work=MIN_WORK).processes == 2
+    plan = plan_workers("auto", 4, 8, 1e8, room, work=MIN_WORK / 2)
+    assert plan.processes == 1 and "too small" in plan.why
+    assert plan_workers(1, 4, 8, 1e8, room).processes == 1
+    assert plan_workers(3, 1, 8, 1e8, room).processes == 3  # asked for: given, whatever the cores
+    assert plan_workers(3, 4, 1, 1e8, room).processes == 1
+
+
+def test_warm_started_planes_are_worth_a_worker_per_few_planes_independent_units_each_one():
+    assert at_once(plane_units(16), warm_start=False) == 16
+    assert at_once(plane_units(16), warm_start=True) == 16 // MIN_CHAIN
+    assert at_once(plane_units(3), warm_start=True) == 1
+    tiles = [Tile(i, 0, i, (0, 8), (8 * i, 8 * i + 8)) for i in range(3)]
+    assert at_once([Unit(i, 0, (0,), tiles[i]) for i in range(3)], warm_start=True) == 3
 
 
 def test_bad_workers_is_a_clear_error():

@@ -39,7 +39,7 @@ from .job import (
     unit_quality,
     whole_metric_pair,
 )
-from .processes import MIN_WORK, Progress, WarmStarts, fit_in_processes, worker_count
+from .processes import MIN_WORK, Progress, WarmStarts, WorkerPlan, at_once, fit_in_processes, plan_workers
 
 SAMPLE_VALUES = 2 ** 26  # joint normalisation: data up to this many values is read whole, larger data sampled
 SAMPLE_PLANES = 16  # … from this many planes, evenly spaced
@@ -222,26 +222,28 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
     tiling = None if plan is None else {"tiles": len(plan.tiles), "grid": plan.grid, "tile_size": plan.tile_size,
                                         "overlap": plan.overlap}
     description = describe_device(device)
-    processes = choose_workers(workers, spec, units, plan, device, memory_limit)
-    return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first, processes),
+    workers = choose_workers(workers, spec, units, device, memory_limit)
+    return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first, workers),
                           len(units), spec.settings.iterations, description, tiling)
 
 
-def choose_workers(requested, spec: JobSpec, units: list[Unit], plan: TilePlan | None, device,
-                   memory_limit: float | None = None) -> tuple[int, str]:
-    """(worker processes, why) for a run: several only on a CPU, for several units that can run at once, one per
-    core that other processes leave free (and torch's thread count allows), as many as memory holds."""
+def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_limit: float | None = None
+                   ) -> WorkerPlan:
+    """The worker processes of a run (processes.py): several only on a CPU, for units worth fitting side by side,
+    one per core that other processes leave free (and torch's thread count allows), as many as memory holds."""
     import torch
 
     from .core.threads import CpuUse, usable_cores
 
-    if device.type != "cpu":
-        return 1, "one process (the units share the device)"
     ceiling = min(torch.get_num_threads(), usable_cores())
+    if device.type != "cpu":
+        return WorkerPlan(1, ceiling, "one process (the units share the device)")
+    # asked for a number: as many as there are units; 'auto': as many as are worth fitting side by side
+    side_by_side = at_once(units, spec.settings.warm_start) if requested == "auto" else len(units)
     work = float(np.prod(spec.output_shape, dtype=np.float64) / max(1, spec.layout.channels)) * \
         spec.settings.iterations
-    if len(units) < 2 or (requested == "auto" and (ceiling < 2 or work < MIN_WORK)):
-        return worker_count(requested, ceiling, len(units), 0.0, 0.0, work=work)
+    if side_by_side < 2 or (requested == "auto" and (ceiling < 2 or work < MIN_WORK)):
+        return plan_workers(requested, ceiling, side_by_side, 0.0, 0.0, work=work)
     others = 0.0
     if requested == "auto":
         try:
@@ -257,7 +259,7 @@ def choose_workers(requested, spec: JobSpec, units: list[Unit], plan: TilePlan |
     factor = spec.axis_factors[-1]
     unit_bytes = model.bytes_per_pixel * (planes or 1) * height * width * factor ** 2 + 4 * model.fixed_bytes
     free = min(available_memory(), memory_limit or float("inf"))
-    return worker_count(requested, ceiling, len(units), unit_bytes, free, others, work)
+    return plan_workers(requested, ceiling, side_by_side, unit_bytes, free, others, work)
 
 
 def _prepare(spec, unit, normalisation, alone, pieces=None):
@@ -346,7 +348,7 @@ def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, ou
     from .core.threads import ThreadGovernor
 
     # worker processes set their own one thread; one process adapts its threads to the machine's load
-    governor = ThreadGovernor().start() if device.type == "cpu" and workers[0] == 1 else None
+    governor = ThreadGovernor().start() if device.type == "cpu" and workers.processes == 1 else None
     try:
         yield from _run_units(run, spec, units, plan, device, out, normalisation, first, governor, workers)
     finally:
@@ -428,9 +430,9 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     start_time = time.perf_counter()
     output = _Output(spec, plan, out)
     kind = unit_kind(spec, units, plan)
-    processes, why = workers
+    processes = workers.processes
     if processes > 1:
-        reports = fit_in_processes(spec, units, read, normalisation, processes, should_stop, entry_of, kind)
+        reports = fit_in_processes(spec, units, read, normalisation, workers, should_stop, entry_of, kind)
     else:
         reports = _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first[1])
     entries, latest, backtracks = {}, None, 0
@@ -478,7 +480,8 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     else:
         parameters["noise_estimate"] = {"model": spec.noise, "per_unit": "see the record's units"}
     settings = spec.settings
-    cpu = governor.describe() if governor is not None else {"policy": why, "processes": processes} \
+    cpu = dict(governor.describe(), processes=1, why=workers.why) if governor is not None else \
+        {"policy": "worker processes", "processes": processes, "threads_each": workers.threads, "why": workers.why} \
         if device.type == "cpu" else None
     record = {
         "task": spec.name, "preset": spec.preset, "parameters": parameters,

@@ -30,6 +30,10 @@ WORKER_SETUP_BYTES = 6e8  # a worker's own memory before its unit: Python, torch
 # 'auto' starts workers only for jobs of at least this many output pixels × iterations (about 30 s on one
 # core): starting a worker takes a few seconds (it imports torch), which a smaller job would not win back
 MIN_WORK = 1e7
+# a warm-started stack gets a worker per this many planes at most (at_once): measured on 16 cores, 16 planes of a
+# time-lapse each starting from the first plane took 1.39 times as long as the planes fitted in turn, each from
+# the plane before (docs/benchmarks.md)
+MIN_CHAIN = 4
 
 
 @dataclass
@@ -94,29 +98,51 @@ class WarmStarts:
             self.states[number] = fitted
 
 
-def worker_count(requested, ceiling: int, units: int, unit_bytes: float, free_bytes: float,
-                 others_busy: float = 0.0, work: float = math.inf) -> tuple[int, str]:
-    """How many worker processes, and why. ``requested``: 'auto' or a whole number (1: no worker processes);
-    ``ceiling``: the cores the run may use (torch's thread count when it began); ``units``: how many the job
-    has; ``unit_bytes``: one unit's memory; ``others_busy``: cores' worth of CPU other processes use now;
-    ``work``: the job's output pixels × iterations."""
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How a CPU job runs: ``processes`` worker processes (1: none, the job runs in this process) with ``threads``
+    torch threads each, and why, for the record."""
+
+    processes: int
+    threads: int
+    why: str
+
+
+def at_once(units: list, warm_start: bool) -> int:
+    """How many of ``units`` are worth fitting side by side: all, unless they warm-start from each other; then
+    one per tile place and per ``MIN_CHAIN`` planes, since a plane that starts from one far before it gains
+    little over a start from scratch."""
+    if not warm_start:
+        return len(units)
+    places = len({unit.place for unit in units})
+    return places * max(1, len(units) // places // MIN_CHAIN)
+
+
+def plan_workers(requested, ceiling: int, side_by_side: int, unit_bytes: float, free_bytes: float,
+                 others_busy: float = 0.0, work: float = math.inf) -> WorkerPlan:
+    """The worker processes for a job. ``requested``: 'auto' or a whole number (1: no worker processes);
+    ``ceiling``: the cores the run may use (torch's thread count when it began); ``side_by_side``: how many units
+    are worth fitting at once (:func:`at_once`); ``unit_bytes``: one unit's memory; ``others_busy``: cores' worth
+    of CPU that other processes use now; ``work``: the job's output pixels × iterations. The cores are shared out
+    between the processes."""
     if requested == 1:
-        return 1, "one process (workers=1)"
-    if units < 2:
-        return 1, "one process (one unit)"
+        return WorkerPlan(1, ceiling, "one process (workers=1)")
+    if side_by_side < 2:
+        return WorkerPlan(1, ceiling, "one process (one unit at a time)")
     if requested == "auto" and work < MIN_WORK:
-        return 1, "one process (too small a job to win back the workers' start)"
+        return WorkerPlan(1, ceiling, "one process (too small a job to win back the workers' start)")
     if multiprocessing.current_process().daemon:  # e.g. a dask worker: it may not start processes
-        return 1, "one process (this is a daemon process, which may not start workers)"
+        return WorkerPlan(1, ceiling, "one process (this is a daemon process, which may not start workers)")
+    if requested != "auto":
+        count = min(int(requested), side_by_side)
+        return WorkerPlan(count, max(1, ceiling // count), f"{count} worker processes (workers={requested})")
+    free_cores = max(1, math.floor(ceiling - others_busy + 0.25))
     by_memory = max(1, int(free_bytes // (WORKER_SETUP_BYTES + unit_bytes)))
-    if requested == "auto":
-        free_cores = max(1, math.floor(ceiling - others_busy + 0.25))
-        count = min(free_cores, units, by_memory)
-        why = (f"{count} worker processes with one thread each (cores free: {free_cores}, units: {units}, room in "
-               f"memory for {by_memory})")
-        return (count, why) if count > 1 else (1, "one process (" + why.split("(", 1)[1])
-    count = min(int(requested), units)
-    return count, f"{count} worker processes with one thread each (workers={requested})"
+    count = min(free_cores, side_by_side, by_memory)
+    why = f"cores free: {free_cores}, units worth fitting at once: {side_by_side}, room in memory for {by_memory}"
+    if count < 2:
+        return WorkerPlan(1, ceiling, f"one process ({why})")
+    return WorkerPlan(count, free_cores // count, f"{count} worker processes ({why})")
 
 
 WORKER_LOST = ("a worker process ended unexpectedly (out of memory, or killed): pass workers=1 to fit in this "
@@ -171,18 +197,20 @@ def _caller_script_hidden():
         sys.modules["__main__"] = main
 
 
-def fit_in_processes(spec, units: list, read, normalisation, workers: int, stop_requested, entry_of, kind: str):
-    """Fit ``units`` in ``workers`` processes; yields each worker's :class:`Progress` as it comes.
+def fit_in_processes(spec, units: list, read, normalisation, plan: WorkerPlan, stop_requested, entry_of,
+                     kind: str):
+    """Fit ``units`` in the plan's worker processes; yields each worker's :class:`Progress` as it comes.
 
     A unit is handed out once the unit it warm-starts from (:class:`WarmStarts`) is finished, the lowest number
-    first, so that planes finish roughly in order. A unit that has the machine to itself (the first plane of a
-    stack, which the others start from) gets the workers' threads. ``read(unit)`` gives a unit's pieces;
+    first, so that planes finish roughly in order. Units handed out while nothing else runs (the first plane of a
+    stack, which the next ones start from) share all the workers' threads. ``read(unit)`` gives a unit's pieces;
     ``entry_of(unit)`` the start of its record entry; ``kind`` what a unit is, in a word; ``stop_requested()`` is
     polled: once true, running units end with their best result so far, and the units not yet handed out are left
     to the caller (no finished :class:`Progress` comes for them)."""
     context = multiprocessing.get_context("spawn")  # fork is unsafe beside torch's and Qt's threads
     stop, reports = context.Event(), context.Queue()
     bare = dataclasses.replace(spec, sources={})  # a worker gets each unit's pieces, not the whole input
+    workers = plan.processes
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(stop, reports))
     warm = WarmStarts(units, spec.settings.warm_start, workers)
     waiting = list(units)
@@ -192,7 +220,7 @@ def fit_in_processes(spec, units: list, read, normalisation, workers: int, stop_
         if stop.is_set():
             return
         ready = [unit for unit in waiting if warm.ready(unit.number)][:workers - len(running)]
-        threads = workers // len(ready) if ready and not running else 1
+        threads = workers * plan.threads // len(ready) if ready and not running else plan.threads
         for unit in ready:
             waiting.remove(unit)
             pieces = read(unit)
