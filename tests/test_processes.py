@@ -21,9 +21,9 @@ def plane_units(planes):
     return [Unit(p, p, (p,), None) for p in range(planes)]
 
 
-def test_warm_starts_follow_the_plane_before_or_a_stride_that_keeps_the_workers_busy():
+def test_warm_starts_follow_the_plane_before_within_runs_of_neighbouring_planes():
     assert WarmStarts(plane_units(4), True, 1).parent == {0: None, 1: 0, 2: 1, 3: 2}
-    assert WarmStarts(plane_units(5), True, 2).parent == {0: None, 1: 0, 2: 0, 3: 1, 4: 2}
+    assert WarmStarts(plane_units(5), True, 2).parent == {0: None, 1: 0, 2: 1, 3: None, 4: 3}
     assert set(WarmStarts(plane_units(3), False, 2).parent.values()) == {None}
     tiles = [Tile(i, 0, i, (0, 8), (8 * i, 8 * i + 8)) for i in range(2)]
     units = [Unit(2 * p + i, p, (p,), tiles[i]) for p in range(3) for i in range(2)]
@@ -31,15 +31,15 @@ def test_warm_starts_follow_the_plane_before_or_a_stride_that_keeps_the_workers_
     assert WarmStarts(units, True, 2).parent == {0: None, 1: None, 2: 0, 3: 1, 4: 2, 5: 3}
 
 
-def test_a_fitted_state_is_kept_until_the_last_unit_that_starts_from_it():
-    warm = WarmStarts(plane_units(4), True, 2)  # 1 and 2 start from 0, 3 from 1
-    assert warm.ready(0) and not warm.ready(1)
+def test_a_fitted_state_is_kept_until_the_unit_that_starts_from_it_has_started():
+    warm = WarmStarts(plane_units(6), True, 2)  # runs 0-1-2 and 3-4-5
+    assert warm.ready(0) and warm.ready(3) and not warm.ready(1)
     warm.finish(0, "state 0")
-    assert warm.ready(1) and warm.ready(2) and not warm.ready(3)
-    assert warm.start_from(1) == (0, "state 0") and warm.start_from(2) == (0, "state 0")
+    assert warm.ready(1) and not warm.ready(2)
+    assert warm.start_from(1) == (0, "state 0")
     assert 0 not in warm.states  # nobody else needs it
-    warm.finish(1, None)  # not restored: its child starts from scratch
-    assert warm.start_from(3) is None
+    warm.finish(1, None)  # not restored: the next plane starts from scratch
+    assert warm.start_from(2) is None
 
 
 def test_worker_plan_follows_free_cores_memory_and_the_size_of_the_job():
@@ -83,7 +83,7 @@ def test_independent_planes_give_the_same_result_with_any_number_of_workers(tiny
 def test_warm_planes_run_in_chains_and_a_stop_keeps_what_was_done(tiny_network):
     warm = restore(stack(), workers=2, warm_start=True, **CPU, **tiny_network)
     assert [u["started_from"] for u in warm.record["units"]] == [
-        "random initialisation", "plane 1", "plane 1", "plane 2"]
+        "random initialisation", "plane 1", "random initialisation", "plane 3"]
 
     data = stack(6)
     run = restore_iter(data, workers=2, warm_start=True, **dict(CPU, iterations=400), **tiny_network)

@@ -30,9 +30,8 @@ WORKER_SETUP_BYTES = 6e8  # a worker's own memory before its unit: Python, torch
 # 'auto' starts workers only for jobs of at least this many output pixels × iterations (about 30 s on one
 # core): starting a worker takes a few seconds (it imports torch), which a smaller job would not win back
 MIN_WORK = 1e7
-# a warm-started stack gets a worker per this many planes at most (at_once): measured on 16 cores, 16 planes of a
-# time-lapse each starting from the first plane took 1.39 times as long as the planes fitted in turn, each from
-# the plane before (docs/benchmarks.md)
+# a warm-started stack gets a worker per this many planes at most (at_once): the first plane of each run of
+# neighbouring planes starts from scratch, and a run's later planes are what warm starts make cheap
 MIN_CHAIN = 4
 
 
@@ -56,22 +55,25 @@ class WarmStarts:
     """Which finished unit each unit starts from, and the fitted states kept until the units that start from them
     have started.
 
-    With warm starts, a unit starts from an earlier plane's unit at the same place (tiles of one plane hold
-    different content at the same place of the network's input, so they do not help each other): the plane just
-    before when one process fits the units in turn, or when the places alone keep the workers busy; else the
-    plane ``stride`` before, so that after the first plane ``stride`` planes run at once, all warm (the first
-    ``stride`` from the first plane). Without warm starts every unit starts from scratch.
+    With warm starts, a unit starts from the plane just before it at the same place (tiles of one plane hold
+    different content at the same place of the network's input, so they do not help each other). With several
+    workers and fewer places than workers, each place's planes are cut into ``runs`` runs of neighbouring planes
+    fitted side by side, the first plane of each run from scratch: a plane learns most from the plane just before
+    it, which has itself come through the planes before (measured: planes that all started from the first plane
+    of a 16-plane time-lapse took 1.39 times as long as the planes fitted in turn). Without warm starts every
+    unit starts from scratch.
     """
 
     def __init__(self, units: list, warm_start: bool, workers: int = 1):
         places = {}
         for unit in units:
             places.setdefault(unit.place, []).append(unit.number)
-        self.stride = max(1, -(-workers // len(places)))
+        self.runs = max(1, -(-workers // len(places)))
         self.parent = {}
         for line in places.values():
+            starts = {int(run[0]) for run in np.array_split(np.arange(len(line)), min(self.runs, len(line)))}
             for i, number in enumerate(line):
-                self.parent[number] = line[max(0, i - self.stride)] if warm_start and i > 0 else None
+                self.parent[number] = line[i - 1] if warm_start and i not in starts else None
         self.waiting = Counter(p for p in self.parent.values() if p is not None)  # starts still to come per parent
         self.finished = set()
         self.states = {}  # unit number → its FittedState, while a unit still to start needs it
@@ -202,8 +204,8 @@ def fit_in_processes(spec, units: list, read, normalisation, plan: WorkerPlan, s
     """Fit ``units`` in the plan's worker processes; yields each worker's :class:`Progress` as it comes.
 
     A unit is handed out once the unit it warm-starts from (:class:`WarmStarts`) is finished, the lowest number
-    first, so that planes finish roughly in order. Units handed out while nothing else runs (the first plane of a
-    stack, which the next ones start from) share all the workers' threads. ``read(unit)`` gives a unit's pieces;
+    first, so that planes finish roughly in order. Units handed out while nothing else runs share all the
+    workers' threads. ``read(unit)`` gives a unit's pieces;
     ``entry_of(unit)`` the start of its record entry; ``kind`` what a unit is, in a word; ``stop_requested()`` is
     polled: once true, running units end with their best result so far, and the units not yet handed out are left
     to the caller (no finished :class:`Progress` comes for them)."""
