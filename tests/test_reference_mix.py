@@ -154,3 +154,17 @@ def test_block_matching_denoises_and_is_mixed_in():
     result = napari_dip.restore(noisy, "denoise", noise="gaussian", mix_with="block-matching", **TINY)
     mixed = result.record["quality"]["mixed_with"]
     assert mixed["used"] and mixed["method"] == "block-matching" and 0.0 <= mixed["network_weight"] <= 1.0
+
+
+def test_block_matching_leaves_torch_threads_alone_and_runs_repeat_exactly():
+    # numba's OpenMP threads are torch's: bmnd once left torch on every core, undoing the thread governor's count
+    # and making a second run in the same process differ from the first in its last bits, then in its stopping point
+    import torch
+
+    before = torch.get_num_threads()
+    reference.block_matching(_smooth()[None], 10.0)
+    assert torch.get_num_threads() == before
+    stack = np.stack([_smooth() + np.random.default_rng(s).normal(0, 10, _smooth().shape) for s in range(3)])
+    settings = dict(TINY, device="cpu", noise="gaussian", mix_with="block-matching", warm_start=False, workers=1)
+    first, second = (napari_dip.restore(stack.astype(np.float32), "denoise", **settings) for _ in range(2))
+    np.testing.assert_array_equal(first.image, second.image)

@@ -21,6 +21,8 @@ where biharmonic fills are smooth and wrong: there no fill is mixed in (see
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 # Held-out pixels stand for gaps up to about this mean distance to the nearest measured pixel (in pixels):
@@ -95,6 +97,11 @@ def block_matching(plane: np.ndarray, sigma: float) -> np.ndarray:
     from bmnd import BM3DProfile, BM4DProfile, bmnd
 
     sigma = max(float(sigma), 1e-6)
+    with _torch_threads_kept():
+        return _block_matching(plane, sigma, bmnd, BM3DProfile, BM4DProfile)
+
+
+def _block_matching(plane, sigma, bmnd, BM3DProfile, BM4DProfile):
 
     def filtered(channel):
         if min(channel.shape) < BLOCK_MATCHING_MIN_SIDE:
@@ -110,6 +117,23 @@ def block_matching(plane: np.ndarray, sigma: float) -> np.ndarray:
 # BM3D's and BM4D's blocks are 8 and 4 pixels a side; volumes thinner than this go plane by plane, and images
 # smaller than it are left to non-local means
 BLOCK_MATCHING_MIN_SIDE = 8
+
+
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """The bmnd package runs on numba, whose OpenMP threads are torch's too: a parallel numba call leaves torch
+    with numba's thread count (all cores), which undoes the thread governor's count and the test suite's one
+    thread, and makes repeated runs differ in their last bits. So numba runs with torch's count, which is put
+    back after."""
+    import numba
+    import torch
+
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def block_matching_available() -> bool:
