@@ -226,6 +226,18 @@ def test_no_auto_stop_and_camera_noise_options_reach_the_engine(tmp_path):
 
 def test_restore_options_default_to_the_preset_for_automatic_stopping():
     args = cli.build_parser().parse_args(["restore", "in.tif", "-o", "out.tif"])
-    kwargs = cli.restore_kwargs(args, {}, {"input": "in.tif"})
-    assert kwargs["auto_stop"] is None and kwargs["holdout_fraction"] is None
-    assert kwargs["gain"] is kwargs["offset"] is kwargs["read_noise"] is None
+    options = cli.restore_options(args, {}, {"input": "in.tif"})
+    assert options.auto_stop is None and options.holdout_fraction is None
+    assert options.gain is options.offset is options.read_noise is None
+
+
+def test_workers_option_fits_planes_in_worker_processes_and_says_so(tmp_path, capsys):
+    np.save(tmp_path / "stack.npy", _image((2, 32, 32)))
+    assert cli.main(["restore", str(tmp_path / "stack.npy"), "-o", str(tmp_path / "out.tif"), "--workers", "2",
+                     "--device", "cpu", *[a for a in TINY if a not in ("--quiet", "--device", DEVICE)]]) == 0
+    assert "fitted 2 at a time in worker processes" in capsys.readouterr().err
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["cpu_threads"]["processes"] == 2 and record["units_restored"] == 2
+    with pytest.raises(SystemExit) as info:  # argparse: a usage line and exit 2
+        cli.main(["restore", str(tmp_path / "stack.npy"), "-o", str(tmp_path / "bad.tif"), "--workers", "none"])
+    assert info.value.code == 2

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.gui
 
 from napari.utils.notifications import notification_manager  # noqa: E402
 
+from napari_dip.options import RestoreOptions  # noqa: E402
 from napari_dip.widgets.controller import RunController, RunRefused, RunStatus  # noqa: E402
 from napari_dip.widgets.layer_data import ALL_PLANES, CURRENT_PLANE, VOLUME  # noqa: E402
 
@@ -165,11 +166,12 @@ def test_controller_reports_a_failed_run(viewer, sync_runs, tiny_network):
 
 def test_controller_allows_one_run_at_a_time(qtbot, tiny_network):
     first, second = RunController(), RunController()
-    first.start("the first run", noisy_image(), "denoise", dict(tiny_network, iterations=10_000, snapshot_every=1))
+    first.start("the first run", noisy_image(),
+                RestoreOptions.from_keywords(task="denoise", **tiny_network, iterations=10_000, snapshot_every=1))
     assert first.busy and RunController.active() == (first,)
     assert "the first run is still running" in second.refusal()
     with pytest.raises(RunRefused):
-        second.start("the second run", noisy_image(), "denoise", dict(tiny_network))
+        second.start("the second run", noisy_image(), RestoreOptions.from_keywords(task="denoise", **tiny_network))
     assert second.status is RunStatus.IDLE and RunController.active() == (first,)
 
     qtbot.waitUntil(lambda: first.steps > 0, timeout=60_000)

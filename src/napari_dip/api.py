@@ -19,7 +19,8 @@ from .executor import Restoration, RestorationRun, Snapshot
 from .job import MIN_PLANES, MIN_SIDE, MIX_METHODS, NOISE_MODELS, NORMALISE_CHOICES
 from .options import RestoreOptions, signature
 
-__all__ = ["restore", "restore_iter", "kept_summary", "RestoreOptions", "Restoration", "RestorationRun", "Snapshot",
+__all__ = ["restore", "restore_iter", "start_restoration", "kept_summary", "RestoreOptions", "Restoration",
+           "RestorationRun", "Snapshot",
            "MIN_SIDE", "MIN_PLANES", "NOISE_MODELS", "MIX_METHODS", "NORMALISE_CHOICES"]
 
 
@@ -154,11 +155,16 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
 
 def restore_iter(image, task: str = "denoise", **options) -> RestorationRun:
     """Like :func:`restore`, but returns a :class:`RestorationRun` that yields snapshots."""
+    return start_restoration(image, RestoreOptions.from_keywords(task=task, **options))
+
+
+def start_restoration(image, options: RestoreOptions) -> RestorationRun:
+    """:func:`restore_iter` with its options as one :class:`RestoreOptions` (what the command line, the widgets
+    and ``batch`` build)."""
     from .core.device import resolve_device
     from .executor import auto_tile_size, plan_units, start
     from .job import define_job
 
-    options = RestoreOptions.from_keywords(task=task, **options)
     _check_arguments(image, options.tile_size, options.overlap, options.percentiles, options.workers)
     spec = define_job(image, options)
     torch_device = resolve_device(options.device)

@@ -14,6 +14,7 @@ summary and does not stop the others.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import importlib
 import logging
@@ -37,6 +38,7 @@ from .io import (
     write_image,
     write_json,
 )
+from .options import RestoreOptions
 
 SUMMARY_COLUMNS = ("file", "status", "iterations", "stop reason", "seconds", "error")
 BATCH_MODULES = ("dask", "distributed", "zarr")  # the ``batch`` extra of pyproject.toml
@@ -186,12 +188,12 @@ def _plane(image, metadata, layout, plane):
 # one task, on a worker
 
 
-def restore_file(task: BatchTask, options: dict, *, tile_size="auto", overlap: int | None = None,
+def restore_file(task: BatchTask, options, *, tile_size="auto", overlap: int | None = None,
                  torch_threads: int | None = None, extra_record: dict | None = None) -> dict:
     """Restore one file or plane and write its result and run record; returns its summary row.
 
-    Runs on a dask worker (or anywhere). ``options`` are arguments of
-    :func:`napari_dip.restore`; ``channel_axis='auto'`` takes it from the file.
+    Runs on a dask worker (or anywhere). ``options``: a :class:`RestoreOptions`, or a dict of
+    :func:`napari_dip.restore`'s keywords; ``channel_axis='auto'`` (a dict's default) takes it from the file.
     ``tile_size`` is None (never tile), 'auto' (tile when the image would not
     fit a quarter of the device's memory) or a side in pixels. Never raises:
     an error is returned in the row.
@@ -201,16 +203,15 @@ def restore_file(task: BatchTask, options: dict, *, tile_size="auto", overlap: i
     start = time.perf_counter()
     try:
         _set_torch_threads(torch_threads)
-        options = dict(options)
-        if options.get("device", "auto") == "auto":
-            options["device"] = _worker_device()
+        options = as_options(options)
+        if options.device == "auto":
+            options = dataclasses.replace(options, device=_worker_device())
         image, metadata = read_image_lazy(task.source)
-        channel_axis = options.pop("channel_axis", "auto")
-        layout = _layout(image.shape, metadata, channel_axis, options.get("volumetric", False))
+        layout = _layout(image.shape, metadata, options.channel_axis, options.volumetric)
         if task.plane is not None:
             image, metadata = _plane(image, metadata, layout, task.plane)  # its metadata has the channel axis
-            layout = _layout(image.shape, metadata, "auto", options.get("volumetric", False))
-        options["channel_axis"] = layout.channel_axis
+            layout = _layout(image.shape, metadata, "auto", options.volumetric)
+        options = dataclasses.replace(options, channel_axis=layout.channel_axis)
         result = _restore(image, task.output, metadata, options, tile_size, overlap)
         record = {**result.record, **(extra_record or {}),
                   "files": {"input": task.source, "plane": task.plane, "output": task.output}}
@@ -223,28 +224,43 @@ def restore_file(task: BatchTask, options: dict, *, tile_size="auto", overlap: i
     return row
 
 
-def _restore(image, output, metadata, options, tile_size, overlap):
+def as_options(options) -> RestoreOptions:
+    """``options`` as a :class:`RestoreOptions`: a dict of restore()'s keywords has its channel axis taken from
+    each file unless it says otherwise."""
+    if isinstance(options, RestoreOptions):
+        return options
+    return RestoreOptions.from_keywords(**{"channel_axis": "auto", **options})
+
+
+def _restore(image, output, metadata, options: RestoreOptions, tile_size, overlap):
     """Restore (the engine tiles what would not fit) and write the result to ``output``; returns the Restoration.
 
     A zarr output is written by the run itself, tile by tile, so a result larger than memory never is held whole.
     """
-    from .api import restore
-
-    task = get_task(options.get("task", "denoise"))
-    volumetric = bool(options.get("volumetric") or task.volumetric)
-    axis_factors = task.axis_factors(int(options.get("factor") or task.default_factor), 3 if volumetric else 2)
-    tiling = {"tile_size": tile_size} if overlap is None else {"tile_size": tile_size, "overlap": overlap}
+    task = get_task(options.task)
+    volumetric = bool(options.volumetric or task.volumetric)
+    axis_factors = task.axis_factors(int(options.factor or task.default_factor), 3 if volumetric else 2)
     # workers of one machine share its memory: count this worker's share only
-    tiling["memory_limit"] = _worker_attribute("memory_limit", None)
+    options = dataclasses.replace(options, tile_size=tile_size, overlap=options.overlap if overlap is None else overlap,
+                                  memory_limit=_worker_attribute("memory_limit", None))
     metadata = enlarged_metadata(metadata, dict(zip("ZYX"[-len(axis_factors):], axis_factors)))
     if format_for(output).name == "zarr":
-        shape = data.PlaneLayout(tuple(image.shape), options["channel_axis"],
+        shape = data.PlaneLayout(tuple(image.shape), options.channel_axis,
                                  3 if volumetric else 2).output_shape(axis_factors)
         with atomic_output(output) as partial:
-            return restore(image, out=create_zarr(partial, shape, metadata), **tiling, **options)
-    result = restore(image, **tiling, **options)  # a lazy input is read unit by unit
+            return _run_to_end(image, dataclasses.replace(options, out=create_zarr(partial, shape, metadata)))
+    result = _run_to_end(image, options)  # a lazy input is read unit by unit
     write_image(output, result.image, metadata)
     return result
+
+
+def _run_to_end(image, options: RestoreOptions):
+    from .api import start_restoration
+
+    run = start_restoration(image, options)
+    for _ in run:
+        pass
+    return run.result
 
 
 def _set_torch_threads(threads: int | None):
@@ -291,15 +307,16 @@ def _worker_attribute(attribute, default):
 # the batch, from the client
 
 
-def run_batch(tasks, options: dict, *, scheduler: str | None = None, workers: int | None = None,
+def run_batch(tasks, options, *, scheduler: str | None = None, workers: int | None = None,
               threads_per_worker: int | None = None, tile_size="auto", overlap: int | None = None,
               progress: bool = True, extra_record: dict | None = None, write=print) -> list[dict]:
     """Run ``tasks`` (from :func:`plan_tasks`) on a dask cluster; returns one summary row per task.
 
     Parameters
     ----------
-    options : dict
-        Arguments of :func:`napari_dip.restore` shared by every task.
+    options : RestoreOptions or dict
+        The options shared by every task: a :class:`RestoreOptions`, or a dict
+        of :func:`napari_dip.restore`'s keywords.
     scheduler : str, optional
         Address of an existing cluster's scheduler (``tcp://host:8786``). By
         default a ``LocalCluster`` of ``workers`` processes is started here and

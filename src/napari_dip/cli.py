@@ -2,8 +2,8 @@
 
 Each subcommand is registered by a small ``add_*_command`` function that sets
 the ``handler`` it runs. The options that control a restoration are added by
-:func:`add_restore_options` and turned into arguments of
-:func:`napari_dip.restore_iter` by :func:`restore_kwargs`, so that other
+:func:`add_restore_options` and turned into one
+:class:`napari_dip.RestoreOptions` by :func:`restore_options`, so that other
 commands take the same options with the same meaning.
 
 Exit codes: 0 done; 2 bad input or usage (one line on stderr, no traceback);
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import dataclasses
 import shlex
 import signal
 import sys
@@ -28,6 +29,7 @@ from .api import kept_summary, noise_summary
 from .core.tasks import TASKS as TASK_REGISTRY
 from .errors import DIPInputError, DIPMemoryError
 from .io import enlarged_metadata, format_for, read_image, write_image, write_json
+from .options import RestoreOptions
 
 EXIT_ERROR = 1
 EXIT_INPUT = 2
@@ -186,13 +188,13 @@ def parse_settings(pairs) -> dict:
 
 
 def run_kwargs(args) -> dict:
-    """Arguments of ``restore_iter`` from the options of :func:`add_run_options`."""
+    """Keywords of :class:`RestoreOptions` (and settings) from the options of :func:`add_run_options`."""
     return {"preset": args.preset, "iterations": args.iterations, "seed": args.seed, "device": args.device,
             **parse_settings(args.settings)}
 
 
-def restore_kwargs(args, metadata: dict, files: dict) -> dict:
-    """Arguments of ``restore_iter`` from the options of :func:`add_restore_options`.
+def restore_options(args, metadata: dict, files: dict) -> RestoreOptions:
+    """The :class:`RestoreOptions` of the options of :func:`add_restore_options`.
 
     Reads the mask, PSF, guide and ground-truth files (adding their paths to
     ``files``) and takes the channel axis from the input's ``metadata`` unless
@@ -215,15 +217,15 @@ def restore_kwargs(args, metadata: dict, files: dict) -> dict:
                   "restoring them together (--channel-axis none treats that axis as separate planes)",
                   file=sys.stderr)
     kwargs.update(run_kwargs(args))
-    return kwargs
+    return RestoreOptions.from_keywords(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
 # running with a progress bar and Ctrl-C
 
 
-def run_with_progress(image, kwargs: dict, *, label: str = "restoring", quiet: bool = False):
-    """Run ``restore_iter(image, **kwargs)`` with a progress bar.
+def run_with_progress(image, options: RestoreOptions, *, label: str = "restoring", quiet: bool = False):
+    """Run the restoration of ``image`` with ``options`` with a progress bar.
 
     The first Ctrl-C asks the run to stop, which then ends with the best result
     so far; a second one aborts at once (KeyboardInterrupt).
@@ -236,13 +238,16 @@ def run_with_progress(image, kwargs: dict, *, label: str = "restoring", quiet: b
     """
     from tqdm import tqdm
 
-    from .api import restore_iter
+    from .api import start_restoration
 
-    run = restore_iter(image, **kwargs)
+    run = start_restoration(image, options)
     tiling = getattr(run, "tiling", None)
     if tiling and not quiet:
         print(f"note: the image is restored in {tiling['tiles']} overlapping tiles of {tiling['tile_size']} "
               f"pixels (overlap {tiling['overlap']}); --tile-size sets the size", file=sys.stderr)
+    if run.processes > 1 and not quiet:
+        print(f"note: {run.planes} planes or tiles are fitted {run.processes} at a time in worker processes; "
+              "--workers 1 fits them one after another in this process", file=sys.stderr)
     total = run.planes * run.iterations
     with tqdm(total=total, desc=label, unit="it", disable=quiet, dynamic_ncols=True) as bar, \
             _stop_on_interrupt(run, bar) as interrupt:
@@ -340,9 +345,9 @@ def restore_command(args) -> int:
     format_for(args.output)  # an unknown output type fails now, not after the run
     image, metadata = read_image(args.input)
     files = {"input": str(args.input), "output": str(args.output)}
-    kwargs = {**restore_kwargs(args, metadata, files), "tile_size": args.tile_size, "overlap": args.overlap,
-              "workers": args.workers}
-    result, interrupted = run_with_progress(image, kwargs, label=args.task, quiet=args.quiet)
+    options = dataclasses.replace(restore_options(args, metadata, files), tile_size=args.tile_size,
+                                  overlap=args.overlap, workers=args.workers)
+    result, interrupted = run_with_progress(image, options, label=args.task, quiet=args.quiet)
     record = write_result(args.output, result, metadata,
                           {"files": files, "command": shlex.join(["napari-dip", *args.argv])})
     print(f"wrote {args.output} and {record}: {_summary(result)}")
@@ -376,8 +381,9 @@ def demo_command(args) -> int:
 
     out = Path(args.output)
     demo = demo_problem(args.task, args.size, args.seed)
-    kwargs = {"task": args.task, **demo["kwargs"], "ground_truth": demo["clean"], **run_kwargs(args)}
-    result, interrupted = run_with_progress(demo["degraded"], kwargs, label=f"demo {args.task}", quiet=args.quiet)
+    options = RestoreOptions.from_keywords(task=args.task, **demo["kwargs"], ground_truth=demo["clean"],
+                                           **run_kwargs(args))
+    result, interrupted = run_with_progress(demo["degraded"], options, label=f"demo {args.task}", quiet=args.quiet)
 
     clean = demo["clean"]
     data_range = float(clean.max() - clean.min())
@@ -542,8 +548,8 @@ def batch_command(args) -> int:
     except ImportError as exc:
         return _fail(exc, EXIT_ERROR)
     files = {}
-    options = restore_kwargs(args, {}, files)  # mask, PSF, guide: read once, shared by every task
-    options["channel_axis"] = args.channel_axis  # 'auto': each file says where its channels are
+    # mask, PSF, guide: read once, shared by every task; channel axis 'auto': each file says where its channels are
+    options = dataclasses.replace(restore_options(args, {}, files), channel_axis=args.channel_axis)
     tasks = plan_tasks(args.inputs, args.output, split_planes=args.split_planes, channel_axis=args.channel_axis,
                        volumetric=args.volumetric)
     if not args.quiet:

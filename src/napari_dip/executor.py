@@ -84,12 +84,14 @@ class RestorationRun:
     """An iterable of snapshots with ``stop()``; ``result`` is set once it is exhausted.
 
     ``planes`` is the number of work units, ``iterations`` the iterations per unit; ``tiling`` (or None)
-    says how each plane is cut (tiles, grid, tile_size, overlap), for a user interface to show.
+    says how each plane is cut (tiles, grid, tile_size, overlap), for a user interface to show; ``processes``
+    how many worker processes fit the units side by side (1: none).
     """
 
     def __init__(self, snapshots_factory, planes: int, iterations: int, device_description: str,
-                 tiling: dict | None = None):
+                 tiling: dict | None = None, processes: int = 1):
         self._stop = threading.Event()
+        self.processes = processes
         self.planes = planes
         self.iterations = iterations
         self.device_description = device_description
@@ -224,7 +226,7 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
     description = describe_device(device)
     workers = choose_workers(workers, spec, units, device, memory_limit)
     return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first, workers),
-                          len(units), spec.settings.iterations, description, tiling)
+                          len(units), spec.settings.iterations, description, tiling, workers.processes)
 
 
 def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_limit: float | None = None

@@ -2,8 +2,8 @@
 units uses every core.
 
 Two torch threads on one unit scale poorly on these small convolutions and collapse beside a busy process
-(core/threads.py); processes with one thread each do neither. Measured on a quiet 2-core machine, four
-planes fitted by two one-thread processes took 0.74–0.82 of the time one two-thread process took
+(core/threads.py); processes with one thread each do neither. Measured on a quiet 2-core machine, an 8-plane
+time-lapse took 0.68 of one two-thread process's time; on 16 cores, 16 independent planes 0.17
 (docs/benchmarks.md). A unit that warm-starts from another waits until that one is finished
 (:class:`WarmStarts`). The main process reads each unit when it is handed out (a lazy input stays lazy), writes
 the results and keeps the record.
@@ -37,7 +37,7 @@ MIN_CHAIN = 4
 
 @dataclass
 class Progress:
-    """A worker's report on its unit: a step of the fit, or (``finished``) the unit's result and record entry."""
+    """A report on a unit: a step of its fit, or, once it has an ``entry``, its result and record entry."""
 
     unit: int  # the unit's number
     image: np.ndarray  # the unit's result so far, laid out as its result

@@ -24,6 +24,7 @@ from superqt import QCollapsible
 from ..api import kept_summary, noise_summary
 from ..core.tasks import get_task
 from ..errors import DIPInputError
+from ..options import RestoreOptions
 from .controller import RunController, RunStatus
 from .layer_data import (
     CURRENT_PLANE,
@@ -45,7 +46,8 @@ NETWORK_KINDS = ("skip", "hourglass", "light")
 
 @dataclass
 class RunRequest:
-    """What one run needs: the input chosen in the form, the engine's arguments and where the result goes."""
+    """What one run needs: the input chosen in the form, the engine's keywords (RestoreOptions' fields and
+    settings, as the form has them) and where the result goes."""
 
     selection: InputSelection
     kwargs: dict
@@ -424,7 +426,7 @@ class RestorationWidget(QWidget):
         self.progress.setFormat("starting…")
         self.status.setText("")
         self.controller.start(f"{self.title} on {request.selection.layer.name!r}", request.selection.data,
-                              self.task, request.kwargs)
+                              RestoreOptions.from_keywords(task=self.task, **request.kwargs))
 
     def stop_restoration(self):
         """End the run after the current iteration; its best result so far stays in the viewer."""

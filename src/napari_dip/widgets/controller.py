@@ -21,6 +21,7 @@ from typing import ClassVar
 from napari.utils import progress
 from psygnal import Signal
 
+from ..options import RestoreOptions
 from .worker import FAILED, RUN, SNAPSHOT, restoration_steps, start
 
 
@@ -94,8 +95,9 @@ class RunController:
         return (f"napari-dip: {self._active[0].description} is still running; stop it first "
                 "(one run at a time: two would share the same processor and both crawl)")
 
-    def start(self, description: str, image, task: str, kwargs: dict):
-        """Run ``restore_iter(image, task, **kwargs)`` in a thread worker (synchronously with NAPARI_DIP_SYNC)."""
+    def start(self, description: str, image, options: RestoreOptions):
+        """Run the restoration of ``image`` with ``options`` in a thread worker (synchronously with
+        NAPARI_DIP_SYNC)."""
         message = self.refusal()
         if message is not None:
             raise RunRefused(message)
@@ -106,7 +108,7 @@ class RunController:
         self._active.append(self)
         self._set_status(RunStatus.RUNNING)
         deliver = InOrder(self._route)
-        self.worker = start(restoration_steps, image, task, kwargs, on_yielded=deliver,
+        self.worker = start(restoration_steps, image, options, on_yielded=deliver,
                             on_finished=lambda: self._on_thread_end(deliver))
 
     def stop(self):

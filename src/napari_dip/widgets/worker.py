@@ -1,6 +1,6 @@
 """Running the engine off the GUI thread.
 
-The generator :func:`restoration_steps` wraps ``restore_iter``: it yields
+The generator :func:`restoration_steps` wraps ``start_restoration``: it yields
 tagged items, ``(RUN, run)`` first (so the run can be stopped), then
 ``(SNAPSHOT, snapshot)`` for every snapshot. Input errors come back as a
 ``(FAILED, message)`` item rather than an exception, so the widget shows one
@@ -33,14 +33,14 @@ def synchronous() -> bool:
     return os.environ.get(SYNC_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def restoration_steps(image, task: str, kwargs: dict):
+def restoration_steps(image, options):
     """Yields ``(RUN, RestorationRun)``, then ``(SNAPSHOT, snapshot)`` for each; ``(FAILED, message)`` on a
-    user error."""
-    from ..api import restore_iter
+    user error. ``options``: a :class:`napari_dip.RestoreOptions`."""
+    from ..api import start_restoration
 
     try:
         # a lazy stack (dask, zarr) is read one plane at a time, never whole
-        run = restore_iter(image, task, **kwargs)
+        run = start_restoration(image, options)
         yield RUN, run
         for snapshot in run:
             yield SNAPSHOT, snapshot
