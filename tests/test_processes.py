@@ -44,17 +44,21 @@ def test_a_fitted_state_is_kept_until_the_unit_that_starts_from_it_has_started()
 
 def test_worker_plan_follows_free_cores_memory_and_the_size_of_the_job():
     room = 10 * (WORKER_SETUP_BYTES + 1e8)
-    plan = plan_workers("auto", 4, 8, 1e8, room, work=MIN_WORK)
+
+    def machine(others=0.0, free=room):
+        return lambda: (others, 1e8, free)
+
+    plan = plan_workers("auto", 4, 8, machine(), work=MIN_WORK)
     assert (plan.processes, plan.threads) == (4, 1)
-    assert plan_workers("auto", 4, 8, 1e8, room, others_busy=1.0, work=MIN_WORK).processes == 3
-    plan = plan_workers("auto", 4, 2, 1e8, room, work=MIN_WORK)  # two units worth running at once: two cores each
+    assert plan_workers("auto", 4, 8, machine(others=1.0), work=MIN_WORK).processes == 3
+    plan = plan_workers("auto", 4, 2, machine(), work=MIN_WORK)  # two units worth running at once: two cores each
     assert (plan.processes, plan.threads) == (2, 2)
-    assert plan_workers("auto", 4, 8, 1e8, 2 * (WORKER_SETUP_BYTES + 1e8), work=MIN_WORK).processes == 2
-    plan = plan_workers("auto", 4, 8, 1e8, room, work=MIN_WORK / 2)
+    assert plan_workers("auto", 4, 8, machine(free=2 * (WORKER_SETUP_BYTES + 1e8)), work=MIN_WORK).processes == 2
+    plan = plan_workers("auto", 4, 8, machine(), work=MIN_WORK / 2)
     assert plan.processes == 1 and "too small" in plan.why
-    assert plan_workers(1, 4, 8, 1e8, room).processes == 1
-    assert plan_workers(3, 1, 8, 1e8, room).processes == 3  # asked for: given, whatever the cores
-    assert plan_workers(3, 4, 1, 1e8, room).processes == 1
+    assert plan_workers(1, 4, 8, machine()).processes == 1
+    assert plan_workers(3, 1, 8, machine()).processes == 3  # asked for: given, whatever the cores
+    assert plan_workers(3, 4, 1, machine()).processes == 1
 
 
 def test_warm_started_planes_are_worth_a_worker_per_few_planes_independent_units_each_one():

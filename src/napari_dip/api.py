@@ -19,8 +19,8 @@ from .executor import Restoration, RestorationRun, Snapshot
 from .job import MIN_PLANES, MIN_SIDE, MIX_METHODS, NOISE_MODELS, NORMALISE_CHOICES
 from .options import RestoreOptions, signature
 
-__all__ = ["restore", "restore_iter", "start_restoration", "kept_summary", "RestoreOptions", "Restoration",
-           "RestorationRun", "Snapshot",
+__all__ = ["restore", "restore_iter", "restore_with", "start_restoration", "kept_summary", "RestoreOptions",
+           "Restoration", "RestorationRun", "Snapshot",
            "MIN_SIDE", "MIN_PLANES", "NOISE_MODELS", "MIX_METHODS", "NORMALISE_CHOICES"]
 
 
@@ -147,7 +147,12 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
         ``.image``: float32 in the input's units and layout (×factor in Y/X
         for super-resolution); ``.record``: how it was made.
     """
-    run = restore_iter(image, task, **options)
+    return restore_with(image, RestoreOptions.from_keywords(task=task, **options))
+
+
+def restore_with(image, options: RestoreOptions) -> Restoration:
+    """:func:`restore` with its options as one :class:`RestoreOptions`."""
+    run = start_restoration(image, options)
     for _ in run:
         pass
     return run.result
@@ -178,7 +183,7 @@ restore_iter.__signature__ = signature(RestorationRun)
 restore.__signature__ = signature(Restoration)
 
 
-def _check_arguments(image, tile_size, overlap, percentiles, workers="auto"):
+def _check_arguments(image, tile_size, overlap, percentiles, workers):
     """The arguments that decide how a run is set up (tiling, intensity range), checked before anything else:
     tiling is decided before the image is read."""
     if image is None:

@@ -237,6 +237,8 @@ def _restore(image, output, metadata, options: RestoreOptions, tile_size, overla
 
     A zarr output is written by the run itself, tile by tile, so a result larger than memory never is held whole.
     """
+    from .api import restore_with
+
     task = get_task(options.task)
     volumetric = bool(options.volumetric or task.volumetric)
     axis_factors = task.axis_factors(int(options.factor or task.default_factor), 3 if volumetric else 2)
@@ -248,19 +250,10 @@ def _restore(image, output, metadata, options: RestoreOptions, tile_size, overla
         shape = data.PlaneLayout(tuple(image.shape), options.channel_axis,
                                  3 if volumetric else 2).output_shape(axis_factors)
         with atomic_output(output) as partial:
-            return _run_to_end(image, dataclasses.replace(options, out=create_zarr(partial, shape, metadata)))
-    result = _run_to_end(image, options)  # a lazy input is read unit by unit
+            return restore_with(image, dataclasses.replace(options, out=create_zarr(partial, shape, metadata)))
+    result = restore_with(image, options)  # a lazy input is read unit by unit
     write_image(output, result.image, metadata)
     return result
-
-
-def _run_to_end(image, options: RestoreOptions):
-    from .api import start_restoration
-
-    run = start_restoration(image, options)
-    for _ in run:
-        pass
-    return run.result
 
 
 def _set_torch_threads(threads: int | None):

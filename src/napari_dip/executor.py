@@ -39,7 +39,7 @@ from .job import (
     unit_quality,
     whole_metric_pair,
 )
-from .processes import MIN_WORK, Progress, WarmStarts, WorkerPlan, at_once, fit_in_processes, plan_workers
+from .processes import Progress, WarmStarts, WorkerPlan, at_once, fit_in_processes, plan_workers
 
 SAMPLE_VALUES = 2 ** 26  # joint normalisation: data up to this many values is read whole, larger data sampled
 SAMPLE_PLANES = 16  # … from this many planes, evenly spaced
@@ -235,7 +235,7 @@ def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_l
     one per core that other processes leave free (and torch's thread count allows), as many as memory holds."""
     import torch
 
-    from .core.threads import CpuUse, usable_cores
+    from .core.threads import cores_used_by_others, usable_cores
 
     ceiling = min(torch.get_num_threads(), usable_cores())
     if device.type != "cpu":
@@ -244,24 +244,17 @@ def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_l
     side_by_side = at_once(units, spec.settings.warm_start) if requested == "auto" else len(units)
     work = float(np.prod(spec.output_shape, dtype=np.float64) / max(1, spec.layout.channels)) * \
         spec.settings.iterations
-    if side_by_side < 2 or (requested == "auto" and (ceiling < 2 or work < MIN_WORK)):
-        return plan_workers(requested, ceiling, side_by_side, 0.0, 0.0, work=work)
-    others = 0.0
-    if requested == "auto":
-        try:
-            use = CpuUse()
-            time.sleep(0.2)
-            others = use.others() or 0.0
-        except (ImportError, OSError, AttributeError):  # no psutil: count every core as free
-            pass
-    model, planes = _memory_model(spec)
-    unit = units[0].tile
-    height, width = (unit.y[1] - unit.y[0], unit.x[1] - unit.x[0]) if unit is not None else \
-        spec.layout.spatial_shape[-2:]
-    factor = spec.axis_factors[-1]
-    unit_bytes = model.bytes_per_pixel * (planes or 1) * height * width * factor ** 2 + 4 * model.fixed_bytes
-    free = min(available_memory(), memory_limit or float("inf"))
-    return plan_workers(requested, ceiling, side_by_side, unit_bytes, free, others, work)
+
+    def measure():
+        model, planes = _memory_model(spec)
+        tile = units[0].tile
+        height, width = (tile.y[1] - tile.y[0], tile.x[1] - tile.x[0]) if tile is not None else \
+            spec.layout.spatial_shape[-2:]
+        unit_bytes = (model.bytes_per_pixel * (planes or 1) * height * width * spec.axis_factors[-1] ** 2
+                      + 4 * model.fixed_bytes)
+        return cores_used_by_others(), unit_bytes, _cpu_memory(memory_limit)
+
+    return plan_workers(requested, ceiling, side_by_side, measure, work)
 
 
 def _prepare(spec, unit, normalisation, alone, pieces=None):
@@ -580,7 +573,7 @@ def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None) -> 
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
-        free = min(available_memory(), memory_limit or float("inf"))
+        free = _cpu_memory(memory_limit)
     # side_for budgets a quarter of the memory it is given: the weights and Adam's moments come out of it first
     budget_base = max(free - 4 * model.fixed_bytes, 0.0)
     return side_for(layout.spatial_shape[-2:], spec.axis_factors[-1], per_pixel, budget_base)
@@ -598,6 +591,11 @@ def _memory_model(spec: JobSpec):
         input_channels(settings.input, settings.input_channels, dims, layout.channels), layout.channels, dims,
         members, planes=planes)
     return model, planes
+
+
+def _cpu_memory(memory_limit: float | None) -> float:
+    """Bytes of CPU memory a run may count as free: what is available, at most ``memory_limit``."""
+    return min(available_memory(), memory_limit or float("inf"))
 
 
 def available_memory() -> float:

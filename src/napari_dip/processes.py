@@ -68,10 +68,10 @@ class WarmStarts:
         places = {}
         for unit in units:
             places.setdefault(unit.place, []).append(unit.number)
-        self.runs = max(1, -(-workers // len(places)))
+        runs = max(1, -(-workers // len(places)))
         self.parent = {}
         for line in places.values():
-            starts = {int(run[0]) for run in np.array_split(np.arange(len(line)), min(self.runs, len(line)))}
+            starts = {int(run[0]) for run in np.array_split(np.arange(len(line)), min(runs, len(line)))}
             for i, number in enumerate(line):
                 self.parent[number] = line[i - 1] if warm_start and i not in starts else None
         self.waiting = Counter(p for p in self.parent.values() if p is not None)  # starts still to come per parent
@@ -120,13 +120,12 @@ def at_once(units: list, warm_start: bool) -> int:
     return places * max(1, len(units) // places // MIN_CHAIN)
 
 
-def plan_workers(requested, ceiling: int, side_by_side: int, unit_bytes: float, free_bytes: float,
-                 others_busy: float = 0.0, work: float = math.inf) -> WorkerPlan:
+def plan_workers(requested, ceiling: int, side_by_side: int, measure, work: float = math.inf) -> WorkerPlan:
     """The worker processes for a job. ``requested``: 'auto' or a whole number (1: no worker processes);
     ``ceiling``: the cores the run may use (torch's thread count when it began); ``side_by_side``: how many units
-    are worth fitting at once (:func:`at_once`); ``unit_bytes``: one unit's memory; ``others_busy``: cores' worth
-    of CPU that other processes use now; ``work``: the job's output pixels × iterations. The cores are shared out
-    between the processes."""
+    are worth fitting at once (:func:`at_once`); ``measure()``: (cores' worth of CPU that other processes use
+    now, one unit's memory, the free memory) in bytes, called only where workers may run; ``work``: the job's
+    output pixels × iterations. The cores are shared out between the processes."""
     if requested == 1:
         return WorkerPlan(1, ceiling, "one process (workers=1)")
     if side_by_side < 2:
@@ -138,6 +137,9 @@ def plan_workers(requested, ceiling: int, side_by_side: int, unit_bytes: float, 
     if requested != "auto":
         count = min(int(requested), side_by_side)
         return WorkerPlan(count, max(1, ceiling // count), f"{count} worker processes (workers={requested})")
+    if ceiling < 2:
+        return WorkerPlan(1, ceiling, "one process (torch may use one core)")
+    others_busy, unit_bytes, free_bytes = measure()
     free_cores = max(1, math.floor(ceiling - others_busy + 0.25))
     by_memory = max(1, int(free_bytes // (WORKER_SETUP_BYTES + unit_bytes)))
     count = min(free_cores, side_by_side, by_memory)

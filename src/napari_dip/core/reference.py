@@ -97,11 +97,6 @@ def block_matching(plane: np.ndarray, sigma: float) -> np.ndarray:
     from bmnd import BM3DProfile, BM4DProfile, bmnd
 
     sigma = max(float(sigma), 1e-6)
-    with _torch_threads_kept():
-        return _block_matching(plane, sigma, bmnd, BM3DProfile, BM4DProfile)
-
-
-def _block_matching(plane, sigma, bmnd, BM3DProfile, BM4DProfile):
 
     def filtered(channel):
         if min(channel.shape) < BLOCK_MATCHING_MIN_SIDE:
@@ -111,7 +106,8 @@ def _block_matching(plane, sigma, bmnd, BM3DProfile, BM4DProfile):
         profile = BM3DProfile() if channel.ndim == 2 else BM4DProfile()
         return bmnd(np.ascontiguousarray(channel, dtype=np.float32), profile, sigma=sigma)
 
-    return np.stack([filtered(channel) for channel in np.asarray(plane)]).astype(np.float32)
+    with _torch_threads_kept():
+        return np.stack([filtered(channel) for channel in np.asarray(plane)]).astype(np.float32)
 
 
 # BM3D's and BM4D's blocks are 8 and 4 pixels a side; volumes thinner than this go plane by plane, and images

@@ -55,6 +55,24 @@ class CpuUse:
         return max(0.0, others)
 
 
+def cpu_use() -> CpuUse | None:
+    """A :class:`CpuUse`, or None where the load cannot be measured (no psutil, or no access to the counters)."""
+    try:
+        return CpuUse()
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def cores_used_by_others(look: float = 0.2) -> float:
+    """Cores' worth of CPU that other processes use, measured over ``look`` seconds; 0 where it cannot be
+    measured."""
+    use = cpu_use()
+    if use is None:
+        return 0.0
+    time.sleep(look)
+    return use.others() or 0.0
+
+
 class ThreadGovernor:
     """Sets torch's thread count for one CPU run from the measured load of the other processes.
 
@@ -78,9 +96,8 @@ class ThreadGovernor:
         self.ceiling = torch.get_num_threads()
         self.threads = self.ceiling
         if self._use is None:
-            try:
-                self._use = CpuUse()
-            except (ImportError, OSError, AttributeError):  # no psutil, or no access to the counters
+            self._use = cpu_use()
+            if self._use is None:
                 return self
         if self.ceiling > 1:
             time.sleep(self.first_look)
