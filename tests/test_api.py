@@ -236,7 +236,7 @@ def test_out_of_memory_says_how_much_and_what_to_try(monkeypatch):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.50 GiB (GPU 0; 8.00 GiB total capacity)")
         yield
 
-    monkeypatch.setattr(loop, "fit", exhausted)
+    monkeypatch.setattr(loop, "fit_units", exhausted)
     with pytest.raises(DIPMemoryError, match=r"2\.50 GiB.*preset='fast'.*tiling"):
         napari_dip.restore(_image(), **TINY)
 

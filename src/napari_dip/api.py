@@ -132,6 +132,15 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
         planes are split into one run of neighbouring planes per worker,
         the first of each starting from scratch. The record's
         ``cpu_threads`` says what ran.
+    units_together : 'auto' or int
+        Planes or tiles of one shape fitted together in one network call,
+        each with its own part of the network, data term and automatic stop
+        (as if fitted alone, to rounding; each from scratch). It fills a GPU
+        that one small unit leaves idle. 'auto': on a GPU, as many as half the
+        free memory holds, unless the planes warm-start from each other; on a
+        CPU one (worker processes share the cores out instead). Needs a preset
+        with the light network ('fast' for denoise, superres, deconvolve,
+        axial-superres). The record's ``units_together`` says what ran.
     **settings
         Any field of :class:`napari_dip.core.presets.Settings` (``lr``,
         ``reg_noise_std``, ``ema``, ``warm_start``, ``network_kind``,
@@ -170,20 +179,22 @@ def start_restoration(image, options: RestoreOptions) -> RestorationRun:
     from .executor import auto_tile_size, plan_units, start
     from .job import define_job
 
-    _check_arguments(image, options.tile_size, options.overlap, options.percentiles, options.workers)
+    _check_arguments(image, options.tile_size, options.overlap, options.percentiles, options.workers,
+                     options.units_together)
     spec = define_job(image, options)
     torch_device = resolve_device(options.device)
     side = auto_tile_size(spec, torch_device, options.memory_limit) if options.tile_size == "auto" \
         else options.tile_size
     units, plan = plan_units(spec, side, options.overlap)
-    return start(spec, units, plan, torch_device, options.out, options.workers, options.memory_limit)
+    return start(spec, units, plan, torch_device, options.out, options.workers, options.memory_limit,
+                 options.units_together)
 
 
 restore_iter.__signature__ = signature(RestorationRun)
 restore.__signature__ = signature(Restoration)
 
 
-def _check_arguments(image, tile_size, overlap, percentiles, workers):
+def _check_arguments(image, tile_size, overlap, percentiles, workers, units_together="auto"):
     """The arguments that decide how a run is set up (tiling, intensity range), checked before anything else:
     tiling is decided before the image is read."""
     if image is None:
@@ -201,9 +212,12 @@ def _check_arguments(image, tile_size, overlap, percentiles, workers):
             or (isinstance(tile_size, whole) and not isinstance(tile_size, bool))):
         raise DIPInputError(f"tile_size must be 'auto' (tile only what would not fit in memory), a tile side in "
                             f"pixels such as 512, or None (never tile); got {tile_size!r}")
-    if not (workers == "auto" or (isinstance(workers, whole) and not isinstance(workers, bool) and workers >= 1)):
-        raise DIPInputError(f"workers must be 'auto' (one worker process per free core) or a whole number ≥ 1 "
-                            f"(1: no worker processes); got {workers!r}")
+    for name, value, meaning in (("workers", workers, "one worker process per free core) or a whole number ≥ 1 "
+                                                      "(1: no worker processes"),
+                                 ("units_together", units_together, "as many as memory holds on a GPU) or a whole "
+                                                                    "number ≥ 1 (1: one unit at a time")):
+        if not (value == "auto" or (isinstance(value, whole) and not isinstance(value, bool) and value >= 1)):
+            raise DIPInputError(f"{name} must be 'auto' ({meaning}); got {value!r}")
     if not isinstance(overlap, whole) or isinstance(overlap, bool) or overlap < 0:
         raise DIPInputError(f"overlap must be a whole number of pixels ≥ 0, such as 64; got {overlap!r}")
     try:

@@ -336,6 +336,10 @@ def add_restore_command(commands) -> None:
                         help="on the CPU, fit the planes or tiles side by side in N worker processes with one "
                              "thread each; 'auto' (default): one per free core, for jobs large enough to gain; "
                              "1: one process")
+    parser.add_argument("--units-together", type=_units_together, default="auto", metavar="N",
+                        help="fit N planes or tiles of one shape together in one network call (fills a GPU; "
+                             "'fast' presets with the light network); 'auto' (default): on a GPU as many as "
+                             "memory holds unless planes warm-start from each other, on a CPU 1")
     add_restore_options(parser)
     parser.set_defaults(handler=restore_command)
 
@@ -346,7 +350,8 @@ def restore_command(args) -> int:
     image, metadata = read_image(args.input)
     files = {"input": str(args.input), "output": str(args.output)}
     options = dataclasses.replace(restore_options(args, metadata, files), tile_size=args.tile_size,
-                                  overlap=args.overlap, workers=args.workers)
+                                  overlap=args.overlap, workers=args.workers,
+                                  units_together=args.units_together)
     result, interrupted = run_with_progress(image, options, label=args.task, quiet=args.quiet)
     record = write_result(args.output, result, metadata,
                           {"files": files, "command": shlex.join(["napari-dip", *args.argv])})
@@ -530,13 +535,21 @@ def _tile_size(text: str):
         raise argparse.ArgumentTypeError(f"expected a size in pixels, 'auto' or 'none', got {text!r}") from None
 
 
-def _workers(text: str):
+def _auto_or_count(text: str, what: str):
     """'auto' or a whole number ≥ 1."""
     if text == "auto":
         return text
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    raise argparse.ArgumentTypeError(f"expected 'auto' or a number of processes ≥ 1, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected 'auto' or a number of {what} ≥ 1, got {text!r}")
+
+
+def _workers(text: str):
+    return _auto_or_count(text, "processes")
+
+
+def _units_together(text: str):
+    return _auto_or_count(text, "units")
 
 
 def batch_command(args) -> int:

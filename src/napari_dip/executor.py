@@ -29,11 +29,11 @@ from .errors import DIPInputError
 from .job import (
     JobSpec,
     Skipped,
-    UnitStep,
     choose_noise,
     fallback,
     fit_intensities,
     fit_unit,
+    fit_units_together,
     missing_planes,
     prepare_unit,
     unit_quality,
@@ -204,10 +204,11 @@ def measurement_sample(spec: JobSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=None, workers="auto",
-          memory_limit: float | None = None) -> RestorationRun:
+          memory_limit: float | None = None, units_together="auto") -> RestorationRun:
     """The run of ``units``: the first unit is read and prepared now, so that its errors come before anything
     runs. ``out``: an array of the output's shape to add the result into (zero-filled), or None; ``workers``:
-    worker processes for the units on a CPU ('auto': one per free core, as memory allows; 1: none)."""
+    worker processes for the units on a CPU ('auto': one per free core, as memory allows; 1: none);
+    ``units_together``: units fitted together in one network call (:func:`choose_units_together`)."""
     from .core.device import describe_device
 
     if out is not None and tuple(out.shape) != spec.output_shape:
@@ -224,9 +225,59 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
     tiling = None if plan is None else {"tiles": len(plan.tiles), "grid": plan.grid, "tile_size": plan.tile_size,
                                         "overlap": plan.overlap}
     description = describe_device(device)
-    workers = choose_workers(workers, spec, units, device, memory_limit)
-    return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first, workers),
+    together = choose_units_together(units_together, spec, units, device, memory_limit)
+    if together[0] > 1:
+        import torch
+
+        workers = WorkerPlan(1, torch.get_num_threads(), "one process (its units are fitted together)")
+    else:
+        workers = choose_workers(workers, spec, units, device, memory_limit)
+    return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first, workers,
+                                           together),
                           len(units), spec.settings.iterations, description, tiling, workers.processes)
+
+
+def choose_units_together(requested, spec: JobSpec, units: list[Unit], device, memory_limit: float | None = None
+                          ) -> tuple[int, str]:
+    """How many units are fitted together in one network call (core/loop.py ``fit_units``), and why, for the record.
+
+    'auto': on a GPU, as many units as half the free memory holds (by the memory model of the network that runs),
+    unless the units warm-start from each other (a stack's planes, denoising); on a CPU one, since worker processes
+    fill the cores and a 128² unit ran no faster together there (docs/benchmarks.md). Only the light decoder
+    without backtracking fits units together; an explicit number for another network is an error."""
+    settings = spec.settings
+    if requested == 1 or len(units) == 1:
+        return 1, "one unit at a time" + (" (units_together=1)" if requested == 1 else "")
+    if settings.network.kind != "light" or settings.backtracking:
+        if requested == "auto":
+            return 1, "one unit at a time (this preset's network fits one unit per call)"
+        raise DIPInputError(f"units_together={requested} needs a preset with the light network and no backtracking "
+                            f"('fast' for denoise, superres, deconvolve, axial-superres); this job runs the "
+                            f"{settings.network.kind!r} network{' with backtracking' if settings.backtracking else ''}"
+                            f": pass units_together=1")
+    if requested == "auto":
+        if device.type != "cuda":
+            return 1, "one unit at a time (on a CPU worker processes share the cores out instead)"
+        warm = WarmStarts(units, settings.warm_start)
+        if any(parent is not None for parent in warm.parent.values()):
+            return 1, "one unit at a time (each plane starts from the plane before)"
+        requested = len(units)
+    import torch
+
+    model, planes = _memory_model(spec)
+    unit_bytes = model.bytes_per_pixel * (planes or 1) * _unit_pixels(spec, units[0]) + 4 * model.fixed_bytes
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _cpu_memory(memory_limit)
+    by_memory = max(1, int(free / 2 // unit_bytes))
+    count = min(int(requested), len(units), by_memory)
+    return count, f"{count} units at a time (asked: {requested}; room in memory for {by_memory})"
+
+
+def _unit_pixels(spec: JobSpec, unit: Unit) -> int:
+    """Y × X output pixels of a unit."""
+    tile = unit.tile
+    height, width = (tile.y[1] - tile.y[0], tile.x[1] - tile.x[0]) if tile is not None else \
+        spec.layout.spatial_shape[-2:]
+    return height * width * spec.axis_factors[-1] ** 2
 
 
 def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_limit: float | None = None
@@ -247,11 +298,7 @@ def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_l
 
     def measure():
         model, planes = _memory_model(spec)
-        tile = units[0].tile
-        height, width = (tile.y[1] - tile.y[0], tile.x[1] - tile.x[0]) if tile is not None else \
-            spec.layout.spatial_shape[-2:]
-        unit_bytes = (model.bytes_per_pixel * (planes or 1) * height * width * spec.axis_factors[-1] ** 2
-                      + 4 * model.fixed_bytes)
+        unit_bytes = model.bytes_per_pixel * (planes or 1) * _unit_pixels(spec, units[0]) + 4 * model.fixed_bytes
         return cores_used_by_others(), unit_bytes, _cpu_memory(memory_limit)
 
     return plan_workers(requested, ceiling, side_by_side, measure, work)
@@ -339,13 +386,14 @@ class _Output:
         return self.preview if self.preview is not None else self.array
 
 
-def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first, workers):
+def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first, workers,
+         together=(1, "one unit at a time")):
     from .core.threads import ThreadGovernor
 
     # worker processes set their own one thread; one process adapts its threads to the machine's load
     governor = ThreadGovernor().start() if device.type == "cpu" and workers.processes == 1 else None
     try:
-        yield from _run_units(run, spec, units, plan, device, out, normalisation, first, governor, workers)
+        yield from _run_units(run, spec, units, plan, device, out, normalisation, first, governor, workers, together)
     finally:
         if governor is not None:
             governor.finish()
@@ -357,37 +405,67 @@ def fit_steps(spec: JobSpec, unit: Unit, pieces: dict, normalisation, start_from
     last one is finished: it has the unit's record ``entry``, its result and its fitted state. A unit that is
     not restored (nothing to fit there, or the run stopped before it) finishes at once, the input standing in.
     ``start_from``: (unit number, FittedState) of the neighbour to start from, or None for a cold start."""
-    if should_stop():
-        job = Skipped(f"stopped by user before this {kind}", "")
-    elif job is None:
-        job = prepare_unit(spec, pieces, unit.plane, normalisation)
-    if isinstance(job, Skipped):
-        yield Progress(unit.number, fallback(spec, pieces), entry=dict(entry, iterations=0, stop_reason=job.reason,
-                                                                       seconds=0.0))
-        return
-    job.device = device
-    unit_start = time.perf_counter()
-    entry["started_from"] = "random initialisation" if start_from is None else f"{kind} {start_from[0] + 1}"
-    step: UnitStep | None = None
-    for step in fit_unit(job, should_stop, None if start_from is None else start_from[1]):
-        state = step.state
-        progress = Progress(unit.number, step.image, state.iteration, state.total, state.loss, step.metrics,
-                            step.quality, state.backtracks)
-        if not state.done:
+    yield from fit_group_steps(spec, [unit], [pieces], normalisation, start_from, [entry], device, should_stop, kind,
+                               [job])
+
+
+def fit_group_steps(spec: JobSpec, units: list[Unit], pieces: list[dict], normalisation, start_from,
+                    entries: list[dict], device, should_stop, kind: str, jobs: list | None = None):
+    """As :func:`fit_steps` for several units fitted together in one network (those of one shape; a unit of
+    another shape is fitted after them); a unit finishes when its own stopping rule says so."""
+    ready = []  # (index in units, UnitJob)
+    for i, (unit, job) in enumerate(zip(units, jobs or [None] * len(units))):
+        if should_stop():
+            job = Skipped(f"stopped by user before this {kind}", "")
+        elif job is None:
+            job = prepare_unit(spec, pieces[i], unit.plane, normalisation)
+        if isinstance(job, Skipped):
+            yield Progress(unit.number, fallback(spec, pieces[i]),
+                           entry=dict(entries[i], iterations=0, stop_reason=job.reason, seconds=0.0))
+            continue
+        job.device = device
+        ready.append((i, job))
+    shapes = {}
+    for i, job in ready:
+        shapes.setdefault(job.planes.shape, []).append((i, job))
+    for group in shapes.values():
+        group_start = time.perf_counter()
+        for i, _ in group:
+            entries[i]["started_from"] = "random initialisation" if start_from is None else \
+                f"{kind} {start_from[0] + 1}"
+            if len(group) > 1:
+                entries[i]["fitted_with"] = [units[j].number for j, _ in group if j != i]
+        jobs_now = [job for _, job in group]
+        fitted_from = None if start_from is None else start_from[1]
+        steps = ((0, step) for step in fit_unit(jobs_now[0], should_stop, fitted_from)) if len(group) == 1 \
+            else fit_units_together(jobs_now, should_stop)
+        for index, step in steps:
+            i, job = group[index]
+            state = step.state
+            progress = Progress(units[i].number, step.image, state.iteration, state.total, state.loss, step.metrics,
+                                step.quality, state.backtracks)
+            if state.done:
+                progress.entry = dict(
+                    entries[i], iterations=state.iteration, stop_reason=state.stop_reason,
+                    seconds=round(time.perf_counter() - group_start, 3), noise_estimate=job.noise_estimate,
+                    missing_pixels=job.missing_pixels, metrics=step.metrics, quality=unit_quality(step),
+                    **({"normalisation": _normalisation_entry(job.normalisation, spec)}
+                       if normalisation is None else {}))
+                progress.fitted = state.fitted
             yield progress
-    state = step.state
-    progress.entry = dict(entry, iterations=state.iteration, stop_reason=state.stop_reason,
-                          seconds=round(time.perf_counter() - unit_start, 3), noise_estimate=job.noise_estimate,
-                          missing_pixels=job.missing_pixels, metrics=step.metrics, quality=unit_quality(step),
-                          **({"normalisation": _normalisation_entry(job.normalisation, spec)}
-                             if normalisation is None else {}))
-    progress.fitted = state.fitted
-    yield progress
 
 
-def _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first_job):
+def _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first_job, together=1):
     """The units fitted one after the other in this process, each warm-started from the plane before at its place
-    when the settings say so (:class:`WarmStarts`)."""
+    when the settings say so (:class:`WarmStarts`); or, with ``together`` > 1, that many at a time in one
+    network, each from a random start."""
+    if together > 1:
+        for first in range(0, len(units), together):
+            group = units[first:first + together]
+            yield from fit_group_steps(spec, group, [read(unit) for unit in group], normalisation, None,
+                                       [entry_of(unit) for unit in group], device, should_stop, kind,
+                                       [first_job if unit.number == 0 else None for unit in group])
+        return
     warm = WarmStarts(units, spec.settings.warm_start)
     for unit in units:
         for progress in fit_steps(spec, unit, read(unit), normalisation, warm.start_from(unit.number),
@@ -399,7 +477,7 @@ def _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_o
 
 
 def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first,
-               governor, workers):
+               governor, workers, together):
     import torch
 
     from . import __version__
@@ -429,7 +507,8 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     if processes > 1:
         reports = fit_in_processes(spec, units, read, normalisation, workers, should_stop, entry_of, kind)
     else:
-        reports = _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first[1])
+        reports = _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first[1],
+                                together[0])
     entries, latest, backtracks = {}, None, 0
     for progress in reports:
         unit = units[progress.unit]
@@ -483,6 +562,7 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
         "iterations": int(sum(e["iterations"] for e in entries)),
         "iterations_per_unit": [int(e["iterations"]) for e in entries],
         "planes": spec.layout.planes, "work_unit": kind, "units_restored": len(restored),
+        "units_together": {"count": together[0], "why": together[1]},
         "stop_reason": stop_reason, "backtracks": backtracks,
         "seconds": round(time.perf_counter() - start_time, 3), "device": run.device_description,
         **({"cpu_threads": cpu} if cpu is not None else {}),

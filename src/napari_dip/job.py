@@ -503,9 +503,34 @@ def fit_unit(job: UnitJob, should_stop, start_from=None):
 
     ``start_from``: a fitted neighbour's ``core.loop.FittedState`` to start from instead of a random
     initialisation."""
+    for _, step in fit_units_together([job], should_stop, start_from):
+        yield step
+
+
+def fit_units_together(jobs: list[UnitJob], should_stop, start_from=None):
+    """Fit units of one job side by side in one network (core/loop.py ``fit_units``: units of one shape, the light
+    decoder); yields (index in ``jobs``, :class:`UnitStep`) per loop state, a unit's last with ``state.done``.
+    ``start_from``: for one unit, a fitted neighbour's state to start from."""
+    from .core.loop import fit_units
+
+    made = [_problem(job) for job in jobs]
+    job = jobs[0]
+    try:
+        for unit, state in fit_units([problem for problem, _, _ in made], job.spec.settings, seed=job.spec.seed,
+                                     device=job.device, should_stop=should_stop, start_from=start_from):
+            _, as_result, mixing = made[unit]
+            yield unit, _step(jobs[unit], state, as_result, mixing)
+    except Exception as exc:  # out of memory becomes a message that says what to do
+        _raise_if_out_of_memory(exc, job, len(jobs))
+        raise
+
+
+def _problem(job: UnitJob):
+    """The unit's ``core.loop.Problem``, the function that lays a network output out as the unit's result, and
+    the mixing record."""
     import torch
 
-    from .core.loop import Problem, fit
+    from .core.loop import Problem
     from .core.noise import PoissonNoise, StabilisedPoissonNoise, get_noise_model
 
     spec, layout, settings = job.spec, job.layout, job.spec.settings
@@ -531,21 +556,20 @@ def fit_unit(job: UnitJob, should_stop, start_from=None):
         noise=noise, guide=None if guide is None else torch.from_numpy(guide), heldout=heldout,
         noise_variance=_as_tensor(noise.variance(target, job.noise_estimate)),
         reference=reference, reference_scored=reference_scored)
-    as_result = _result_maker(job, out_pads)
-    try:
-        for state in fit(problem, settings, seed=spec.seed, device=job.device, should_stop=should_stop,
-                         start_from=start_from):
-            result = as_result(state.estimate)
-            metrics = {}
-            if job.ground_truth is not None:
-                metrics = unit_metrics(result, job)
-                if state.best_iteration is not None and state.current is not None:
-                    # the iterate the estimate judges, so that estimate and truth can be compared
-                    metrics["psnr_current"] = unit_metrics(as_result(state.current), job, ssim=False)["psnr"]
-            yield UnitStep(state, layout.from_planes(result[None]), metrics, _quality(state, result, job), mixing)
-    except Exception as exc:  # out of memory becomes a message that says what to do
-        _raise_if_out_of_memory(exc, job)
-        raise
+    return problem, _result_maker(job, out_pads), mixing
+
+
+def _step(job: UnitJob, state, as_result, mixing) -> UnitStep:
+    """A loop state as a :class:`UnitStep`: the result so far laid out as the unit's, scored against the truth when
+    there is one."""
+    result = as_result(state.estimate)
+    metrics = {}
+    if job.ground_truth is not None:
+        metrics = unit_metrics(result, job)
+        if state.best_iteration is not None and state.current is not None:
+            # the iterate the estimate judges, so that estimate and truth can be compared
+            metrics["psnr_current"] = unit_metrics(as_result(state.current), job, ssim=False)["psnr"]
+    return UnitStep(state, job.layout.from_planes(result[None]), metrics, _quality(state, result, job), mixing)
 
 
 def _heldout(job: UnitJob, pads, known_padded):
@@ -735,7 +759,7 @@ def whole_metric_pair(result, truth, layout: data.PlaneLayout) -> dict:
             "ssim": float(np.mean([p["ssim"] for p in pairs]))}
 
 
-def _raise_if_out_of_memory(exc: Exception, job: UnitJob):
+def _raise_if_out_of_memory(exc: Exception, job: UnitJob, units: int = 1):
     text = str(exc)
     if not ("out of memory" in text.lower() or "can't allocate memory" in text.lower()
             or type(exc).__name__ == "OutOfMemoryError"):
@@ -750,5 +774,7 @@ def _raise_if_out_of_memory(exc: Exception, job: UnitJob):
     shape = "x".join(map(str, job.layout.spatial_shape))
     raise DIPMemoryError(
         f"out of memory on {job.device}: one more block of {needed or 'unknown size'} was needed for a "
-        f"{shape} image with the {job.spec.preset!r} preset. Try preset='fast', restore a smaller region, "
-        f"use tiling, or device='cpu' (slower, but has more memory).") from None
+        f"{shape} image with the {job.spec.preset!r} preset"
+        + (f", {units} units fitted together. Try units_together=1, " if units > 1 else ". Try ")
+        + "preset='fast', restore a smaller region, use tiling, or device='cpu' (slower, but has more memory).") \
+        from None

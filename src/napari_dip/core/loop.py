@@ -64,18 +64,30 @@ class FittedState:
     position: int = 0  # where in the coarse-to-fine plan they are from (iterations since the plan began)
 
     @classmethod
-    def of(cls, net, optimiser, position: int = 0) -> FittedState:
-        return cls(_cpu_copy(net.state_dict()), _cpu_copy(optimiser.state_dict()), position)
+    def of(cls, net, optimiser, position: int = 0, unit: int = 0, units: int = 1) -> FittedState:
+        """The state of unit ``unit`` of ``units`` fitted together (as one unit's network would hold it)."""
+        return cls(_cpu_copy(net.state_dict(), unit, units), _cpu_copy(optimiser.state_dict(), unit, units),
+                   position)
 
 
-def _cpu_copy(value):
-    """A copy of nested dicts and lists of tensors, the tensors on the CPU."""
+def unit_part(tensor: torch.Tensor, unit: int, units: int) -> torch.Tensor:
+    """Unit ``unit``'s part (a view) of a tensor of a network that fits ``units`` units side by side: every such
+    tensor (grouped convolutions, BatchNorm, Adam's moments) holds the units one after the other along its first
+    axis; a 0-d tensor (Adam's step count) is shared."""
+    if units == 1 or tensor.dim() == 0:
+        return tensor
+    size = tensor.shape[0] // units
+    return tensor[unit * size:(unit + 1) * size]
+
+
+def _cpu_copy(value, unit: int = 0, units: int = 1):
+    """A copy of nested dicts and lists of tensors, the tensors on the CPU (unit ``unit``'s part of them)."""
     if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
+        return unit_part(value.detach(), unit, units).to("cpu", copy=True)
     if isinstance(value, dict):
-        return {k: _cpu_copy(v) for k, v in value.items()}
+        return {k: _cpu_copy(v, unit, units) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_cpu_copy(v) for v in value)
+        return type(value)(_cpu_copy(v, unit, units) for v in value)
     return value
 
 
@@ -344,11 +356,13 @@ class NetworkFit:
     """The generator, its fixed input z and its optimiser: one step of the fit at a time.
 
     With ``members`` > 1 (an ensemble of light decoders) each output is the members' outputs as a batch; the data
-    term averages over them and the result is their mean.
+    term averages over them and the result is their mean. With ``units`` > 1 the network fits that many units of one
+    job side by side in one call (the light decoder's grouped convolutions, as for members): each unit's network
+    starts as one unit's would, with the same weights and input, and owns its own part of every tensor.
     """
 
     def __init__(self, problem: Problem, settings: Settings, seed: int, device: torch.device,
-                 start_from: FittedState | None):
+                 start_from: FittedState | None, units: int = 1):
         self.settings, self.device = settings, device
         self.out_channels, self.out_spatial = problem.out_channels, tuple(problem.out_spatial)
         dims = problem.dims
@@ -356,11 +370,20 @@ class NetworkFit:
         n_in = input_channels(settings.input, settings.input_channels, dims, guide_channels)
         noise_gen = torch.Generator().manual_seed(seed)
         self.members = max(1, int(getattr(settings, "ensemble", 1) or 1))
+        self.units = units
+        if units > 1 and (settings.network.kind != "light" or start_from is not None):
+            raise ValueError("units are fitted together with the 'light' network kind, from a random start only")
         # Seed the global generator only inside this block so the caller's random state is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_network(settings.network, n_in, problem.out_channels, dims, members=self.members,
                                 spatial=problem.out_spatial)
+            if units > 1:  # every unit's part starts as the one-unit network
+                one = net.state_dict()
+                net = build_network(settings.network, n_in, problem.out_channels, dims,
+                                    members=self.members * units, spatial=problem.out_spatial)
+                net.load_state_dict({k: v if v.dim() == 0 else v.repeat(units, *([1] * (v.dim() - 1)))
+                                     for k, v in one.items()})
         spatial = net.input_shape(problem.out_spatial) if settings.network.kind == "light" else problem.out_spatial
         if self.members > 1 and settings.input == "noise":
             z = make_input(settings.input, n_in * self.members, spatial, noise_gen)
@@ -368,6 +391,8 @@ class NetworkFit:
             z = make_input(settings.input, n_in, spatial, noise_gen, problem.guide)
             if self.members > 1:
                 z = z.repeat(1, self.members, *([1] * dims))
+        if units > 1:
+            z = z.repeat(1, units, *([1] * dims))
         if start_from is not None:
             net.load_state_dict(start_from.weights)
         net, z = net.to(device), z.to(device)
@@ -387,8 +412,9 @@ class NetworkFit:
         self.forward = _maybe_compile(net, z, device, getattr(settings, "compile", False),
                                       _autocast(device, settings.amp, self.cpu_bf16))
 
-    def outputs(self) -> torch.Tensor:
-        """f(z + jitter) on the output grid, (members, C, *out_spatial): a coarse stage's output is upsampled."""
+    def outputs(self) -> list[torch.Tensor]:
+        """f(z + jitter) on the output grid, per unit (members, C, *out_spatial): a coarse stage's output is
+        upsampled."""
         net_input = self.z
         if self.settings.reg_noise_std > 0:
             jitter = torch.randn(self.z.shape, generator=self.jitter_gen, device=self.device, dtype=self.z.dtype)
@@ -396,12 +422,12 @@ class NetworkFit:
         with _autocast(self.device, self.settings.amp, self.cpu_bf16):
             out = self.forward(net_input)
         out = out.float()
-        if self.members > 1:  # the ensemble's outputs as a batch: the data term averages over its members
-            out = out.reshape(self.members, self.out_channels, *out.shape[2:])
+        if self.members * self.units > 1:  # the members' outputs as a batch: the data term averages over them
+            out = out.reshape(self.members * self.units, self.out_channels, *out.shape[2:])
         if out.shape[2:] != self.out_spatial:
             mode = "bilinear" if len(self.out_spatial) == 2 else "trilinear"
             out = torch.nn.functional.interpolate(out, size=self.out_spatial, mode=mode, align_corners=False)
-        return out
+        return [out] if self.units == 1 else list(out.split(self.members))
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimiser.zero_grad(set_to_none=True)
@@ -409,19 +435,18 @@ class NetworkFit:
         self.optimiser.step()
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
-        """The result of an output: detached, the members' mean."""
+        """The result of a unit's output: detached, the members' mean."""
         return out.detach() if self.members == 1 else out.detach().mean(0, keepdim=True)
 
-    def untrained_output(self) -> torch.Tensor:
-        """The network's output before any step (a run stopped before its first)."""
+    def untrained_output(self, unit: int = 0) -> torch.Tensor:
+        """The network's output for unit ``unit`` before any step (a run stopped before its first)."""
         with torch.no_grad():
             output = self.net(self.z).float()
-        if self.members > 1:
-            output = output.reshape(self.members, self.out_channels, *output.shape[2:]).mean(0, keepdim=True)
-        return output
+        output = output.reshape(self.members * self.units, self.out_channels, *output.shape[2:])
+        return output[unit * self.members:(unit + 1) * self.members].mean(0, keepdim=True)
 
-    def fitted(self, position: int) -> FittedState:
-        return FittedState.of(self.net, self.optimiser, position)
+    def fitted(self, position: int, unit: int = 0) -> FittedState:
+        return FittedState.of(self.net, self.optimiser, position, unit, self.units)
 
 
 class Measurement:
@@ -586,17 +611,21 @@ class KeptNetwork:
     continues from the result that was kept, not from the iterates past it (docs/benchmarks.md: on smooth stacks
     the final weights lost 0.3 dB to a cold start; the kept ones gained 0.5)."""
 
-    def __init__(self, fitting: NetworkFit):
-        self.fitting = fitting
+    def __init__(self, fitting: NetworkFit, unit: int = 0):
+        self.fitting, self.unit = fitting, unit
         self.live = self.kept = None  # the tensors of the fit's state, and their copies at the kept iterate
 
     def _live(self) -> list[torch.Tensor]:
-        """The tensors that make the fit's state, in a fixed order. The optimiser updates them in place, and Adam's
-        moments exist from its first step on: read once, at the first iterate."""
-        tensors = list(self.fitting.net.state_dict().values())
-        for p in self.fitting.net.parameters():
-            tensors += [v for v in self.fitting.optimiser.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
-        return tensors
+        """The tensors that make the unit's state (its parts of the network's), in a fixed order. The optimiser
+        updates them in place, and Adam's moments exist from its first step on: read once, at the first iterate.
+        Units fitted together share the 0-d counters (Adam's step), which one unit must not put back."""
+        fitting = self.fitting
+        tensors = list(fitting.net.state_dict().values())
+        for p in fitting.net.parameters():
+            tensors += [v for v in fitting.optimiser.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
+        if fitting.units == 1:
+            return tensors
+        return [unit_part(t, self.unit, fitting.units) for t in tensors if t.dim() > 0]
 
     def keep(self, improved: torch.Tensor) -> None:
         if self.kept is None:  # the first iterate: kept whatever ``improved`` says, as by KeptIterate
@@ -711,90 +740,142 @@ class VarianceStop(StoppingRule):
         return None
 
 
-def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.device | str = "cpu",
-        should_stop: Callable[[], bool] = lambda: False, on_iteration: Callable | None = None,
-        start_from: FittedState | None = None):
-    """Run the optimisation; a generator of :class:`LoopState`.
+class UnitTrack:
+    """One unit's part of a fit: its measurement, output average, held-out score, stopping rule and kept iterate.
+    Units fitted together share the network, its input, the optimiser and the schedule; each has a track."""
 
-    ``should_stop`` is polled every iteration: when it returns True the loop ends
-    and yields its final state at once. ``on_iteration(iteration, network)`` is
-    called before each step (used by tests to inject faults). ``start_from``: a
-    neighbour's final :class:`FittedState` to continue from (warm start: its weights,
-    Adam's moments and the rest of its coarse-to-fine plan) instead of a random
-    initialisation.
-    """
-    device = torch.device(device)
-    fitting = NetworkFit(problem, settings, seed, device, start_from)
-    measurement = Measurement(problem, device)
-    total = settings.iterations
-    position = start_from.position if start_from is not None else 0
-    schedule = Schedule(settings, fitting.net, total, position)
-    sync_every = _sync_interval(settings, device)
-    backtracking = Backtracking(settings, sync_every, fitting.net) if settings.backtracking else None
-    average = OutputAverage(settings)
-    scorer = HeldOutScore(problem, measurement, device) if measurement.scored is not None else None
-    kept = KeptIterate()
-    rule = StoppingRule()  # automatic stopping (held-out pixels) and ES-WMV are one rule or the other
-    kept_network = None  # warm starts hand on the kept iterate's network, which only the held-out rule chooses
-    if settings.auto_stop and scorer is not None:
-        kept_network = KeptNetwork(fitting) if settings.warm_start else None
-        rule = HeldOutStop(settings, scorer, kept, schedule.full_resolution_from, kept_network)
-    elif settings.early_stopping:
-        rule = VarianceStop(settings, kept, schedule, fitting)
-    counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device
-    start = time.perf_counter()
-    iteration, loss, stop_reason = 0, None, f"completed {total} iterations"
+    def __init__(self, problem: Problem, settings: Settings, fitting: NetworkFit, unit: int, schedule: Schedule,
+                 sync_every: int, device: torch.device):
+        self.unit, self.fitting = unit, fitting
+        self.measurement = Measurement(problem, device)
+        self.backtracking = Backtracking(settings, sync_every, fitting.net) if settings.backtracking else None
+        self.average = OutputAverage(settings)
+        self.scorer = HeldOutScore(problem, self.measurement, device) if self.measurement.scored is not None \
+            else None
+        self.kept = KeptIterate()
+        self.rule = StoppingRule()  # automatic stopping (held-out pixels) and ES-WMV are one rule or the other
+        # warm starts hand on the kept iterate's network, which only the held-out rule chooses
+        self.kept_network = None
+        if settings.auto_stop and self.scorer is not None:
+            self.kept_network = KeptNetwork(fitting, unit) if settings.warm_start else None
+            self.rule = HeldOutStop(settings, self.scorer, self.kept, schedule.full_resolution_from,
+                                    self.kept_network)
+        elif settings.early_stopping:
+            self.rule = VarianceStop(settings, self.kept, schedule, fitting)
+        self.loss = None
 
-    def state(**final) -> LoopState:
+    def observe(self, iteration: int, counter, output: torch.Tensor, check: bool) -> str | None:
+        """Average and judge the unit's output after step ``iteration``; the stop reason once the unit is done."""
+        self.average.update(self.fitting.mean(output), iteration)
+        judged = None
+        if self.scorer is not None:
+            counter.fill_(iteration)
+            judged = self.scorer.judge(self.average.latest)
+        return self.rule.observe(iteration, counter, self.average.output, self.average.latest, judged,
+                                 self.scorer.score if self.scorer is not None else None, check)
+
+    def state(self, iteration: int, total: int, seconds: float, **final) -> LoopState:
+        average, scorer, rule = self.average, self.scorer, self.rule
         latest = average.latest
         scores = scorer.scores(rule.best_score) if scorer is not None else (None, None, None)
         judged = scorer.judged(latest) if scorer is not None else latest
-        return LoopState(iteration, total, float("nan") if loss is None else float(loss.detach()),
-                         average.output, kept.tensor if kept.tensor is not None else latest,
-                         time.perf_counter() - start, backtracking.count if backtracking else 0,
+        return LoopState(iteration, total, float("nan") if self.loss is None else float(self.loss.detach()),
+                         average.output, self.kept.tensor if self.kept.tensor is not None else latest,
+                         seconds, self.backtracking.count if self.backtracking else 0,
                          rule.chosen_iteration, *scores, current=judged,
                          lowest_error_iteration=rule.lowest_error_iteration,
                          **(scorer.mix_weights() if scorer is not None else {}), **final)
 
-    while iteration < total:
+    def finish(self, iteration: int, total: int, seconds: float, stop_reason: str, position: int) -> LoopState:
+        """The unit's final state; its network and optimiser put back to the kept iterate where warm starts use
+        it. ``position``: where in the coarse-to-fine plan the fit began."""
+        rule = self.rule
+        rule.finish()
+        if self.average.output is None:  # stopped before the first step: report the untrained network's output
+            self.average.output = self.fitting.untrained_output(self.unit)
+            self.loss = None
+        if isinstance(rule, HeldOutStop) and rule.lowest_error_iteration is not None:
+            if stop_reason.startswith("completed"):
+                stop_reason += f"; the held-out error was lowest at iteration {rule.lowest_error_iteration}"
+            stop_reason += rule.kept_note()
+        if self.kept_network is not None and rule.chosen_iteration is not None:
+            self.kept_network.restore()
+            position += rule.chosen_iteration
+        else:
+            position += iteration
+        return self.state(iteration, total, seconds, stop_reason=stop_reason, done=True,
+                          fitted=self.fitting.fitted(position, self.unit))
+
+
+def fit_units(problems: list[Problem], settings: Settings, *, seed: int = 0, device: torch.device | str = "cpu",
+              should_stop: Callable[[], bool] = lambda: False, on_iteration: Callable | None = None,
+              start_from: FittedState | None = None):
+    """Run the optimisation for one or several units fitted together; a generator of (unit, :class:`LoopState`).
+
+    Units fitted together (the ``problems``, of one shape; the light decoder) advance in one network call, each
+    with its own part of the network, its own data term and stopping rule: each unit gets what it would get
+    alone, up to rounding. A unit that stops yields its final state then, while the others go on; a unit's
+    finished part keeps being computed (its data term left out) until every unit has stopped.
+
+    ``should_stop`` is polled every iteration: when it returns True the loop ends and yields every unit's final
+    state at once. ``on_iteration(iteration, network)`` is called before each step (used by tests to inject
+    faults). ``start_from`` (one unit only): a neighbour's final :class:`FittedState` to continue from (warm
+    start: its weights, Adam's moments and the rest of its coarse-to-fine plan) instead of a random
+    initialisation.
+    """
+    device = torch.device(device)
+    problems = list(problems)
+    if len(problems) > 1 and settings.backtracking:
+        raise ValueError("units fitted together cannot backtrack (it reloads the whole network): "
+                         "fit them one at a time, or turn backtracking off")
+    if len({(tuple(p.target.shape), tuple(p.out_spatial)) for p in problems}) > 1:
+        raise ValueError("units fitted together must have one shape")
+    fitting = NetworkFit(problems[0], settings, seed, device, start_from, units=len(problems))
+    total = settings.iterations
+    position = start_from.position if start_from is not None else 0
+    schedule = Schedule(settings, fitting.net, total, position)
+    sync_every = _sync_interval(settings, device)
+    tracks = [UnitTrack(problem, settings, fitting, unit, schedule, sync_every, device)
+              for unit, problem in enumerate(problems)]
+    counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device
+    start = time.perf_counter()
+    iteration, stop_reason = 0, f"completed {total} iterations"
+    active = list(tracks)
+    while iteration < total and active:
         if should_stop():
             stop_reason = "stopped by user"
             break
         if on_iteration is not None:
             on_iteration(iteration + 1, fitting.net)
         schedule.apply(iteration, fitting)
-        out = fitting.outputs()
-        prediction, loss = measurement.loss(out)
-        if backtracking is not None and backtracking.jumped(iteration + 1, prediction, measurement, fitting.net):
+        outputs = fitting.outputs()
+        for track in active:
+            prediction, track.loss = track.measurement.loss(outputs[track.unit])
+        track = active[0]  # backtracking: one unit only
+        if track.backtracking is not None and track.backtracking.jumped(iteration + 1, prediction,
+                                                                        track.measurement, fitting.net):
             iteration += 1
             continue
-        fitting.step(loss)
+        # the units' parts of the network are disjoint: the sum's gradient is each unit's own
+        fitting.step(track.loss if len(active) == 1 else torch.stack([t.loss for t in active]).sum())
         iteration += 1
-        average.update(fitting.mean(out), iteration)
-        judged = None
-        if scorer is not None:
-            counter.fill_(iteration)
-            judged = scorer.judge(average.latest)
         check = iteration % sync_every == 0 or iteration % settings.snapshot_every == 0
-        reason = rule.observe(iteration, counter, average.output, average.latest, judged,
-                              scorer.score if scorer is not None else None, check)
-        if reason is not None:
-            stop_reason = reason
-            break
+        for track in list(active):
+            reason = track.observe(iteration, counter, outputs[track.unit], check)
+            if reason is not None:
+                active.remove(track)
+                yield track.unit, track.finish(iteration, total, time.perf_counter() - start, reason, position)
         if iteration % settings.snapshot_every == 0 and iteration < total:
-            yield state()
+            for track in active:
+                yield track.unit, track.state(iteration, total, time.perf_counter() - start)
+    for track in active:
+        yield track.unit, track.finish(iteration, total, time.perf_counter() - start, stop_reason, position)
 
-    rule.finish()
-    if average.output is None:  # stopped before the first step: report the untrained network's output
-        average.output = fitting.untrained_output()
-        loss = None
-    if isinstance(rule, HeldOutStop) and rule.lowest_error_iteration is not None:
-        if stop_reason.startswith("completed"):
-            stop_reason += f"; the held-out error was lowest at iteration {rule.lowest_error_iteration}"
-        stop_reason += rule.kept_note()
-    if kept_network is not None and rule.chosen_iteration is not None:
-        kept_network.restore()
-        position += rule.chosen_iteration
-    else:
-        position += iteration
-    yield state(stop_reason=stop_reason, done=True, fitted=fitting.fitted(position))
+
+def fit(problem: Problem, settings: Settings, *, seed: int = 0, device: torch.device | str = "cpu",
+        should_stop: Callable[[], bool] = lambda: False, on_iteration: Callable | None = None,
+        start_from: FittedState | None = None):
+    """Run the optimisation for one unit; a generator of :class:`LoopState` (:func:`fit_units` says more)."""
+    for _, state in fit_units([problem], settings, seed=seed, device=device, should_stop=should_stop,
+                              on_iteration=on_iteration, start_from=start_from):
+        yield state
