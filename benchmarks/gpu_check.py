@@ -6,7 +6,8 @@ Not part of the test suite (CI has no GPU); the engine tests themselves run on a
 ``NAPARI_DIP_TEST_DEVICE=cuda python -m pytest -m "not gui" tests``. Sections:
 
 * ``tasks``: every task with every preset, a few iterations on a small image: the result is finite, has the
-  right shape, and the record names the GPU; plus a tiled run, a warm-started stack and a 3D network.
+  right shape, and the record names the GPU; plus a tiled run, a warm-started stack, a 3D network and
+  stacks whose planes are fitted together (``units_together``).
 * ``agreement``: one denoising fit on the CPU and on the GPU from the same seed: the relative difference
   ``‖gpu − cpu‖ / ‖cpu‖`` of the output after 1 and after 60 iterations, in FP32 with TF32 off, in FP32 with
   TF32 on (PyTorch's default for convolutions) and under bf16 autocast (the engine's default on CUDA). Then the
@@ -54,7 +55,9 @@ def check_tasks(device: str) -> list[dict]:
     runs = [(task, preset, {}) for task, presets in PRESETS.items() for preset in presets]
     runs += [("denoise", "fast", dict(tile_size=48, overlap=8, label="tiled 2×2")),
              ("denoise", "fast", dict(stack=True, label="4-plane stack, warm starts")),
-             ("denoise", "fast", dict(volumetric=True, label="3D network"))]
+             ("denoise", "fast", dict(volumetric=True, label="3D network")),
+             ("superres", "fast", dict(stack=True, units_together="auto", label="4-plane stack, units together")),
+             ("denoise", "fast", dict(stack=True, units_together=4, label="4 planes fitted together"))]
     rows = []
     for task, preset, options in runs:
         options = dict(options)
@@ -73,7 +76,8 @@ def check_tasks(device: str) -> list[dict]:
                                         seed=0, **extra.get(task, {}), **options)
             row.update(ok=bool(np.isfinite(result.image).all()), shape=list(result.image.shape),
                        device=result.record["device"], units=len(result.record["units"]),
-                       started_from=[u.get("started_from") for u in result.record["units"]])
+                       started_from=[u.get("started_from") for u in result.record["units"]],
+                       units_together=result.record["units_together"])
         except Exception as exc:  # noqa: BLE001 - a failing case is a finding, the others still run
             row.update(ok=False, error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-1500:])
         row["seconds"] = round(time.perf_counter() - start, 2)

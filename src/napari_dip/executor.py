@@ -510,6 +510,7 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
         reports = _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first[1],
                                 together[0])
     entries, latest, backtracks = {}, None, 0
+    in_turn = processes == 1 and together[0] == 1  # else units interleave: count the finished ones
     for progress in reports:
         unit = units[progress.unit]
         if progress.entry is None:
@@ -524,7 +525,7 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
         if progress.entry is not None and (len(entries) == len(units) or run.stop_requested):
             continue  # the final snapshot follows
         yield Snapshot(progress.iteration, progress.total, progress.loss, _shown(output, progress.image),
-                       time.perf_counter() - start_time, progress.unit if processes == 1 else len(entries),
+                       time.perf_counter() - start_time, progress.unit if in_turn else len(entries),
                        len(units), progress.metrics, backtracks + (0 if progress.entry else progress.backtracks),
                        quality=progress.quality)
     for unit in units:  # with worker processes, the units a stop left unhanded
