@@ -59,6 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    import napari_dip
+
     torch.set_num_threads(args.threads)
     rows = []
     for key in args.cases.split(","):
@@ -68,8 +70,6 @@ def main() -> None:
             if name == "planes" and key != "c":
                 continue
             kwargs = dict(case["kwargs"], **overrides)
-            import napari_dip
-
             start = time.perf_counter()
             result = napari_dip.restore(case["input"], case.get("task", "denoise"), device="cpu", seed=0, **kwargs)
             seconds = time.perf_counter() - start

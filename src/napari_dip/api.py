@@ -212,12 +212,11 @@ def _check_arguments(image, tile_size, overlap, percentiles, workers, units_toge
             or (isinstance(tile_size, whole) and not isinstance(tile_size, bool))):
         raise DIPInputError(f"tile_size must be 'auto' (tile only what would not fit in memory), a tile side in "
                             f"pixels such as 512, or None (never tile); got {tile_size!r}")
-    for name, value, meaning in (("workers", workers, "one worker process per free core) or a whole number ≥ 1 "
-                                                      "(1: no worker processes"),
-                                 ("units_together", units_together, "as many as memory holds on a GPU) or a whole "
-                                                                    "number ≥ 1 (1: one unit at a time")):
+    for name, value, auto, one in (("workers", workers, "one worker process per free core", "no worker processes"),
+                                   ("units_together", units_together, "as many as memory holds on a GPU",
+                                    "one unit at a time")):
         if not (value == "auto" or (isinstance(value, whole) and not isinstance(value, bool) and value >= 1)):
-            raise DIPInputError(f"{name} must be 'auto' ({meaning}); got {value!r}")
+            raise DIPInputError(f"{name} must be 'auto' ({auto}) or a whole number ≥ 1 (1: {one}); got {value!r}")
     if not isinstance(overlap, whole) or isinstance(overlap, bool) or overlap < 0:
         raise DIPInputError(f"overlap must be a whole number of pixels ≥ 0, such as 64; got {overlap!r}")
     try:

@@ -32,7 +32,6 @@ from .job import (
     choose_noise,
     fallback,
     fit_intensities,
-    fit_unit,
     fit_units_together,
     missing_planes,
     prepare_unit,
@@ -435,11 +434,8 @@ def fit_group_steps(spec: JobSpec, units: list[Unit], pieces: list[dict], normal
                 f"{kind} {start_from[0] + 1}"
             if len(group) > 1:
                 entries[i]["fitted_with"] = [units[j].number for j, _ in group if j != i]
-        jobs_now = [job for _, job in group]
-        fitted_from = None if start_from is None else start_from[1]
-        steps = ((0, step) for step in fit_unit(jobs_now[0], should_stop, fitted_from)) if len(group) == 1 \
-            else fit_units_together(jobs_now, should_stop)
-        for index, step in steps:
+        for index, step in fit_units_together([job for _, job in group], should_stop,
+                                              None if start_from is None else start_from[1]):
             i, job = group[index]
             state = step.state
             progress = Progress(units[i].number, step.image, state.iteration, state.total, state.loss, step.metrics,

@@ -3,7 +3,7 @@
 :func:`define_job` checks the arguments against the arrays' shapes and dtypes (no pixel is read
 from a lazy array) and returns a :class:`JobSpec`. The executor (``executor.py``) cuts the job into
 work units (a plane, a tile, a plane × tile, a volume), reads each unit's pixels, and calls
-:func:`prepare_unit` then :func:`fit_unit`. No napari and no Qt here.
+:func:`prepare_unit` then :func:`fit_units_together`. No napari and no Qt here.
 """
 
 from __future__ import annotations
@@ -498,19 +498,11 @@ class UnitStep:
     mixing: dict | None = None
 
 
-def fit_unit(job: UnitJob, should_stop, start_from=None):
-    """Fit one unit; yields a :class:`UnitStep` per loop state (the last one has ``state.done``).
-
-    ``start_from``: a fitted neighbour's ``core.loop.FittedState`` to start from instead of a random
-    initialisation."""
-    for _, step in fit_units_together([job], should_stop, start_from):
-        yield step
-
-
 def fit_units_together(jobs: list[UnitJob], should_stop, start_from=None):
-    """Fit units of one job side by side in one network (core/loop.py ``fit_units``: units of one shape, the light
-    decoder); yields (index in ``jobs``, :class:`UnitStep`) per loop state, a unit's last with ``state.done``.
-    ``start_from``: for one unit, a fitted neighbour's state to start from."""
+    """Fit one unit, or several of one job side by side in one network (core/loop.py ``fit_units``: units of one
+    shape, the light decoder); yields (index in ``jobs``, :class:`UnitStep`) per loop state, a unit's last with
+    ``state.done``. ``start_from``: for one unit, a fitted neighbour's ``core.loop.FittedState`` to start from
+    instead of a random initialisation."""
     from .core.loop import fit_units
 
     made = [_problem(job) for job in jobs]

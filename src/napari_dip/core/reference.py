@@ -103,11 +103,13 @@ def block_matching(plane: np.ndarray, sigma: float) -> np.ndarray:
             if channel.ndim == 3 and min(channel.shape[1:]) >= BLOCK_MATCHING_MIN_SIDE:
                 return np.stack([filtered(z) for z in channel])  # a thin volume: plane by plane
             return nl_means(channel[None], sigma)[0]  # smaller than one block
-        profile = BM3DProfile() if channel.ndim == 2 else BM4DProfile()
         if channel.ndim == 2:
+            profile = BM3DProfile()
             # one grid of reference blocks, not bmnd's two shifted ones: half the time for 0.03 dB on average
             # (block matching alone on 8 W2S frames and 9 noisy photos, docs/benchmarks.md)
             profile.reference_shift_density, profile.reference_schedule_density = 1.0, 1
+        else:
+            profile = BM4DProfile()
         return bmnd(np.ascontiguousarray(channel, dtype=np.float32), profile, sigma=sigma)
 
     with _torch_threads_kept():
