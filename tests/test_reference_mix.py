@@ -168,3 +168,59 @@ def test_block_matching_leaves_torch_threads_alone_and_runs_repeat_exactly():
     settings = dict(TINY, device="cpu", noise="gaussian", mix_with="block-matching", warm_start=False, workers=1)
     first, second = (napari_dip.restore(stack.astype(np.float32), "denoise", **settings) for _ in range(2))
     np.testing.assert_array_equal(first.image, second.image)
+
+
+def _blurred_cells(side=40, seed=0, sigma_noise=1.0):
+    """A piecewise-smooth image, its blur (Gaussian PSF σ = 1.5, reflect borders) with noise, and the PSF."""
+    from napari_dip.core.operators import BlurOperator, gaussian_psf, prepare_psf
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side]
+    clean = np.full((side, side), 20.0, np.float32)
+    for cy, cx, r, v in rng.uniform((0, 0, 3, 80), (side, side, 8, 200), (6, 4)):
+        clean[(y - cy) ** 2 + (x - cx) ** 2 < r * r] += v
+    psf = prepare_psf(gaussian_psf(1.5, 2))
+    blurred = BlurOperator(psf)(torch.from_numpy(clean)[None, None])[0].numpy()
+    return clean, (blurred + rng.normal(0, sigma_noise, blurred.shape)).astype(np.float32), psf
+
+
+def test_richardson_lucy_deconvolves_and_its_judged_run_never_sees_the_held_out_values():
+    clean, observed, psf = _blurred_cells()
+    known = np.ones_like(observed)
+    held = (np.random.default_rng(1).random(observed.shape) < 0.1).astype(np.float32)
+    full, judged, count = reference.richardson_lucy(observed, known, held, psf)
+    assert full.shape == judged.shape == observed.shape and full.dtype == np.float32
+    assert 1 <= count <= reference.RICHARDSON_LUCY_MAX_ITERATIONS
+    # sharper than the blurred measurement it started from
+    assert np.mean((full - clean) ** 2) < 0.6 * np.mean((observed - clean) ** 2)
+    changed = np.where(held > 0, observed + 50.0, observed).astype(np.float32)
+    full_changed, judged_changed, count_changed = reference.richardson_lucy(changed, known, held, psf)
+    assert count_changed == count and np.array_equal(judged_changed, judged)
+    assert not np.array_equal(full_changed, full)  # the estimate from every pixel does see them
+
+
+def test_richardson_lucy_moves_with_the_intensities_offset_and_takes_volumes():
+    # the update needs positive values: the shift it makes comes off again, so an offset passes through
+    _, observed, psf = _blurred_cells()
+    held = (np.random.default_rng(2).random(observed.shape) < 0.1).astype(np.float32)
+    low = reference.richardson_lucy(observed - 300.0, np.ones_like(observed), held, psf)
+    high = reference.richardson_lucy(observed, np.ones_like(observed), held, psf)
+    assert low[2] == high[2]
+    np.testing.assert_allclose(low[0] + 300.0, high[0], atol=1e-2)
+    volume = np.stack([observed[0]] * 4)[None]  # (C, Z, Y, X): a 2D PSF blurs each plane
+    full, judged, _ = reference.richardson_lucy(volume, np.ones_like(volume), np.stack([held[0]] * 4)[None], psf)
+    assert full.shape == volume.shape and np.isfinite(full).all()
+
+
+def test_deconvolution_mixes_richardson_lucy_and_other_tasks_say_why_not():
+    clean, observed, _ = _blurred_cells()
+    result = napari_dip.restore(observed[0], "deconvolve", psf_sigma=1.5, **TINY)
+    mixed = result.record["quality"]["mixed_with"]
+    assert mixed["used"] and mixed["method"] == "richardson-lucy"
+    assert 1 <= mixed["iterations"] <= reference.RICHARDSON_LUCY_MAX_ITERATIONS
+    assert 0.0 <= mixed["network_weight"] <= 1.0 and np.isfinite(result.image).all()
+    assert f"mixed with richardson-lucy (network weight {mixed['network_weight']:.2f})" in \
+        napari_dip.api.kept_summary(result.record["quality"])
+    denoised = napari_dip.restore(observed[0], "denoise", mix_with="richardson-lucy", **TINY)
+    note = denoised.record["quality"]["mixed_with"]
+    assert not note["used"] and "blur" in note["why"]

@@ -28,7 +28,7 @@ MIN_PLANES = 3  # fewest Z planes that a volumetric run accepts (more where the 
 # "auto": chosen from the image's mean-variance relation when the run starts (core/noise_fit.py)
 NOISE_MODELS = ("auto", "gaussian", "poisson", "poisson-gaussian")
 # classical estimates a result may be mixed with (core/reference.py)
-MIX_METHODS = ("biharmonic", "nl-means", "block-matching")
+MIX_METHODS = ("biharmonic", "nl-means", "block-matching", "richardson-lucy")
 NORMALISE_CHOICES = ("joint", "per-unit")  # one intensity mapping for the whole data, or one per work unit
 
 
@@ -615,19 +615,23 @@ def _reference(job: UnitJob, heldout, meas_pads, out_pads):
     import torch
 
     from .core import reference
-    from .core.operators import IdentityOperator
+    from .core.operators import BlurOperator, IdentityOperator
 
     method = job.spec.settings.mix_with
     if method is None:
         return None, None, None
-    if heldout is None or not isinstance(job.spec.operator, IdentityOperator):
-        return None, None, {"used": False, "method": method,
-                            "why": "needs automatic stopping, and no resampling or blur in the task"}
+    operator = job.spec.operator
+    deconvolving = method == "richardson-lucy"
+    if heldout is None or not isinstance(operator, BlurOperator if deconvolving else IdentityOperator):
+        needs = "a blur alone (the deconvolve task)" if deconvolving else "no resampling or blur in the task"
+        return None, None, {"used": False, "method": method, "why": f"needs automatic stopping, and {needs}"}
     plane = job.planes[0]
     known = job.known[0] if job.known is not None else np.ones((1,) + plane.shape[1:], np.float32)
     excluded = data.crop(heldout.numpy(), meas_pads)[0]
     note = {"used": True, "method": method}
-    if method == "biharmonic":
+    if deconvolving:
+        *estimates, note["iterations"] = reference.richardson_lucy(plane, known, excluded, operator.psf_array)
+    elif method == "biharmonic":
         gap = reference.mean_gap_distance(known)
         note["gap_distance"] = round(gap, 2)
         if job.known is None:

@@ -43,7 +43,8 @@ def cases():
                                                     early_stopping=True, es_window=5, es_patience=10, **TINY)),
         "inpaint_fast": ((holes, "inpaint"), dict(common, mask=mask, iterations=60, **TINY)),
         "superres_fast": ((small, "superres"), dict(common, factor=2, iterations=60, **LIGHT)),
-        "deconvolve_cosine": ((noisy, "deconvolve"), dict(common, psf_sigma=1.0, iterations=60,
+        # mix_with=None: the network's result, as written (Richardson–Lucy is mixed in by default since)
+        "deconvolve_cosine": ((noisy, "deconvolve"), dict(common, psf_sigma=1.0, iterations=60, mix_with=None,
                                                           lr_schedule="cosine-tail", **LIGHT)),
     }
 
