@@ -224,3 +224,14 @@ def test_deconvolution_mixes_richardson_lucy_and_other_tasks_say_why_not():
     denoised = napari_dip.restore(observed[0], "denoise", mix_with="richardson-lucy", **TINY)
     note = denoised.record["quality"]["mixed_with"]
     assert not note["used"] and "blur" in note["why"]
+
+
+def test_deconvolution_mixes_nothing_into_a_hole_the_psf_cannot_reach():
+    clean, observed, _ = _blurred_cells()
+    image = observed[0].copy()
+    image[10:30, 10:30] = np.nan  # 10 px from the nearest measured pixel at its centre; the PSF reaches 5
+    mixed = napari_dip.restore(image, "deconvolve", psf_sigma=1.5, **TINY).record["quality"]["mixed_with"]
+    assert not mixed["used"] and "farther than the PSF reaches" in mixed["why"]
+    image = observed[0].copy()
+    image[10:13, 10:30] = np.nan  # a 3-row gap: within reach
+    assert napari_dip.restore(image, "deconvolve", psf_sigma=1.5, **TINY).record["quality"]["mixed_with"]["used"]

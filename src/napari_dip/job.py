@@ -630,6 +630,11 @@ def _reference(job: UnitJob, heldout, meas_pads, out_pads):
     excluded = data.crop(heldout.numpy(), meas_pads)[0]
     note = {"used": True, "method": method}
     if deconvolving:
+        reach = min(operator.psf_array.shape) // 2
+        if job.known is not None and reference.gap_distances(known).max(initial=0.0) > reach:
+            # Richardson–Lucy knows nothing of a pixel that no measurement's blur reaches: it would stay dark
+            return None, None, dict(note, used=False, why=(
+                f"some missing pixels lie farther than the PSF reaches ({reach} px) from a measured pixel"))
         *estimates, note["iterations"] = reference.richardson_lucy(plane, known, excluded, operator.psf_array)
     elif method == "biharmonic":
         gap = reference.mean_gap_distance(known)

@@ -32,17 +32,19 @@ import numpy as np
 MAX_SCATTERED_GAP = 2.0
 
 
-def mean_gap_distance(known: np.ndarray) -> float:
-    """Mean distance (pixels) from a missing pixel to the nearest measured one; ``known`` is (C, *spatial).
-
-    A pixel counts as missing when no channel of it is measured. 0 when nothing is missing.
-    """
+def gap_distances(known: np.ndarray) -> np.ndarray:
+    """Distance (pixels) from each missing pixel to the nearest measured one; ``known`` is (C, *spatial). A pixel
+    counts as missing when no channel of it is measured. Empty when nothing is missing."""
     from scipy.ndimage import distance_transform_edt
 
     missing = np.asarray(known).max(axis=0) <= 0
-    if not missing.any():
-        return 0.0
-    return float(distance_transform_edt(missing)[missing].mean())
+    return distance_transform_edt(missing)[missing] if missing.any() else np.zeros(0)
+
+
+def mean_gap_distance(known: np.ndarray) -> float:
+    """Mean of :func:`gap_distances`; 0 when nothing is missing."""
+    distances = gap_distances(known)
+    return float(distances.mean()) if distances.size else 0.0
 
 
 def biharmonic_fill(plane: np.ndarray, known: np.ndarray) -> np.ndarray:
