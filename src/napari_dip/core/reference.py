@@ -180,19 +180,22 @@ def richardson_lucy(plane: np.ndarray, known: np.ndarray, excluded: np.ndarray, 
     y = (y + shift).clamp_min(1e-6)
 
     def run(weights, count, judge=None):
-        """``count`` iterations from the pixels where ``weights`` is 1; ``judge(i, x)`` sees each estimate."""
+        """``count`` iterations from the pixels where ``weights`` is 1; ``judge(i, x, blur(x))`` sees each
+        estimate (its blur is the next update's, so it is computed once)."""
         x = torch.full_like(y, float((y * weights).sum() / weights.sum().clamp_min(1.0)))
         norm = adjoint(weights).clamp_min(1e-6)
+        blurred = blur(x)
         for i in range(1, count + 1):
-            x = x * adjoint(weights * y / blur(x).clamp_min(1e-6)) / norm
+            x = x * adjoint(weights * y / blurred.clamp_min(1e-6)) / norm
+            blurred = blur(x)
             if judge is not None:
-                judge(i, x)
+                judge(i, x, blurred)
         return x
 
     best = {"error": float("inf"), "count": 1, "estimate": None}
 
-    def judge(i, x):
-        error = float((held_out * (blur(x) - y) ** 2).sum())
+    def judge(i, x, blurred):
+        error = float((held_out * (blurred - y) ** 2).sum())
         if error < best["error"]:
             best.update(error=error, count=i, estimate=x)
 
