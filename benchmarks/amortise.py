@@ -1,4 +1,5 @@
-"""Amortised fitting across the units of one job: warm starts against cold starts, over a grid of stacks and tiles.
+"""Warm starts across the units of one job (issue 17 called them amortised fitting): warm against cold starts,
+over a grid of stacks and tiles.
 
     python benchmarks/amortise.py [--threads 2] [--planes 6] [--size 128] [--quick]
 

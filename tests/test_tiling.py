@@ -204,9 +204,22 @@ def test_stop_ends_the_current_tile_and_leaves_the_rest_as_the_input():
 def test_auto_tile_size_tiles_only_what_does_not_fit():
     assert auto_tile_size((512, 512), 1, 1800, 16e9) is None
     side = auto_tile_size((4000, 4000), 1, 1800, 16e9)
-    assert side % 64 == 0 and side * side * 1800 <= 0.25 * 16e9
+    assert side % 16 == 0 and side * side * 1800 <= 0.25 * 16e9
     assert auto_tile_size((4000, 4000), 4, 1800, 16e9) <= side // 4 + 64
     assert restore_iter(np.zeros((64, 64)), device=DEVICE).tiling is None
+
+
+@pytest.mark.parametrize("memory", [2e9, 4e9, 8e9, 16e9])
+def test_automatic_tiles_of_a_2048_frame_fit_at_most_1_3_times_its_pixels(memory):
+    # issue 28: a 2048² frame was cut into 2 × 2 tiles of 1984² (3.75× its pixels); the side now shrinks to the
+    # smallest that covers the frame with as many tiles as the largest side that fits needs
+    side = auto_tile_size((2048, 2048), 1, 1200, memory, overlap=64)
+    assert side is not None  # the frame needs 5 GB in one run: over a quarter of each memory here
+    largest = auto_tile_size((2048, 2048), 1, 1200, memory, overlap=10_000)  # no shrinking: the memory's side
+    plan = plan_tiles((2048, 2048), side, 64)
+    fitted = sum((t.y[1] - t.y[0]) * (t.x[1] - t.x[0]) for t in plan.tiles)
+    assert side <= largest and side * side * 1200 <= 0.25 * memory
+    assert fitted <= 1.3 * 2048 ** 2, (side, plan.grid, fitted / 2048 ** 2)
 
 
 def test_automatic_stopping_in_tiles_is_recorded_per_tile():
@@ -239,4 +252,5 @@ def test_automatic_tiles_are_planned_with_the_memory_model_of_the_network_that_r
     # a quarter of the memory is the budget, after the weights and Adam's moments
     assert executor.auto_tile_size(spec, cpu, memory_limit=4 * one_run * 1.05) is None
     side = executor.auto_tile_size(spec, cpu, memory_limit=4 * one_run / 4)
-    assert side is not None and side % 64 == 0 and 192 <= side <= 256  # a quarter of the pixels: a side of ~256
+    # a quarter of the pixels: the largest side that fits is ~256; it shrinks to the smallest that covers 512 as well
+    assert side is not None and side % 16 == 0 and 128 <= side <= 256

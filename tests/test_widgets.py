@@ -485,3 +485,21 @@ def test_camera_noise_model_fields(viewer, tiny_network):
     assert kwargs["offset"] is None and kwargs["read_noise"] is None  # 0: estimated from the image
     widget.noise.value = "gaussian"
     assert "gain" not in widget.build_request().kwargs
+
+
+def test_amortised_run_shows_its_stages_and_says_what_it_chose(viewer, sync_runs, tiny_network):
+    data = noisy_image((2, 64, 64), seed=3)
+    viewer.add_image(data, name="movie")
+    widget = open_widget(viewer, "Denoise", tiny_network, iterations=20, every=10)
+    widget.extra_settings.update(student_steps=20, amortise_margin=100.0, auto_stop=False)
+    widget.planes.value = ALL_PLANES
+    widget.amortise.value = "on"
+    formats = []
+    widget.snapshot_shown.connect(lambda s: formats.append(widget.progress.format()))
+    widget.run_restoration()
+    result = viewer.layers["movie [denoise]"]
+    record = result.metadata["napari_dip"]
+    assert result.data.shape == (2, 64, 64) and record["amortised"]["used"] is True
+    assert any(f.startswith("student: step") for f in formats)
+    assert "Amortised: DIP on 1 teacher crops" in widget.status.text()
+    np.testing.assert_array_equal(data, noisy_image((2, 64, 64), seed=3))

@@ -10,6 +10,7 @@ path for an image, a stack, tiles of a large image and lazy (dask, zarr) data.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -141,6 +142,16 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
         CPU one (worker processes share the cores out instead). Needs a preset
         with the light network ('fast' for denoise, superres, deconvolve,
         axial-superres). The record's ``units_together`` says what ran.
+    amortise : 'auto', True or False
+        Teach once, apply everywhere (docs/large-images.md): DIP restores a
+        few crops chosen to cover the data, a small U-Net learns degraded →
+        restored from them and restores every plane in one pass, so the time
+        stops growing with the data. A judge crop that the student never saw
+        says how far it is below DIP; beyond ``amortise_margin`` (a setting,
+        0.2 dB) more crops teach, then per-unit fitting takes over. 'auto':
+        denoising of 2D planes with at least a megapixel (16 × 256²) in all; True:
+        amortise (an error where it cannot yet); False: every unit fitted by
+        DIP. The record's ``amortised`` says what ran and why.
     **settings
         Any field of :class:`napari_dip.core.presets.Settings` (``lr``,
         ``reg_noise_std``, ``ema``, ``warm_start``, ``network_kind``,
@@ -175,6 +186,7 @@ def restore_iter(image, task: str = "denoise", **options) -> RestorationRun:
 def start_restoration(image, options: RestoreOptions) -> RestorationRun:
     """:func:`restore_iter` with its options as one :class:`RestoreOptions` (what the command line, the widgets
     and ``batch`` build)."""
+    from .amortised import decide, start_amortised
     from .core.device import resolve_device
     from .executor import auto_tile_size, plan_units, start
     from .job import define_job
@@ -182,12 +194,17 @@ def start_restoration(image, options: RestoreOptions) -> RestorationRun:
     _check_arguments(image, options.tile_size, options.overlap, options.percentiles, options.workers,
                      options.units_together)
     spec = define_job(image, options)
+    decision = decide(spec, options)
     torch_device = resolve_device(options.device)
-    side = auto_tile_size(spec, torch_device, options.memory_limit) if options.tile_size == "auto" \
+    if decision.amortise:
+        return start_amortised(image, options, spec, torch_device, decision)
+    side = auto_tile_size(spec, torch_device, options.memory_limit, options.overlap) if options.tile_size == "auto" \
         else options.tile_size
     units, plan = plan_units(spec, side, options.overlap)
-    return start(spec, units, plan, torch_device, options.out, options.workers, options.memory_limit,
-                 options.units_together)
+    run = start(spec, units, plan, torch_device, options.out, options.workers, options.memory_limit,
+                options.units_together)
+    run.record_extra["amortised"] = decision.as_dict()
+    return run
 
 
 restore_iter.__signature__ = signature(RestorationRun)
@@ -236,6 +253,26 @@ def noise_summary(parameters: dict) -> str:
     fitted = parameters.get("noise_fit")
     text = f"noise: {parameters.get('noise')}"
     return text + (f", chosen from the image ({fitted['reason']})" if fitted else "")
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for people: '42 s', '3 min 05 s', '1 h 02 min'; '?' when it is not finite."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:02.0f} min"
+
+
+def stage_line(snapshot: Snapshot) -> str:
+    """An amortised run's snapshot in words: its stage and the time left, e.g. 'student: step 300 of 1200 · about
+    2 min 10 s left'."""
+    text = snapshot.stage_detail or snapshot.stage
+    if snapshot.seconds_left is not None and not snapshot.done:
+        text += f" · about {format_seconds(snapshot.seconds_left)} left"
+    return text
 
 
 def kept_summary(record_quality: dict | None) -> str:

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .api import kept_summary, noise_summary
+from .amortised import amortised_summary
+from .api import kept_summary, noise_summary, stage_line
 from .core.tasks import TASKS as TASK_REGISTRY
 from .errors import DIPInputError, DIPMemoryError
 from .io import enlarged_metadata, format_for, read_image, write_image, write_json
@@ -156,7 +157,15 @@ def add_restore_options(parser) -> None:
                              "images too large for a quarter of the device's memory, 'none' never tiles")
     parser.add_argument("--overlap", type=int, default=64, metavar="PX",
                         help="pixels shared by neighbouring tiles, blended smoothly (default: 64)")
+    parser.add_argument("--amortise", choices=tuple(AMORTISE_FLAGS), default="auto",
+                        help="teach once, apply everywhere: DIP restores a few crops, a student network learns "
+                             "from them and restores every plane, judged on a crop it never saw (falls back to "
+                             "per-unit fitting where it loses more than 0.2 dB); auto (default: denoising of "
+                             "2D data of a megapixel or more: 16 x 256^2), on, off (every unit fitted by DIP)")
     add_run_options(parser)
+
+
+AMORTISE_FLAGS = {"auto": "auto", "on": True, "off": False}
 
 
 def _channel_axis(text: str):
@@ -202,7 +211,8 @@ def restore_options(args, metadata: dict, files: dict) -> RestoreOptions:
     """
     kwargs = {"task": args.task, "factor": args.factor, "psf_sigma": args.psf_sigma, "noise": args.noise,
               "volumetric": args.volumetric, "auto_stop": args.auto_stop, "holdout_fraction": args.holdout_fraction,
-              "gain": args.gain, "offset": args.offset, "read_noise": args.read_noise}
+              "gain": args.gain, "offset": args.offset, "read_noise": args.read_noise,
+              "amortise": AMORTISE_FLAGS[args.amortise]}
     for name in ("mask", "psf", "guide", "ground_truth"):
         path = getattr(args, name)
         if path is not None:
@@ -248,11 +258,19 @@ def run_with_progress(image, options: RestoreOptions, *, label: str = "restoring
     if run.processes > 1 and not quiet:
         print(f"note: {run.planes} planes or tiles are fitted {run.processes} at a time in worker processes; "
               "--workers 1 fits them one after another in this process", file=sys.stderr)
+    if run.stages and not quiet:
+        print("note: amortised restoration: DIP restores a few crops, a student network learns from them and "
+              "restores every plane (--amortise off fits every unit by DIP); the bar counts thousandths of the "
+              "whole run", file=sys.stderr)
     total = run.planes * run.iterations
-    with tqdm(total=total, desc=label, unit="it", disable=quiet, dynamic_ncols=True) as bar, \
-            _stop_on_interrupt(run, bar) as interrupt:
+    with tqdm(total=total, desc=label, unit="‰" if run.stages else "it", disable=quiet, dynamic_ncols=True) \
+            as bar, _stop_on_interrupt(run, bar) as interrupt:
         for snapshot in run:
             bar.n = snapshot.plane * snapshot.total + snapshot.iteration
+            if snapshot.stage:
+                bar.set_postfix_str(stage_line(snapshot), refresh=False)
+                bar.refresh()
+                continue
             postfix = {"loss": f"{snapshot.loss:.4g}"}
             if run.planes > 1:
                 postfix["plane"] = f"{snapshot.plane + 1}/{snapshot.planes}"
@@ -314,6 +332,9 @@ def _summary(result) -> str:
     if kept:
         text += f"; kept {kept}"
     text += f"; {noise_summary(record['parameters'])}"
+    amortised = amortised_summary(record)
+    if amortised:
+        text += f"; {amortised}"
     if "psnr" in record["metrics"]:
         text += f"; PSNR {record['metrics']['psnr']:.2f} dB"
     return text

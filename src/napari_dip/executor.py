@@ -69,6 +69,12 @@ class Snapshot:
     # ground-truth-free estimate (automatic stopping): estimated_psnr, estimated_rmse (input units),
     # heldout_error, chosen_iteration and the chosen result's chosen_estimated_psnr / _rmse; {} when off
     quality: dict = field(default_factory=dict)
+    # amortised runs (amortised.py): the stage ('teacher', 'student', 'apply', 'done'; '' for per-unit fitting),
+    # what it is doing in words, and the estimated seconds left for the whole run (None: not known yet);
+    # ``iteration`` / ``total`` are then the whole run's thousandths done
+    stage: str = ""
+    stage_detail: str = ""
+    seconds_left: float | None = None
 
 
 @dataclass
@@ -95,6 +101,8 @@ class RestorationRun:
         self.iterations = iterations
         self.device_description = device_description
         self.tiling = tiling
+        self.stages: tuple = ()  # an amortised run's stages (amortised.STAGES); () for per-unit fitting
+        self.record_extra: dict = {}  # entries added to the run record (e.g. why it was not amortised)
         self.result: Restoration | None = None
         self.last: Snapshot | None = None
         self._gen = snapshots_factory(self)
@@ -569,6 +577,7 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
         "output": {"shape": list(spec.output_shape), "dtype": "float32"},
         "units": [{k: v for k, v in e.items() if k != "quality"} for e in entries],
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **run.record_extra,
     }
     if plan is not None:
         record["tiling"] = {"tile_size": list(plan.tile_size), "overlap": plan.overlap, "grid": list(plan.grid),
@@ -633,7 +642,7 @@ def _quality_record(entries: list, settings) -> dict:
 # how large a unit may be
 
 
-def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None) -> int | None:
+def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None, overlap: int = 64) -> int | None:
     """The tile side for ``tile_size='auto'``: None when a plane fits one run, else a side whose run needs at
     most a quarter of the device's free memory, by the memory model of the network that runs
     (:meth:`NetworkSpec.memory_model`: its kind, widths, ensemble members, 2D or 3D).
@@ -653,7 +662,7 @@ def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None) -> 
         free = _cpu_memory(memory_limit)
     # side_for budgets a quarter of the memory it is given: the weights and Adam's moments come out of it first
     budget_base = max(free - 4 * model.fixed_bytes, 0.0)
-    return side_for(layout.spatial_shape[-2:], spec.axis_factors[-1], per_pixel, budget_base)
+    return side_for(layout.spatial_shape[-2:], spec.axis_factors[-1], per_pixel, budget_base, overlap=overlap)
 
 
 def _memory_model(spec: JobSpec):

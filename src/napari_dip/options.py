@@ -47,6 +47,7 @@ class RestoreOptions:
     memory_limit: float | None = None
     workers: int | str = "auto"  # CPU worker processes for the units of a stack or tiled image (processes.py)
     units_together: int | str = "auto"  # units fitted together in one network call (executor.choose_units_together)
+    amortise: bool | str = "auto"  # DIP teaches a few crops, a student network restores the rest (amortised.py)
     settings: dict = field(default_factory=dict)  # fields of core.presets.Settings by name (``lr``, ``network_kind``)
 
     @classmethod

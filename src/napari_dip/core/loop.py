@@ -57,7 +57,7 @@ class Problem:
 class FittedState:
     """A finished fit's network weights and Adam moments (CPU copies; at the kept iterate when the run kept one for
     warm starts) and its place in the coarse-to-fine plan: where a neighbouring unit of the same job starts
-    instead of from scratch (amortised fitting; docs/benchmarks.md measures it against cold starts)."""
+    instead of from scratch (a warm start; docs/benchmarks.md measures it against cold starts)."""
 
     weights: dict
     optimiser: dict

@@ -57,9 +57,13 @@ class Settings:
     # likelihood, or "stabilised", squared error after the Anscombe transform (core/noise.py)
     photon_loss: str = "deviance"
     keep_measured: bool = False  # the result keeps the measured pixels as they are; the network fills the rest
-    # amortised fitting across the work units of one job (planes, tiles): each unit starts from the weights of
+    # warm starts across the work units of one job (planes, tiles): each unit starts from the weights of
     # a fitted neighbour (the same tile of the previous plane, else the previous unit) instead of from scratch
     warm_start: bool = False
+    # amortised restoration (amortised.py): the student's Adam steps per round, and how far (dB) the judge may find
+    # it below DIP before more teacher crops, then per-unit fitting, take over
+    student_steps: int = 1200
+    amortise_margin: float = 0.2
     snapshot_every: int = 50
     amp: bool = True  # mixed precision where the device supports it (CUDA)
     # --- schedules (defaults keep the paper's plain loop)

@@ -21,7 +21,8 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..api import kept_summary, noise_summary
+from ..amortised import amortised_summary
+from ..api import format_seconds, kept_summary, noise_summary, stage_line
 from ..core.tasks import get_task
 from ..errors import DIPInputError
 from ..options import RestoreOptions
@@ -85,15 +86,7 @@ def qt_object_deleted(qt_object) -> bool:
     return False
 
 
-def format_seconds(seconds: float) -> str:
-    """A duration for people: '42 s', '3 min 05 s', '1 h 02 min'; '?' when it is not finite."""
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
-    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:02.0f} min"
+AMORTISE_CHOICES = {"auto": "auto", "on": True, "off": False}  # the form's words for RestoreOptions.amortise
 
 
 class RestorationWidget(QWidget):
@@ -163,8 +156,14 @@ class RestorationWidget(QWidget):
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
         self.display_every = SpinBox(label="display every", min=1, max=100_000,
                                      tooltip="Iterations between updates of the result layer and the curve.")
+        self.amortise = ComboBox(label="amortise", choices=tuple(AMORTISE_CHOICES), value="auto",
+                                 tooltip="Teach once, apply everywhere: DIP restores a few crops, a student network "
+                                         "learns from them and restores every plane, judged on a crop it never "
+                                         "saw. auto: for denoising 2D data of a megapixel (16 × 256²) or more; off: "
+                                         "every plane or tile fitted by DIP.")
         self.advanced = Container(widgets=[self.network, self.lr, self.jitter, self.ema, self.auto_stop,
-                                           self.early_stopping, self.seed, self.device, self.display_every])
+                                           self.early_stopping, self.amortise, self.seed, self.device,
+                                           self.display_every])
         collapsible = QCollapsible("Advanced")
         collapsible.addWidget(self.advanced.native)
 
@@ -306,6 +305,7 @@ class RestorationWidget(QWidget):
         if self._changed(self.early_stopping):
             kwargs["early_stopping"] = self.early_stopping.value
         kwargs["auto_stop"] = self.auto_stop.value
+        kwargs["amortise"] = AMORTISE_CHOICES[self.amortise.value]
         if self.ground_truth.value is not None:
             kwargs["ground_truth"] = companion_array(layer_array(self.ground_truth.value), selection)
         kwargs.update(self.task_arguments(selection))
@@ -475,6 +475,8 @@ class RestorationWidget(QWidget):
         self._iterations_done = self._iterations_before_plane + snapshot.iteration
 
     def _update_plot(self, snapshot):
+        if not math.isfinite(snapshot.loss):  # an amortised run's judge and application: no loss to plot
+            return
         quality = snapshot.quality or {}
         self.plot.add_point(self._iterations_done, snapshot.loss, current_psnr(snapshot),
                             quality.get("estimated_psnr"))
@@ -502,8 +504,16 @@ class RestorationWidget(QWidget):
             if snapshot.record:
                 noise = noise_summary(snapshot.record["parameters"])
                 sentences.append(noise[0].upper() + noise[1:])
+                amortised = amortised_summary(snapshot.record)
+                if amortised:
+                    sentences.append(amortised[0].upper() + amortised[1:])
             sentences.append("The run record is in the layer's metadata['napari_dip'].")
             self.status.setText(". ".join(sentences))
+            return
+        if snapshot.stage:  # an amortised run: its stage and the time left, in thousandths of the whole run
+            self.progress.setFormat(stage_line(snapshot))
+            if run.status is RunStatus.STOPPING:
+                self.status.setText("Stopping…")
             return
         rate = done / snapshot.seconds if snapshot.seconds > 0 else float("nan")
         eta = (run.total - run.steps) / rate if rate > 0 else float("nan")
