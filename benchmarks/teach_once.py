@@ -39,6 +39,12 @@ import scale  # noqa: E402
 DEFAULT_MARGIN = 0.2  # Settings.amortise_margin
 
 
+def passes(verdict: dict, margin: float) -> bool:
+    from napari_dip.amortised import passes as judge_passes
+
+    return judge_passes(verdict, margin)
+
+
 def psnr(truth, image) -> float:
     peak = float(truth.max() - truth.min())
     return float(10 * np.log10(peak ** 2 / np.mean((np.asarray(image, np.float64) - truth) ** 2)))
@@ -133,7 +139,7 @@ def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
     row = {"case": case["name"], "amortised": {
         "seconds": round(seconds, 1), "psnr": None if truth is None else round(psnr(truth, image), 2),
         "rounds": summary.get("rounds"), "call_at_default_margin": (
-            "student" if summary["rounds"][-1]["judged_gap_db"] <= DEFAULT_MARGIN else "per-unit fitting"),
+            "student" if passes(summary["rounds"][-1], DEFAULT_MARGIN) else "more teachers, then per-unit fitting"),
         "teacher_crops": len(summary.get("teacher_crops", [])), "candidates": summary.get("candidates")}}
     print(json.dumps(row), flush=True)
     if per_unit and truth is not None:

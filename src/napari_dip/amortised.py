@@ -246,6 +246,13 @@ class _Clock:
         return self.shown
 
 
+def passes(verdict: dict, margin: float) -> bool:
+    """Whether the judge lets the student restore the job: unless its gap exceeds the margin by more than the
+    judge's own standard error (a gap within the judge's noise of the margin does not send a job to per-unit
+    fitting, which can take hours)."""
+    return verdict["judged_gap_db"] - verdict.get("judged_gap_se_db", 0.0) <= margin
+
+
 class _Teaching:
     """What an amortised run has learned so far: the candidate crops, the teacher's results, the student, the
     verdict of each round (one round: DIP on the new crops, the student trained on, the judge)."""
@@ -287,7 +294,7 @@ class _Teaching:
 
     @property
     def accepted(self) -> bool:
-        return bool(self.rounds) and self.rounds[-1]["judged_gap_db"] <= self.margin
+        return bool(self.rounds) and passes(self.rounds[-1], self.margin)
 
     def more_crops(self) -> list[int]:
         """The next round's new teacher crops: none when the student passed, or when they would be too many."""
@@ -297,10 +304,11 @@ class _Teaching:
         return more if len(self.training) + len(more) + 1 <= self.limit else []
 
     def verdict_line(self, more: list[int]) -> str:
-        gap = self.rounds[-1]["judged_gap_db"]
+        gap, error = self.rounds[-1]["judged_gap_db"], self.rounds[-1]["judged_gap_se_db"]
         then = "it restores every plane" if self.accepted else \
             f"{len(more)} more teacher crops" if more else "per-unit fitting takes over"
-        return f"the student is {gap:+.2f} dB from DIP on the judge crop (margin {self.margin} dB): {then}"
+        return (f"the student is {gap:+.2f} ± {error:.2f} dB from DIP on the judge crop (margin {self.margin} dB): "
+                f"{then}")
 
     def summary(self, why: str) -> dict:
         return {"used": True, "why": why, "margin_db": self.margin,
@@ -342,7 +350,8 @@ def _snapshots(run: RestorationRun, image, options, spec: JobSpec, device, decis
                              f"{len(teaching.training)} teacher crops (margin {margin} dB)")
         yield from _fall_back(run, image, options, summary)
         return
-    summary["choice"] = f"student: {gap:+.2f} dB from DIP on the judge crop (margin {margin} dB)"
+    summary["choice"] = f"student: {gap:+.2f} dB from DIP on the judge crop (margin {margin} dB" + \
+        (", within the judge's standard error)" if gap > margin else ")")
     clock.enter("apply", pass_seconds * spec.layout.planes)
     yield from _apply(run, teaching.student.net, spec, normalisation, device, preview, clock)
     reason = "stopped by user while the student restored the planes" if run.stop_requested else \
@@ -504,13 +513,21 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
     derivative = self_derivative(net, planes, student, spec.seed, device)
     squared = (planes - student) ** 2 - (planes - teacher) ** 2 + 2.0 * variance * derivative
     difference = float(squared[at].mean())
+    # hidden pixels come in 2 × 2 blocks whose terms share noise: count the blocks, not the pixels
+    difference_error = float(squared[at].std() / math.sqrt(max(at.sum() / 4, 1)))
     # where DIP is far better than the input its error is below what one crop can measure: then the judge takes
     # the largest error the crop allows (two standard errors), which understates the gap rather than sending a job
     # that the student does well to hours of per-unit fitting (docs/quality.md § The judge)
     measured = teacher_mse > 2.0 * standard_error
     teacher_mse = max(teacher_mse, 2.0 * standard_error, 1e-12)
-    gap = 10.0 * math.log10(max(teacher_mse + difference, 0.1 * teacher_mse) / teacher_mse)
-    verdict = {"judged_gap_db": round(gap, 3), "hidden_pixels": int(hidden.sum()),
+    student_mse = max(teacher_mse + difference, 0.1 * teacher_mse)
+    gap = 10.0 * math.log10(student_mse / teacher_mse)
+    # its standard error, from the difference's and (where measured) the teacher's error's
+    relative = [difference_error / student_mse,
+                (difference / student_mse) * (standard_error / teacher_mse if measured else 0.0)]
+    verdict = {"judged_gap_db": round(gap, 3),
+               "judged_gap_se_db": round(10.0 / math.log(10.0) * math.hypot(*relative), 3),
+               "hidden_pixels": int(hidden.sum()),
                "teacher_estimated_psnr": round(10.0 * math.log10(1.0 / teacher_mse), 2),
                "teacher_error_measured": bool(measured)}
     if "ground_truth" in judge["pieces"]:  # for benchmarks: the true gap on the same crop
