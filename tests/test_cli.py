@@ -241,3 +241,20 @@ def test_workers_option_fits_planes_in_worker_processes_and_says_so(tmp_path, ca
     with pytest.raises(SystemExit) as info:  # argparse: a usage line and exit 2
         cli.main(["restore", str(tmp_path / "stack.npy"), "-o", str(tmp_path / "bad.tif"), "--workers", "none"])
     assert info.value.code == 2
+
+
+def test_amortise_on_says_so_shows_the_stage_and_summarises_the_choice(tmp_path, capsys):
+    write_image(tmp_path / "in.tif", _image((2, 64, 64)))
+    args = [a for a in TINY if a != "--quiet"] + ["--set", "student_steps=10", "--set", "amortise_margin=100",
+                                                  "--set", "auto_stop=False", "--workers", "1"]
+    assert cli.main(["restore", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out.tif"), "--amortise", "on",
+                     "--channel-axis", "none", *args]) == 0
+    captured = capsys.readouterr()
+    assert "amortised restoration" in captured.err and "student: step" in captured.err
+    assert "amortised: DIP on 1 teacher crops" in captured.out
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["amortised"]["used"] is True and record["amortised"]["choice"].startswith("student")
+    assert read_image(tmp_path / "out.tif")[0].shape == (2, 64, 64)
+    assert cli.main(["restore", str(tmp_path / "in.tif"), "-o", str(tmp_path / "off.tif"), "--amortise", "off",
+                     "--channel-axis", "none", *TINY]) == 0
+    assert json.loads((tmp_path / "off.json").read_text())["amortised"]["used"] is False
