@@ -39,12 +39,6 @@ import scale  # noqa: E402
 DEFAULT_MARGIN = 0.2  # Settings.amortise_margin
 
 
-def passes(verdict: dict, margin: float) -> bool:
-    from napari_dip.amortised import passes as judge_passes
-
-    return judge_passes(verdict, margin)
-
-
 def psnr(truth, image) -> float:
     peak = float(truth.max() - truth.min())
     return float(10 * np.log10(peak ** 2 / np.mean((np.asarray(image, np.float64) - truth) ** 2)))
@@ -130,6 +124,8 @@ def restore(case: dict, **overrides) -> tuple[np.ndarray, dict, float]:
 
 
 def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
+    from napari_dip.amortised import passes
+
     truth = case["truth"]
     # the student is kept whatever the judge says (no per-unit fallback), so that its quality and the judge's call
     # are measured every time; the call at the default margin is reported beside it

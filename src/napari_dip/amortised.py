@@ -4,10 +4,11 @@ Per-unit DIP costs units × iterations × pixels: hours for a 2048² frame or a 
 engine (``executor.py``, unchanged) restores a few *teacher* crops chosen to cover the data, a small U-Net
 (``core/student.py``) learns degraded crop → DIP's result on them, and one forward pass restores every plane: the
 cost stops growing with the data. A *judge* crop that the student never learned from is restored by the teacher
-too, with a tenth of its pixels left out of both fits; the squared errors of the two at those pixels say, without
-a ground truth, how much the student loses against DIP (the noise variance cancels in their difference). Where it
-loses more than a margin, more teachers are added; where that does not help, the job falls back to per-unit
-fitting and says so. docs/large-images.md § Amortised restoration, docs/quality.md § The judge.
+too, with a fifth of its pixels left out of the teacher's fit; the two results' squared errors at those pixels,
+corrected for the student's lean on each pixel's own noise, say without a ground truth how much the student
+loses against DIP (:func:`judge_student`). Where it loses more than a margin, more teachers are added; where that
+does not help, the job falls back to per-unit fitting and says so. docs/large-images.md § Teach once, apply
+everywhere; docs/quality.md § The judge.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import numpy as np
 
 from .core import data
 from .errors import DIPInputError
-from .executor import Restoration, RestorationRun, Snapshot, measurement_sample
+from .executor import Restoration, RestorationRun, Snapshot, measurement_sample, read_unit
 from .job import JobSpec, choose_noise, fit_intensities, missing_planes, whole_metric_pair
 
-AMORTISE_CHOICES = ("auto", True, False)
+AMORTISE_WORDS = {"auto": "auto", "on": True, "off": False}  # the command line's and the widgets' words for them
 # 'auto' amortises jobs of at least this many output pixels (all planes): the teacher and the student cost
 # about as much as per-unit DIP on 0.6 megapixels on 2 cores, so below 1 megapixel there is little to gain
 # (docs/benchmarks.md § Teach once, apply everywhere)
@@ -59,12 +60,17 @@ class Crop:
     y: tuple[int, int]
     x: tuple[int, int]
 
+    @property
+    def yx(self) -> tuple:
+        """The (Y, X) ranges, as a work unit's (``executor.read_unit`` reads either)."""
+        return self.y, self.x
+
     def as_dict(self) -> dict:
         return {"plane": self.plane, "y": list(self.y), "x": list(self.x)}
 
 
 def check_amortise(value):
-    """``value`` if it is one of :data:`AMORTISE_CHOICES`, else a DIPInputError that lists them."""
+    """``value`` if it is 'auto', True or False, else a DIPInputError that lists them."""
     if isinstance(value, str) and value == "auto" or value is True or value is False:
         return value
     raise DIPInputError(f"amortise must be 'auto' (a student network restores large jobs), True or False (every "
@@ -124,7 +130,7 @@ def crop_features(spec: JobSpec, crops: list[Crop], normalisation) -> np.ndarray
     height, width = spec.layout.spatial_shape[-2:]
     rows = []
     for crop in crops:
-        values = normalised(spec, crop, normalisation)[0].mean(axis=0)
+        values = student_input(spec, read_unit(spec, crop), normalisation)[0].mean(axis=0)
         h, w = values.shape[0] // 2 * 2, values.shape[1] // 2 * 2
         coarse = values[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
         edges = np.abs(np.diff(coarse, axis=0)).mean() + np.abs(np.diff(coarse, axis=1)).mean()
@@ -167,13 +173,6 @@ def typical_untaught(features: np.ndarray, taught: list[int]) -> int:
 # the student's input: the degraded pixels in the job's one intensity mapping
 
 
-def read_crop(spec: JobSpec, crop: Crop | None, lead: tuple = ()) -> dict:
-    """The pieces (image, mask, ground truth) of a crop, or of a whole plane when ``crop`` is None."""
-    y, x = (crop.y, crop.x) if crop is not None else (None, None)
-    lead = crop.lead if crop is not None else lead
-    return {name: source.read(lead, y, x) for name, source in spec.sources.items()}
-
-
 def student_input(spec: JobSpec, pieces: dict, normalisation):
     """(planes (C, H, W) normalised, missing pixels (1, H, W)) of a unit; missing pixels filled by their
     neighbours' mean."""
@@ -187,11 +186,6 @@ def student_input(spec: JobSpec, pieces: dict, normalisation):
     if missing.any():
         planes = neighbour_mean_fill(np.where(missing, 0.0, planes), missing)
     return planes.astype(np.float32), missing
-
-
-def normalised(spec: JobSpec, crop: Crop, normalisation) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`student_input` of a crop."""
-    return student_input(spec, read_crop(spec, crop), normalisation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,8 +275,8 @@ class _Teaching:
                           self.entries, new, preview, clock)
         if run.stop_requested:
             return
-        self.student.add_pairs([(_input_of(self.results[i]), self.results[i]["target"]) for i in self.training
-                                if i not in self.taught])
+        self.student.add_pairs([(student_input(self.spec, self.results[i]["pieces"], self.normalisation)[0],
+                                 self.results[i]["target"]) for i in self.training if i not in self.taught])
         self.taught.update(self.training)
         steps = self.student.spec.steps if not self.rounds else self.student.spec.steps // 2
         clock.enter("student", steps * step_seconds)
@@ -380,10 +374,10 @@ def _calibrate(spec: JobSpec, student_spec, device) -> tuple[float, float]:
 
 def _teach(run, spec, options, crops, judge_index, normalisation, results, entries, indices, preview, clock):
     """DIP on ``crops`` (one run of the engine over them as a stack, the judge crop with its hidden pixels
-    masked); results[index] = {'crop', 'target' (normalised), 'hidden', 'pieces', ...}."""
+    masked); results[index] = {'target' (normalised), 'pieces', 'hidden', 'normalisation', 'truth_result'}."""
     from .api import start_restoration
 
-    pieces = [read_crop(spec, crop) for crop in crops]
+    pieces = [read_unit(spec, crop) for crop in crops]
     stack = np.stack([p["image"] for p in pieces])
     height, width = stack.shape[1:3]
     masks = np.zeros((len(crops), height, width), np.uint8)
@@ -422,10 +416,8 @@ def _teach(run, spec, options, crops, judge_index, normalisation, results, entri
         entries.append(entry)
         target = normalisation[0].forward(data.PlaneLayout(result.image[i].shape, _channels_last(spec),
                                                            2).to_planes(result.image[i])[0])
-        results[index] = {"crop": crop, "target": target, "pieces": pieces[i],
-                          "hidden": hidden if i == judge_index else None, "normalisation": normalisation,
-                          "spec": spec, "truth_result": result.image[i],
-                          "restored": entry.get("iterations", 0) > 0}
+        results[index] = {"target": target, "pieces": pieces[i], "hidden": hidden if i == judge_index else None,
+                          "normalisation": normalisation, "truth_result": result.image[i]}
 
 
 def hidden_blocks(missing: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -433,11 +425,9 @@ def hidden_blocks(missing: np.ndarray, fraction: float, seed: int) -> np.ndarray
     hidden together let the judge measure the teacher's error without the noise variance (:func:`judge_student`)."""
     height, width = missing.shape
     cells = np.random.default_rng(seed).random((-(-height // 2), -(-width // 2))) < fraction
-    hidden = np.repeat(np.repeat(cells, 2, axis=0), 2, axis=1)[:height, :width]
-    blocked = np.repeat(np.repeat(np.add.reduceat(np.add.reduceat(
-        missing.astype(int), np.arange(0, height, 2), axis=0), np.arange(0, width, 2), axis=1) > 0, 2, axis=0),
-        2, axis=1)[:height, :width]
-    return hidden & ~blocked
+    padded = np.pad(missing, ((0, height % 2), (0, width % 2)))
+    cells &= ~padded.reshape(cells.shape[0], 2, cells.shape[1], 2).any(axis=(1, 3))  # a block with a missing pixel
+    return np.repeat(np.repeat(cells, 2, axis=0), 2, axis=1)[:height, :width]
 
 
 def neighbour_products(residual: np.ndarray, hidden: np.ndarray) -> tuple[float, float]:
@@ -465,10 +455,6 @@ def neighbour_products(residual: np.ndarray, hidden: np.ndarray) -> tuple[float,
 def _channels_last(spec: JobSpec) -> int | None:
     """The channel axis of a unit's piece as the engine reads it (channels last), or None."""
     return -1 if spec.layout.channel_axis is not None else None
-
-
-def _input_of(result: dict) -> np.ndarray:
-    return student_input(result["spec"], result["pieces"], result["normalisation"])[0]
 
 
 def _train(run, training, steps: int, clock, preview):
@@ -658,8 +644,8 @@ class _Preview:
 
 def amortised_summary(record: dict) -> str:
     """The amortised part of a run in one line, from a record ('' when the run was not amortised), e.g.
-    'amortised: DIP on 3 of 9 crops, a student (1200 steps) restored the rest; judged gap +0.05 dB on 1 unseen
-    crop (margin 0.2 dB)'."""
+    'amortised: DIP on 3 teacher crops of 64 and a judge crop, a student of 1200 steps, judged gap +0.47 dB; student:
+    +0.47 dB from DIP on the judge crop (margin 0.2 dB, within the judge's standard error)'."""
     summary = record.get("amortised") or {}
     if not summary.get("rounds") and not summary.get("choice"):
         return ""

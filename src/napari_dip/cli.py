@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .amortised import amortised_summary
+from .amortised import AMORTISE_WORDS, amortised_summary
 from .api import kept_summary, noise_summary, stage_line
 from .core.tasks import TASKS as TASK_REGISTRY
 from .errors import DIPInputError, DIPMemoryError
@@ -157,15 +157,12 @@ def add_restore_options(parser) -> None:
                              "images too large for a quarter of the device's memory, 'none' never tiles")
     parser.add_argument("--overlap", type=int, default=64, metavar="PX",
                         help="pixels shared by neighbouring tiles, blended smoothly (default: 64)")
-    parser.add_argument("--amortise", choices=tuple(AMORTISE_FLAGS), default="auto",
+    parser.add_argument("--amortise", choices=tuple(AMORTISE_WORDS), default="auto",
                         help="teach once, apply everywhere: DIP restores a few crops, a student network learns "
                              "from them and restores every plane, judged on a crop it never saw (falls back to "
                              "per-unit fitting where it loses more than 0.2 dB); auto (default: denoising of "
                              "2D data of a megapixel or more: 16 x 256^2), on, off (every unit fitted by DIP)")
     add_run_options(parser)
-
-
-AMORTISE_FLAGS = {"auto": "auto", "on": True, "off": False}
 
 
 def _channel_axis(text: str):
@@ -212,7 +209,7 @@ def restore_options(args, metadata: dict, files: dict) -> RestoreOptions:
     kwargs = {"task": args.task, "factor": args.factor, "psf_sigma": args.psf_sigma, "noise": args.noise,
               "volumetric": args.volumetric, "auto_stop": args.auto_stop, "holdout_fraction": args.holdout_fraction,
               "gain": args.gain, "offset": args.offset, "read_noise": args.read_noise,
-              "amortise": AMORTISE_FLAGS[args.amortise]}
+              "amortise": AMORTISE_WORDS[args.amortise]}
     for name in ("mask", "psf", "guide", "ground_truth"):
         path = getattr(args, name)
         if path is not None:

@@ -3,7 +3,7 @@
 Deep Image Prior maps a fixed code to *one* image, so what it learns on one tile or plane cannot be used on the
 next. The student takes the degraded image itself as input: trained on random crops of a few units that DIP
 restored (degraded crop → DIP's result), it restores every unit in one forward pass (docs/large-images.md §
-Amortised restoration). torch and numpy only: the job's side (which units teach, the judge) is ``amortised.py``.
+Teach once, apply everywhere). torch and numpy only: the job's side (which units teach, the judge) is ``amortised.py``.
 
 The network is a compact U-Net (Ronneberger et al. 2015): two 3×3 convolutions with ReLU per level, max-pooling
 down, bilinear upsampling up with the encoder's features concatenated, and a 1×1 head that adds its output to the
@@ -30,7 +30,7 @@ class StudentSpec:
     levels: int = 1  # halvings (one: +0.8 dB over two at the same training time on a 768² frame, docs/benchmarks.md)
     crop: int = 64  # side of the random training crops
     batch: int = 8
-    steps: int = 1200  # Adam steps (docs/benchmarks.md § Amortised restoration sized it)
+    steps: int = 1200  # Adam steps (docs/benchmarks.md § Teach once, apply everywhere sized it)
     lr: float = 1e-3  # constant, then a half-cosine down to a tenth over the last third of the steps
 
     @property
@@ -80,12 +80,9 @@ class StudentNet(nn.Module):
 
 def make_student(in_channels: int, out_channels: int, spec: StudentSpec, seed: int = 0) -> StudentNet:
     """A freshly initialised student (the same ``seed`` gives the same weights)."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(seed)
         return StudentNet(in_channels, out_channels, spec.channels, spec.levels)
-    finally:
-        torch.random.set_rng_state(generator_state)
 
 
 class StudentTraining:

@@ -21,7 +21,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..amortised import amortised_summary
+from ..amortised import AMORTISE_WORDS, amortised_summary
 from ..api import format_seconds, kept_summary, noise_summary, stage_line
 from ..core.tasks import get_task
 from ..errors import DIPInputError
@@ -84,9 +84,6 @@ def qt_object_deleted(qt_object) -> bool:
     except RuntimeError:
         return True
     return False
-
-
-AMORTISE_CHOICES = {"auto": "auto", "on": True, "off": False}  # the form's words for RestoreOptions.amortise
 
 
 class RestorationWidget(QWidget):
@@ -156,7 +153,7 @@ class RestorationWidget(QWidget):
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
         self.display_every = SpinBox(label="display every", min=1, max=100_000,
                                      tooltip="Iterations between updates of the result layer and the curve.")
-        self.amortise = ComboBox(label="amortise", choices=tuple(AMORTISE_CHOICES), value="auto",
+        self.amortise = ComboBox(label="amortise", choices=tuple(AMORTISE_WORDS), value="auto",
                                  tooltip="Teach once, apply everywhere: DIP restores a few crops, a student network "
                                          "learns from them and restores every plane, judged on a crop it never "
                                          "saw. auto: for denoising 2D data of a megapixel (16 × 256²) or more; off: "
@@ -305,7 +302,7 @@ class RestorationWidget(QWidget):
         if self._changed(self.early_stopping):
             kwargs["early_stopping"] = self.early_stopping.value
         kwargs["auto_stop"] = self.auto_stop.value
-        kwargs["amortise"] = AMORTISE_CHOICES[self.amortise.value]
+        kwargs["amortise"] = AMORTISE_WORDS[self.amortise.value]
         if self.ground_truth.value is not None:
             kwargs["ground_truth"] = companion_array(layer_array(self.ground_truth.value), selection)
         kwargs.update(self.task_arguments(selection))
