@@ -9,7 +9,7 @@ from scipy import ndimage
 import napari_dip
 from napari_dip import amortised
 from napari_dip.core.data import Normalisation
-from napari_dip.core.student import StudentSpec, StudentTraining, apply_student, make_student
+from napari_dip.core.student import StudentSpec, StudentTraining, apply_student, context_planes, make_student
 from napari_dip.errors import DIPInputError
 from napari_dip.job import define_job
 from napari_dip.options import RestoreOptions
@@ -35,12 +35,17 @@ def test_auto_amortises_large_denoising_jobs_only():
     assert decision.amortise and "pixels" in decision.why
     small = amortised.decide(spec_of(large[:15]), RestoreOptions())
     assert not small.amortise and "small enough" in small.why
+    volume = amortised.decide(spec_of(large, volumetric=True), RestoreOptions())  # a 16 × 256² volume
+    assert volume.amortise and "voxels" in volume.why
+    assert not amortised.decide(spec_of(large[:15], volumetric=True), RestoreOptions()).amortise
+    axial = spec_of(large[:8], task="axial-superres", factor=2)  # 8 planes measured, 16 in the result
+    assert amortised.decide(axial, RestoreOptions(task="axial-superres", factor=2)).amortise
     off = amortised.decide(spec_of(large), RestoreOptions(amortise=False))
     assert not off.amortise
     mask = np.zeros((16, 256, 256), bool)
     mask[:, :4] = True
     inpaint = amortised.decide(spec_of(large, task="inpaint", mask=mask), RestoreOptions(task="inpaint"))
-    assert not inpaint.amortise and "denoising" in inpaint.why
+    assert not inpaint.amortise and "denoising and axial super-resolution" in inpaint.why
 
 
 def test_amortise_true_where_it_cannot_run_says_what_to_do():
@@ -72,12 +77,44 @@ def test_teacher_crops_are_spread_over_the_content():
 
 def test_candidate_crops_cover_every_plane():
     spec = spec_of(np.zeros((3, 600, 300), np.float32))
-    crops = amortised.candidate_crops(spec, side=256)
+    crops = amortised.candidate_crops(spec)
     covered = np.zeros((3, 600, 300), bool)
     for crop in crops:
         covered[crop.plane, slice(*crop.y), slice(*crop.x)] = True
-        assert crop.y[1] - crop.y[0] == 256 and crop.x[1] - crop.x[0] == 256
+        assert crop.y[1] - crop.y[0] == amortised.TEACHER_SIDE and crop.x[1] - crop.x[0] == amortised.TEACHER_SIDE
     assert covered.all()
+
+
+def test_candidate_crops_cover_every_voxel_of_a_volume():
+    spec = spec_of(np.zeros((2, 20, 150, 100), np.float32), volumetric=True)
+    crops = amortised.candidate_crops(spec)
+    depth, side = amortised.TEACHER_VOLUME
+    covered = np.zeros((2, 20, 150, 100), bool)
+    for crop in crops:
+        covered[crop.plane, slice(*crop.z), slice(*crop.y), slice(*crop.x)] = True
+        assert (crop.z[1] - crop.z[0], crop.y[1] - crop.y[0], crop.x[1] - crop.x[0]) == (depth, side, side)
+    assert covered.all()
+
+
+def test_the_judge_shares_no_pixel_with_a_teacher_crop():
+    # 600 rows in crops of 256 overlap: of the untaught crops, only those apart from the taught one may judge
+    spec = spec_of(np.zeros((600, 256), np.float32))
+    crops = amortised.candidate_crops(spec)
+    features = np.arange(len(crops), dtype=np.float64)[:, None]
+    judge = amortised.typical_untaught(features, [0], crops)
+    assert not crops[judge].overlaps(crops[0])
+    assert [c.overlaps(crops[0]) for c in crops] == [True, True, False]
+
+
+def test_the_student_sees_a_volumes_neighbouring_planes_mirrored_at_its_ends():
+    volume = np.arange(5, dtype=np.float32)[None, :, None, None] * np.ones((2, 5, 3, 3), np.float32)
+    volume[1] += 10  # a second channel
+    planes = context_planes(volume, 0, 2)
+    assert planes.shape == (10, 3, 3)
+    # the plane's own channels first (the student adds its correction to them), then z − 2, z − 1, z + 1, z + 2
+    assert planes[:, 0, 0].tolist() == [0, 10, 2, 12, 1, 11, 1, 11, 2, 12]
+    assert context_planes(volume, 4, 1)[:, 0, 0].tolist() == [4, 14, 3, 13, 3, 13]
+    assert context_planes(volume[:, :1], 0, 2)[:, 0, 0].tolist() == [0, 10] * 5  # a single plane sees itself
 
 
 def test_the_student_learns_a_mapping_from_crops_and_applies_it_to_unseen_images():
@@ -212,6 +249,65 @@ def test_an_amortised_run_teaches_judges_and_restores_every_plane():
     assert run.result.image.shape == noisy.shape and np.isfinite(run.result.image).all()
     assert record["metrics"]["psnr"] > 10 * np.log10(np.ptp(clean) ** 2 / np.mean((noisy - clean) ** 2))
     assert "amortised: DIP on" in amortised.amortised_summary(record)
+
+
+def test_a_volume_is_taught_by_3d_dip_on_sub_volumes_and_restored_plane_by_plane_with_its_neighbours():
+    rng = np.random.default_rng(3)
+    clean = ndimage.gaussian_filter(rng.random((16, 48, 48)), 3)
+    clean = ((clean - clean.min()) / np.ptp(clean)).astype(np.float32)
+    noisy = (clean + rng.normal(0, 0.15, clean.shape)).astype(np.float32)
+    run = napari_dip.restore_iter(noisy, volumetric=True, amortise=True, student_steps=150, amortise_margin=50.0,
+                                  ground_truth=clean, **dict(QUICK, iterations=60))
+    list(run)
+    summary = run.result.record["amortised"]
+    crops = [amortised.Crop(c["plane"], (), tuple(c["y"]), tuple(c["x"]), tuple(c["z"]))
+             for c in summary["teacher_crops"] + [summary["judge_crop"]]]
+    assert all(c.z[1] - c.z[0] == amortised.TEACHER_VOLUME[0] for c in crops)
+    assert not any(crops[-1].overlaps(c) for c in crops[:-1])  # the judge is apart from every teacher crop
+    assert summary["student"]["volume_planes_seen"] == 5
+    assert [u["role"] for u in summary["teacher_units"]].count("judge") == 1
+    assert run.result.image.shape == noisy.shape and np.isfinite(run.result.image).all()
+    psnr = run.result.record["metrics"]["psnr"]
+    assert psnr > 10 * np.log10(1.0 / np.mean((noisy - clean) ** 2)) + 6.0, psnr
+
+
+def test_the_student_sees_an_axial_stack_on_the_results_grid_where_the_task_centres_its_planes():
+    # measured plane k is the Lanczos mean of fine planes k·f … k·f + f − 1 (and neighbours), centred at fine
+    # (k + ½)·f − ½: the student's input puts each measured value back there (a cubic spline between them)
+    rng = np.random.default_rng(0)
+    stack = ndimage.gaussian_filter(rng.random((6, 8, 8)), 1).astype(np.float32)
+    spec = spec_of(stack, task="axial-superres", factor=2)
+    fine = amortised.on_result_grid(spec, stack[None])[0]
+    assert fine.shape == (12, 8, 8)
+    z = (np.arange(12) + 0.5) / 2 - 0.5
+    expected = ndimage.map_coordinates(stack, np.meshgrid(z, np.arange(8), np.arange(8), indexing="ij"), order=3,
+                                       mode="nearest")
+    np.testing.assert_allclose(fine, expected, atol=1e-5)
+    # and the judge's measurement of a result is the task's own forward operator
+    # (a ramp along Z: plane k measures the ramp at fine 2k + ½, away from the ends, which the kernel pads)
+    ramp = np.broadcast_to(np.arange(16, dtype=np.float32)[:, None, None], (16, 8, 8)).copy()
+    measured = amortised.as_measured(spec, ramp[None])[0]
+    np.testing.assert_allclose(measured[2:-2, 0, 0], 2 * np.arange(2, 6) + 0.5, atol=1e-4)
+
+
+def test_an_axial_stack_is_taught_by_dip_on_sub_stacks_and_restored_on_the_fine_grid():
+    from test_axial_superres import measure
+
+    rng = np.random.default_rng(5)
+    clean = ndimage.gaussian_filter(rng.random((32, 48, 48)), 3)
+    clean = ((clean - clean.min()) / np.ptp(clean)).astype(np.float32)
+    stack = measure(clean, 2, noise=0.02)
+    run = napari_dip.restore_iter(stack, "axial-superres", factor=2, amortise=True, student_steps=150,
+                                  amortise_margin=50.0, ground_truth=clean, **dict(QUICK, iterations=60))
+    list(run)
+    record = run.result.record
+    summary = record["amortised"]
+    assert summary["used"] and record["task"] == "axial-superres"
+    assert all(c["z"][1] - c["z"][0] == amortised.TEACHER_VOLUME[0] for c in summary["teacher_crops"])
+    assert run.result.image.shape == clean.shape and np.isfinite(run.result.image).all()
+    repeated = np.repeat(stack, 2, axis=0)  # what the layer shows before any restoration
+    assert record["metrics"]["psnr"] > 10 * np.log10(1.0 / np.mean((repeated - clean) ** 2)) + 3.0
+    assert "true_gap_db" in summary["rounds"][-1]
 
 
 def test_a_starved_student_hands_the_job_to_per_unit_fitting():

@@ -27,12 +27,14 @@ from .executor import Restoration, RestorationRun, Snapshot, measurement_sample,
 from .job import JobSpec, choose_noise, fit_intensities, missing_planes, whole_metric_pair
 
 AMORTISE_WORDS = {"auto": "auto", "on": True, "off": False}  # the command line's and the widgets' words for them
-# 'auto' amortises jobs of at least this many output pixels (all planes): the teacher and the student cost
-# about as much as per-unit DIP on 0.6 megapixels on 2 cores, so below 1 megapixel there is little to gain
-# (docs/benchmarks.md § Teach once, apply everywhere)
+# 'auto' amortises jobs of at least this many output pixels or voxels (all planes): the teacher and the student
+# cost about as much as per-unit DIP on 0.6 megapixels on 2 cores; on a 16 × 128² volume (a quarter of a million
+# voxels) the student took two thirds of per-unit 3D DIP's time, 0.5 dB below it on one volume and 0.2 above on
+# another: below a megapixel there is little to gain (docs/benchmarks.md § Teach once, apply everywhere)
 AUTO_MIN_PIXELS = 16 * 256 * 256
 TEACHER_SIDE = 256  # side of a teacher crop (smaller planes: the whole plane)
-FIRST_TEACHERS = 3  # crops the student learns from in the first round; each later round adds as many
+TEACHER_VOLUME = (8, 64)  # a volume's teacher crops: planes along Z and Y/X side (smaller volumes: all of it)
+FIRST_TEACHERS = {2: 3, 3: 2}  # by spatial dims: crops learned from in the first round; later rounds add as many
 MAX_TEACHER_SHARE = 0.5  # more teachers than this share of the data's crops: per-unit fitting instead
 JUDGE_FRACTION = 0.2  # of the judge crop's measured pixels (2 × 2 blocks), left out of its teacher's fit to score both
 APPLY_TILE = 512  # the student restores planes in tiles of this side (memory stays flat)
@@ -53,20 +55,28 @@ class Decision:
 
 @dataclass(frozen=True)
 class Crop:
-    """A teacher candidate: a Y/X window of one plane (``lead`` its index on the leading axes)."""
+    """A teacher candidate: a Y/X window of one plane (``lead`` its index on the leading axes); in a volume, of
+    the planes ``z`` along Z."""
 
     plane: int
     lead: tuple
     y: tuple[int, int]
     x: tuple[int, int]
+    z: tuple[int, int] | None = None
 
     @property
     def yx(self) -> tuple:
         """The (Y, X) ranges, as a work unit's (``executor.read_unit`` reads either)."""
         return self.y, self.x
 
+    def overlaps(self, other: Crop) -> bool:
+        """Whether the two crops share a pixel (a judge that shares one with a teacher saw part of its noise)."""
+        ranges = [(self.y, other.y), (self.x, other.x), (self.z or (0, 1), other.z or (0, 1))]
+        return self.plane == other.plane and all(a[0] < b[1] and b[0] < a[1] for a, b in ranges)
+
     def as_dict(self) -> dict:
-        return {"plane": self.plane, "y": list(self.y), "x": list(self.x)}
+        place = {"plane": self.plane, "y": list(self.y), "x": list(self.x)}
+        return place if self.z is None else dict(place, z=list(self.z))
 
 
 def check_amortise(value):
@@ -77,12 +87,13 @@ def check_amortise(value):
                         f"unit fitted by DIP); got {value!r}")
 
 
+AMORTISED_TASKS = ("denoise", "axial-superres")
+
+
 def unsupported(spec: JobSpec, options) -> str | None:
     """Why this job cannot be amortised yet, or None."""
-    if spec.name != "denoise":
-        return f"amortised restoration is built for denoising so far, not {spec.name!r}"
-    if spec.layout.spatial_dims != 2:
-        return "amortised restoration is built for 2D planes so far, not volumes (volumetric=True)"
+    if spec.name not in AMORTISED_TASKS:
+        return f"amortised restoration is built for denoising and axial super-resolution so far, not {spec.name!r}"
     if options.out is not None:
         return "amortised restoration keeps the result in memory: it does not write into out="
     return None
@@ -99,43 +110,63 @@ def decide(spec: JobSpec, options) -> Decision:
         if requested is True:
             raise DIPInputError(f"{why_not}: pass amortise=False (or 'auto')")
         return Decision(False, why_not)
-    height, width = spec.layout.spatial_shape[-2:]
-    pixels = spec.layout.planes * height * width
+    pixels = spec.layout.planes * math.prod(spec.layout.spatial_shape) * math.prod(spec.axis_factors)  # the result's
     if requested is True:
         return Decision(True, "amortise=True")
+    word = "voxels" if spec.layout.spatial_dims == 3 else "pixels"
     if pixels < AUTO_MIN_PIXELS:
-        return Decision(False, f"{pixels:,} pixels: small enough for DIP on every unit (a student pays from "
+        return Decision(False, f"{pixels:,} {word}: small enough for DIP on every unit (a student pays from "
                                f"{AUTO_MIN_PIXELS:,})")
-    return Decision(True, f"{pixels:,} pixels: DIP teaches a few crops, a student restores the rest")
+    return Decision(True, f"{pixels:,} {word}: DIP teaches a few crops, a student restores the rest")
 
 
 # ---------------------------------------------------------------------------------------------
 # which crops teach
 
 
-def candidate_crops(spec: JobSpec, side: int = TEACHER_SIDE) -> list[Crop]:
-    """Crops of ``side`` (or the whole plane where smaller) tiling every plane, evenly spread, the last at the
-    border."""
-    height, width = spec.layout.spatial_shape[-2:]
-    sy, sx = min(side, height), min(side, width)
-    ys = np.linspace(0, height - sy, math.ceil(height / sy)).round().astype(int)
-    xs = np.linspace(0, width - sx, math.ceil(width / sx)).round().astype(int)
-    return [Crop(p, lead, (int(y), int(y) + sy), (int(x), int(x) + sx))
-            for p, lead in enumerate(spec.layout.leads) for y in ys for x in xs]
+def candidate_crops(spec: JobSpec) -> list[Crop]:
+    """Crops of :data:`TEACHER_SIDE` (volumes: :data:`TEACHER_VOLUME`; the whole extent where smaller) tiling
+    every plane, evenly spread, the last at the border."""
+    def starts(extent: int, size: int) -> list[tuple[int, int]]:
+        size = min(size, extent)
+        return [(int(a), int(a) + size) for a in np.linspace(0, extent - size, math.ceil(extent / size)).round()]
+
+    shape = spec.layout.spatial_shape
+    depth, side = TEACHER_VOLUME if spec.layout.spatial_dims == 3 else (None, TEACHER_SIDE)
+    zs = starts(shape[0], depth) if depth else [None]
+    return [Crop(p, lead, y, x, z) for p, lead in enumerate(spec.layout.leads) for z in zs
+            for y in starts(shape[-2], side) for x in starts(shape[-1], side)]
+
+
+def read_crop(spec: JobSpec, crop: Crop) -> dict:
+    """The crop's pieces of every array of the job (copies, channels last), as :func:`executor.read_unit`'s."""
+    pieces = read_unit(spec, crop)
+    if crop.z is None:
+        return pieces
+    # Z leads a volume's pieces; the ground truth is on the result's grid (finer along Z for axial resolution)
+    return {name: piece[slice(*result_z(spec, crop.z) if name == "ground_truth" else crop.z)]
+            for name, piece in pieces.items()}
+
+
+def result_z(spec: JobSpec, z: tuple[int, int]) -> tuple[int, int]:
+    """Planes ``z`` of the input as planes of the result."""
+    return z[0] * spec.axis_factors[0], z[1] * spec.axis_factors[0]
 
 
 def crop_features(spec: JobSpec, crops: list[Crop], normalisation) -> np.ndarray:
     """Per crop: its mean, spread and edge strength (on 2×2 means, so that noise counts less), and its place
     (plane, Y, X as fractions), each scaled to unit spread over the crops; the place weighs half."""
-    height, width = spec.layout.spatial_shape[-2:]
+    shape = spec.layout.spatial_shape
     rows = []
     for crop in crops:
-        values = student_input(spec, read_unit(spec, crop), normalisation)[0].mean(axis=0)
-        h, w = values.shape[0] // 2 * 2, values.shape[1] // 2 * 2
-        coarse = values[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-        edges = np.abs(np.diff(coarse, axis=0)).mean() + np.abs(np.diff(coarse, axis=1)).mean()
-        place = (crop.plane / max(spec.layout.planes - 1, 1), (crop.y[0] + crop.y[1]) / 2 / height,
-                 (crop.x[0] + crop.x[1]) / 2 / width)
+        values = measured_planes(spec, read_crop(spec, crop), normalisation)[0].mean(axis=0)
+        values = values.reshape(-1, *values.shape[-2:])  # (planes along Z, H, W)
+        h, w = values.shape[1] // 2 * 2, values.shape[2] // 2 * 2
+        coarse = values[:, :h, :w].reshape(-1, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+        edges = np.abs(np.diff(coarse, axis=1)).mean() + np.abs(np.diff(coarse, axis=2)).mean()
+        depth = (crop.z[0] + crop.z[1]) / 2 / shape[0] if crop.z is not None else 0.5
+        place = (crop.plane / max(spec.layout.planes - 1, 1), depth, (crop.y[0] + crop.y[1]) / 2 / shape[-2],
+                 (crop.x[0] + crop.x[1]) / 2 / shape[-1])
         rows.append([values.mean(), values.std(), edges, *place])
     features = np.asarray(rows, np.float64)
     spread = features.std(axis=0)
@@ -144,27 +175,31 @@ def crop_features(spec: JobSpec, crops: list[Crop], normalisation) -> np.ndarray
     return features
 
 
-def spread_choice(features: np.ndarray, count: int, chosen: list[int] | None = None) -> list[int]:
+def spread_choice(features: np.ndarray, count: int, chosen: list[int] | None = None,
+                  excluded: tuple = ()) -> list[int]:
     """``count`` more crops by farthest-point sampling: each the crop farthest from those chosen (in content and
-    place), the first the most typical one (nearest the mean)."""
+    place), the first the most typical one (nearest the mean); never one of ``excluded``."""
     chosen = list(chosen or [])
     distance = np.full(len(features), np.inf)
     for i in chosen:
         distance = np.minimum(distance, np.linalg.norm(features - features[i], axis=1))
-    while len(chosen) < len(features) and count > 0:
+    distance[list(excluded)] = -1.0
+    while count > 0 and distance.max() >= 0:
         i = int(np.argmin(np.linalg.norm(features, axis=1))) if not chosen else int(np.argmax(distance))
         chosen.append(i)
         distance = np.minimum(distance, np.linalg.norm(features - features[i], axis=1))
-        distance[chosen] = -1.0
+        distance[chosen + list(excluded)] = -1.0
         count -= 1
     return chosen
 
 
-def typical_untaught(features: np.ndarray, taught: list[int]) -> int:
-    """The judge: of the crops not taught, the one whose distance to its nearest taught crop is the median of
-    theirs, so that it is as new to the student as the typical crop the student restores untaught (the farthest
-    would overstate the loss, the nearest understate it)."""
+def typical_untaught(features: np.ndarray, taught: list[int], crops: list[Crop] | None = None) -> int:
+    """The judge: of the crops not taught (and, where there are such, sharing no pixel with a taught one), the one
+    whose distance to its nearest taught crop is the median of theirs, so that it is as new to the student as the
+    typical crop the student restores untaught (the farthest would overstate the loss, the nearest understate it)."""
     rest = [i for i in range(len(features)) if i not in taught]
+    apart = [i for i in rest if crops is None or not any(crops[i].overlaps(crops[j]) for j in taught)]
+    rest = apart or rest
     novelty = [min(np.linalg.norm(features[i] - features[j]) for j in taught) for i in rest]
     return rest[int(np.argsort(novelty)[len(rest) // 2])]
 
@@ -173,8 +208,37 @@ def typical_untaught(features: np.ndarray, taught: list[int]) -> int:
 # the student's input: the degraded pixels in the job's one intensity mapping
 
 
-def student_input(spec: JobSpec, pieces: dict, normalisation):
-    """(planes (C, H, W) normalised, missing pixels (1, H, W)) of a unit; missing pixels filled by their
+def student_input(spec: JobSpec, pieces: dict, normalisation) -> np.ndarray:
+    """What the student sees of a unit: its measured planes (:func:`measured_planes`) on the result's grid (cubic
+    spline along Z for axial resolution, each result plane at its place in the measured plane's block, as the
+    task's downsampling centres them), (C, *result spatial)."""
+    return on_result_grid(spec, measured_planes(spec, pieces, normalisation)[0])
+
+
+def on_result_grid(spec: JobSpec, planes: np.ndarray) -> np.ndarray:
+    """Measured planes (C, *spatial) interpolated to the result's grid (a cubic spline along Z for axial
+    resolution); as they are for denoising."""
+    factor = spec.axis_factors[0] if spec.name == "axial-superres" else 1
+    if factor == 1:
+        return planes
+    from scipy.ndimage import zoom
+
+    return zoom(planes, (1, factor, 1, 1), order=3, mode="nearest", grid_mode=True).astype(np.float32)
+
+
+def as_measured(spec: JobSpec, planes: np.ndarray) -> np.ndarray:
+    """What the task's forward operator makes of planes (C, *result spatial) on the result's grid: the
+    measurement they predict (the planes themselves for denoising)."""
+    if spec.name == "denoise":
+        return planes
+    import torch
+
+    with torch.no_grad():
+        return spec.operator(torch.from_numpy(np.ascontiguousarray(planes[None], np.float32))).numpy()[0]
+
+
+def measured_planes(spec: JobSpec, pieces: dict, normalisation):
+    """(planes (C, *spatial) normalised, missing pixels (1, *spatial)) of a unit; missing pixels filled by their
     neighbours' mean."""
     from .core.reference import neighbour_mean_fill
 
@@ -186,6 +250,26 @@ def student_input(spec: JobSpec, pieces: dict, normalisation):
     if missing.any():
         planes = neighbour_mean_fill(np.where(missing, 0.0, planes), missing)
     return planes.astype(np.float32), missing
+
+
+def training_pairs(planes: np.ndarray, target: np.ndarray, reach: int) -> list:
+    """The student's (input, target) pairs from a teacher crop: the crop itself, or a volume's planes each with
+    its neighbours (core/student.py's ``context_planes``)."""
+    from .core.student import context_planes
+
+    if planes.ndim == 3:
+        return [(planes, target)]
+    return [(context_planes(planes, z, reach), target[:, z]) for z in range(planes.shape[1])]
+
+
+def student_output(net, planes: np.ndarray, device, on_part=None) -> np.ndarray:
+    """The student's result for a unit's planes (C, H, W) or a volume's (C, Z, H, W); ``on_part(done, total)``
+    after each tile (plane of a volume)."""
+    from .core.student import apply_student, apply_student_volume
+
+    if planes.ndim == 4:
+        return apply_student_volume(net, planes, APPLY_TILE, device=device, on_plane=on_part)
+    return apply_student(net, planes, APPLY_TILE, device=device, on_tile=on_part)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,11 +343,13 @@ class _Teaching:
         self.crops = candidate_crops(spec)
         self.features = crop_features(spec, self.crops, normalisation)
         self.limit = max(int(MAX_TEACHER_SHARE * len(self.crops)), 2)  # teacher crops, the judge's included
-        self.training = spread_choice(self.features, min(FIRST_TEACHERS, self.limit - 1))
-        self.judge = typical_untaught(self.features, self.training)
+        self.first = FIRST_TEACHERS[spec.layout.spatial_dims]
+        self.training = spread_choice(self.features, min(self.first, self.limit - 1))
+        self.judge = typical_untaught(self.features, self.training, self.crops)
         self.results, self.entries, self.rounds, self.taught = {}, [], [], set()
         channels = spec.layout.channels
-        self.student = StudentTraining(make_student(channels, channels, student_spec, spec.seed), [], student_spec,
+        seen = channels * (2 * student_spec.reach + 1) if spec.layout.spatial_dims == 3 else channels
+        self.student = StudentTraining(make_student(seen, channels, student_spec, spec.seed), [], student_spec,
                                        spec.seed, device)
 
     def round(self, run, preview, clock, step_seconds: float):
@@ -275,8 +361,10 @@ class _Teaching:
                           self.entries, new, preview, clock)
         if run.stop_requested:
             return
-        self.student.add_pairs([(student_input(self.spec, self.results[i]["pieces"], self.normalisation)[0],
-                                 self.results[i]["target"]) for i in self.training if i not in self.taught])
+        for i in self.training:
+            if i not in self.taught:
+                planes = student_input(self.spec, self.results[i]["pieces"], self.normalisation)
+                self.student.add_pairs(training_pairs(planes, self.results[i]["target"], self.student.spec.reach))
         self.taught.update(self.training)
         steps = self.student.spec.steps if not self.rounds else self.student.spec.steps // 2
         clock.enter("student", steps * step_seconds)
@@ -294,7 +382,10 @@ class _Teaching:
         """The next round's new teacher crops: none when the student passed, or when they would be too many."""
         if self.accepted:
             return []
-        more = spread_choice(self.features, FIRST_TEACHERS, self.training + [self.judge])[len(self.training) + 1:]
+        judge = self.crops[self.judge]
+        near_judge = tuple(i for i, c in enumerate(self.crops) if i != self.judge and c.overlaps(judge))
+        more = spread_choice(self.features, self.first, self.training + [self.judge],
+                             near_judge)[len(self.training) + 1:]
         return more if len(self.training) + len(more) + 1 <= self.limit else []
 
     def verdict_line(self, more: list[int]) -> str:
@@ -358,18 +449,19 @@ def _calibrate(spec: JobSpec, student_spec, device) -> tuple[float, float]:
     from .core.student import StudentTraining, apply_student, make_student
 
     channels = spec.layout.channels
+    seen = channels * (2 * student_spec.reach + 1) if spec.layout.spatial_dims == 3 else channels
     side = student_spec.crop
-    pair = (np.zeros((channels, side, side), np.float32), np.zeros((channels, side, side), np.float32))
-    trainer = StudentTraining(make_student(channels, channels, student_spec), [pair], student_spec, 0, device)
+    pair = (np.zeros((seen, side, side), np.float32), np.zeros((channels, side, side), np.float32))
+    trainer = StudentTraining(make_student(seen, channels, student_spec), [pair], student_spec, 0, device)
     trainer.step()
     start = time.perf_counter()
     trainer.step()
     step_seconds = time.perf_counter() - start
-    probe = np.zeros((channels, 128, 128), np.float32)
+    probe = np.zeros((seen, 128, 128), np.float32)
     start = time.perf_counter()
     apply_student(trainer.net, probe, device=device)
-    height, width = spec.layout.spatial_shape[-2:]
-    return step_seconds, (time.perf_counter() - start) * height * width / 128 ** 2
+    result_pixels = math.prod(spec.layout.spatial_shape) * math.prod(spec.axis_factors)
+    return step_seconds, (time.perf_counter() - start) * result_pixels / 128 ** 2
 
 
 def _teach(run, spec, options, crops, judge_index, normalisation, results, entries, indices, preview, clock):
@@ -377,10 +469,10 @@ def _teach(run, spec, options, crops, judge_index, normalisation, results, entri
     masked); results[index] = {'target' (normalised), 'pieces', 'hidden', 'normalisation', 'truth_result'}."""
     from .api import start_restoration
 
-    pieces = [read_unit(spec, crop) for crop in crops]
+    pieces = [read_crop(spec, crop) for crop in crops]
     stack = np.stack([p["image"] for p in pieces])
-    height, width = stack.shape[1:3]
-    masks = np.zeros((len(crops), height, width), np.uint8)
+    dims = spec.layout.spatial_dims
+    masks = np.zeros(stack.shape[:1 + dims], np.uint8)
     hidden = None
     for i, p in enumerate(pieces):
         missing = missing_planes(spec, p)[2][0].any(axis=0)
@@ -395,7 +487,7 @@ def _teach(run, spec, options, crops, judge_index, normalisation, results, entri
         camera = {"gain": float(estimate["gain"]), "offset": float(estimate["effective_offset"])}
     teacher_options = dataclasses.replace(
         options, amortise=False, tile_size=None, out=None, mask=masks if masks.any() else None, ground_truth=truth,
-        channel_axis=_channels_last(spec), noise=spec.noise, volumetric=False,
+        channel_axis=_channels_last(spec), noise=spec.noise, volumetric=dims == 3,
         gain=camera.get("gain"), offset=camera.get("offset"), read_noise=None,
         settings=dict(options.settings, warm_start=False))  # crops far apart: a warm start did not help
     teacher = start_restoration(stack, teacher_options)
@@ -415,14 +507,17 @@ def _teach(run, spec, options, crops, judge_index, normalisation, results, entri
         entry.pop("unit", None)
         entries.append(entry)
         target = normalisation[0].forward(data.PlaneLayout(result.image[i].shape, _channels_last(spec),
-                                                           2).to_planes(result.image[i])[0])
+                                                           dims).to_planes(result.image[i])[0])
         results[index] = {"target": target, "pieces": pieces[i], "hidden": hidden if i == judge_index else None,
                           "normalisation": normalisation, "truth_result": result.image[i]}
 
 
 def hidden_blocks(missing: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A random ``fraction`` of the (Y, X) plane in 2 × 2 blocks of measured pixels (True = hidden): neighbours
-    hidden together let the judge measure the teacher's error without the noise variance (:func:`judge_student`)."""
+    """A random ``fraction`` of the (Y, X) plane (each plane of a (Z, Y, X) volume) in 2 × 2 blocks of measured
+    pixels (True = hidden): neighbours hidden together let the judge measure the teacher's error without the noise
+    variance (:func:`judge_student`)."""
+    if missing.ndim == 3:
+        return np.stack([hidden_blocks(plane, fraction, seed + 7919 * z) for z, plane in enumerate(missing)])
     height, width = missing.shape
     cells = np.random.default_rng(seed).random((-(-height // 2), -(-width // 2))) < fraction
     padded = np.pad(missing, ((0, height % 2), (0, width % 2)))
@@ -431,17 +526,17 @@ def hidden_blocks(missing: np.ndarray, fraction: float, seed: int) -> np.ndarray
 
 
 def neighbour_products(residual: np.ndarray, hidden: np.ndarray) -> tuple[float, float]:
-    """Mean product (and its standard error) of ``residual`` (C, H, W) at horizontally and vertically neighbouring
-    hidden pixels (H, W).
+    """Mean product (and its standard error) of ``residual`` (C, *spatial) at horizontally and vertically
+    neighbouring hidden pixels (*spatial).
 
     At hidden pixels the residual y − t is the noise minus the estimate's error, and neither estimate saw that
     noise: noise at two pixels is independent, so the product's mean is the error's covariance at one pixel apart,
     about its variance (its mean squared error) for errors smoother than a pixel, and a little less otherwise.
     No noise variance enters, so none has to be estimated and subtracted."""
     products = []
-    for axis in (1, 2):
-        a = [slice(None)] * 3
-        b = [slice(None)] * 3
+    for axis in (-2, -1):
+        a = [slice(None)] * residual.ndim
+        b = [slice(None)] * residual.ndim
         a[axis], b[axis] = slice(None, -1), slice(1, None)
         pair = hidden[tuple(a)[1:]] & hidden[tuple(b)[1:]]
         products.append((residual[tuple(a)] * residual[tuple(b)])[:, pair].ravel())
@@ -474,19 +569,23 @@ def _train(run, training, steps: int, clock, preview):
 def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
     """The student against DIP on the judge crop, at its hidden pixels (left out of the teacher's fit).
 
-    There y = x + n, and the teacher never saw n: E(y − t)² = MSE(t) + v. The student sees the whole crop, so its
+    There y = x + n, and the teacher never saw n: E(y − t)² = MSE(t) + v. (For a task with a forward operator A,
+    axial resolution, all of this holds for the measurements A·s and A·t that the two results predict: the judge
+    measures the gap in what was measured, blind to what A removes.) The student sees the whole crop, so its
     output at a pixel leans on that pixel's own noise: E(y − s)² = MSE(s) + v − 2·v·∂s/∂y (Stein's lemma, as in
     SURE), with the derivative of its output by its own input measured by Monte-Carlo probes. So the difference of
     the squared errors plus 2·v·∂s/∂y measures MSE(s) − MSE(t): the noise variance only enters times the small
     derivative. The teacher's own error comes from neighbouring hidden pixels (:func:`neighbour_products`) and turns
     the difference into decibels; for Gaussian noise v is the teacher's squared error there minus that error.
     """
-    from .core.student import apply_student
-
     spec_normalisation = judge["normalisation"]
     hidden = judge["hidden"]
-    planes, missing = student_input(spec, judge["pieces"], spec_normalisation)
-    teacher = judge["target"]
+    planes = measured_planes(spec, judge["pieces"], spec_normalisation)[0]
+    teacher = as_measured(spec, judge["target"])
+
+    def measured_student(measured: np.ndarray) -> np.ndarray:
+        return as_measured(spec, student_output(net, on_result_grid(spec, measured), device))
+
     at = np.broadcast_to(hidden, planes.shape)
     teacher_mse, standard_error = neighbour_products(planes - teacher, hidden[0])
     if spec.noise == "gaussian":
@@ -495,8 +594,9 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
         variance = max(float(((planes - teacher)[at] ** 2).mean()) - max(teacher_mse, 0.0), 1e-12)
     else:  # photon counts: a pixel's variance is its mean, c / photons at 1 in the normalised units
         variance = np.clip(teacher, 0.0, None) / float(spec_normalisation[1]["photons_at_1"])
-    student = apply_student(net, planes, APPLY_TILE, device=device)
-    derivative = self_derivative(net, planes, student, spec.seed, device)
+    result = student_output(net, on_result_grid(spec, planes), device)
+    student = as_measured(spec, result)
+    derivative = self_derivative(measured_student, planes, student, spec.seed)
     squared = (planes - student) ** 2 - (planes - teacher) ** 2 + 2.0 * variance * derivative
     difference = float(squared[at].mean())
     # hidden pixels come in 2 × 2 blocks whose terms share noise: count the blocks, not the pixels
@@ -518,8 +618,8 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
                "teacher_error_measured": bool(measured)}
     if "ground_truth" in judge["pieces"]:  # for benchmarks: the true gap on the same crop
         truth = judge["pieces"]["ground_truth"].astype(np.float32)
-        unmasked = spec_normalisation[0].inverse(student)
-        as_truth = data.PlaneLayout(truth.shape, _channels_last(spec), 2)
+        unmasked = spec_normalisation[0].inverse(result)
+        as_truth = data.PlaneLayout(truth.shape, _channels_last(spec), spec.layout.spatial_dims)
         student_image = as_truth.from_planes(unmasked[None])
         from .job import metric_pair
 
@@ -531,36 +631,34 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
     return verdict
 
 
-def self_derivative(net, planes: np.ndarray, output: np.ndarray, seed: int, device, probes: int = DERIVATIVE_PROBES):
-    """Per pixel, the derivative of the student's output by its own input (summed over channels), estimated
+def self_derivative(respond, planes: np.ndarray, output: np.ndarray, seed: int, probes: int = DERIVATIVE_PROBES):
+    """Per pixel, the derivative of ``respond(planes)`` (= ``output``), the student's prediction of each measured
+    pixel, by that pixel (summed over channels), estimated
     Monte-Carlo style (as SURE's divergence): ±1 at every pixel, a small step, the response times the sign; the
     other pixels' signs average out over the probes and over the judge's pixels."""
-    from .core.student import apply_student
-
     rng = np.random.default_rng(seed + 57)
     step = 1e-3  # the student is piecewise linear: a small step measures its derivative
     total = np.zeros_like(planes)
     for _ in range(probes):
         sign = rng.choice(np.array([-1.0, 1.0], np.float32), size=planes.shape)
-        total += sign * (apply_student(net, planes + step * sign, APPLY_TILE, device=device) - output) / step
+        total += sign * (respond(planes + step * sign) - output) / step
     return total / probes
 
 
 def _apply(run, net, spec: JobSpec, normalisation, device, preview, clock):
     """The student over every plane, tile by tile, into the preview (which is the result)."""
-    from .core.student import apply_student
     from .executor import read_measurement
 
     planes = spec.layout.leads
     for p, lead in enumerate(planes):
         if run.stop_requested:
             return
-        planes_in, _ = student_input(spec, read_measurement(spec, lead), normalisation)
+        planes_in = student_input(spec, read_measurement(spec, lead), normalisation)
 
         def on_tile(done, total, p=p):
             clock.fraction = (p + done / total) / len(planes)
 
-        restored = apply_student(net, planes_in, APPLY_TILE, device=device, on_tile=on_tile)
+        restored = student_output(net, planes_in, device, on_tile)
         preview.write_plane(lead, normalisation[0].inverse(restored))
         yield _progress(clock, float("nan"), preview.image, "apply",
                         f"student: plane {p + 1} of {len(planes)}" if len(planes) > 1 else "student: the frame", {})
@@ -628,16 +726,20 @@ class _Preview:
 
         self.spec = spec
         self.image = np.zeros(spec.output_shape, np.float32)
-        self.target = data.ArraySource.of(self.image, spec.layout.channel_axis, 2)
+        self.target = data.ArraySource.of(self.image, spec.layout.channel_axis, spec.layout.spatial_dims)
         for lead in spec.layout.leads:
             self.target.write(fallback(spec, read_measurement(spec, lead)), lead)
 
     def place(self, crop: Crop, piece: np.ndarray):
         """A teacher crop's result (channels last, as the teacher's stack holds it)."""
+        if crop.z is not None:  # the crop's planes of the volume's Y/X window
+            whole = self.target.read(crop.lead, crop.y, crop.x)
+            whole[slice(*result_z(self.spec, crop.z))] = piece
+            piece = whole
         self.target.write(piece, crop.lead, crop.y, crop.x)
 
     def write_plane(self, lead: tuple, planes: np.ndarray):
-        """A plane (C, H, W) of the student's result."""
+        """A plane (C, H, W) or volume (C, Z, H, W) of the student's result."""
         piece = np.moveaxis(planes, 0, -1) if self.spec.layout.channel_axis is not None else planes[0]
         self.target.write(piece, lead)
 

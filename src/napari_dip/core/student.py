@@ -32,6 +32,7 @@ class StudentSpec:
     batch: int = 8
     steps: int = 1200  # Adam steps (docs/benchmarks.md § Teach once, apply everywhere sized it)
     lr: float = 1e-3  # constant, then a half-cosine down to a tenth over the last third of the steps
+    reach: int = 2  # for volumes: the planes on each side of a plane that the student sees with it
 
     @property
     def multiple(self) -> int:
@@ -40,7 +41,8 @@ class StudentSpec:
 
     def as_dict(self) -> dict:
         return {"network": f"U-Net, {self.levels} levels, {self.channels} channels at full resolution",
-                "crop": self.crop, "batch": self.batch, "steps": self.steps, "lr": self.lr}
+                "crop": self.crop, "batch": self.batch, "steps": self.steps, "lr": self.lr,
+                "volume_planes_seen": 2 * self.reach + 1}
 
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -58,7 +60,7 @@ class StudentNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, channels: int = 32, levels: int = 1):
         super().__init__()
         widths = [channels * 2 ** i for i in range(levels + 1)]
-        self.out_channels = out_channels
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.down = nn.ModuleList([_double_conv(in_channels, widths[0])] +
                                   [_double_conv(widths[i], widths[i + 1]) for i in range(levels)])
         self.up = nn.ModuleList([_double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(levels))])
@@ -186,4 +188,33 @@ def apply_student(net: StudentNet, image: np.ndarray, tile: int = 512, overlap: 
             out[:, ys, xs] += result * plan.window(part)
         if on_tile is not None:
             on_tile(done, len(tiles))
+    return out
+
+
+def context_planes(volume: np.ndarray, z: int, reach: int) -> np.ndarray:
+    """The student's input for plane ``z`` of ``volume`` (C, Z, H, W): that plane's channels first (the output adds
+    to them), then planes z − reach … z + reach without z, mirrored at the volume's ends; (C·(2·reach + 1), H, W).
+
+    A 2D network that sees its neighbours along Z restores a volume for a fraction of a 3D network's cost, and
+    learns from the 3D teacher what Z tells about a plane (docs/large-images.md § Teach once, apply everywhere)."""
+    depth = volume.shape[1]
+    order = [z] + [z + d for d in range(-reach, reach + 1) if d != 0]
+    if depth == 1:
+        order = [0] * len(order)
+    else:  # mirrored without repeating the end plane, folded back for volumes thinner than the reach
+        period = 2 * (depth - 1)
+        order = [(i % period) if (i % period) < depth else period - (i % period) for i in order]
+    return np.ascontiguousarray(volume[:, order].swapaxes(0, 1).reshape(-1, *volume.shape[2:]))
+
+
+def apply_student_volume(net: StudentNet, volume: np.ndarray, tile: int = 512, device="cpu",
+                         on_plane=None) -> np.ndarray:
+    """The student's output for ``volume`` (C, Z, H, W), plane by plane with its neighbours
+    (:func:`context_planes`); (C_out, Z, H, W) float32. ``on_plane(done, total)`` after each plane."""
+    reach = (net.in_channels // volume.shape[0] - 1) // 2
+    out = np.empty((net.out_channels,) + volume.shape[1:], np.float32)
+    for z in range(volume.shape[1]):
+        out[:, z] = apply_student(net, context_planes(volume, z, reach), tile, device=device)
+        if on_plane is not None:
+            on_plane(z + 1, volume.shape[1])
     return out
