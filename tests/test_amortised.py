@@ -310,6 +310,24 @@ def test_an_axial_stack_is_taught_by_dip_on_sub_stacks_and_restored_on_the_fine_
     assert "true_gap_db" in summary["rounds"][-1]
 
 
+def test_deconvolution_is_not_amortised_and_says_why():
+    # tried: the student stayed 15 dB below DIP on a 1024² frame (benchmarks/teach_once.py --cases deconv1024)
+    image = np.zeros((64, 64), np.float32)
+    with pytest.raises(DIPInputError, match="15 dB below DIP.*amortise=False"):
+        napari_dip.restore_iter(image, "deconvolve", psf_sigma=1.5, amortise=True)
+    large = np.zeros((16, 256, 256), np.float32)
+    assert not amortised.decide(spec_of(large, task="deconvolve", psf_sigma=1.5), RestoreOptions()).amortise
+
+
+def test_teaching_stops_when_more_teachers_bring_the_student_no_closer():
+    def rounds(*gaps):
+        return [{"judged_gap_db": g, "judged_gap_se_db": 0.5} for g in gaps]
+
+    assert not amortised.stalled(rounds(3.0))  # one round: nothing to compare yet
+    assert not amortised.stalled(rounds(3.0, 1.5))  # closer: another round may pass
+    assert amortised.stalled(rounds(3.0, 3.0)) and amortised.stalled(rounds(3.0, 4.2))
+
+
 def test_a_starved_student_hands_the_job_to_per_unit_fitting():
     # one training step: the student is still (nearly) the identity, far below a DIP teacher that denoises
     clean, noisy = smooth_stack(planes=2, side=96, seed=5)

@@ -88,12 +88,15 @@ def check_amortise(value):
 
 
 AMORTISED_TASKS = ("denoise", "axial-superres")
+# tried and measured worse than per-unit fitting (docs/benchmarks.md § Teach once, apply everywhere)
+NOT_AMORTISED = {"deconvolve": "a student taught by DIP's deconvolved crops stayed 15 dB below DIP on a 1024² frame"}
 
 
 def unsupported(spec: JobSpec, options) -> str | None:
     """Why this job cannot be amortised yet, or None."""
     if spec.name not in AMORTISED_TASKS:
-        return f"amortised restoration is built for denoising and axial super-resolution so far, not {spec.name!r}"
+        why = f" ({NOT_AMORTISED[spec.name]})" if spec.name in NOT_AMORTISED else ""
+        return f"amortised restoration is built for denoising and axial super-resolution, not {spec.name!r}{why}"
     if options.out is not None:
         return "amortised restoration keeps the result in memory: it does not write into out="
     return None
@@ -331,6 +334,12 @@ def passes(verdict: dict, margin: float) -> bool:
     return verdict["judged_gap_db"] - verdict.get("judged_gap_se_db", 0.0) <= margin
 
 
+def stalled(rounds: list[dict]) -> bool:
+    """Whether the last round's teachers left the student no closer to DIP on the judge crop (the same crop and
+    hidden pixels each round, so the two gaps share most of their sampling error): more teachers will not help."""
+    return len(rounds) >= 2 and rounds[-1]["judged_gap_db"] >= rounds[-2]["judged_gap_db"]
+
+
 class _Teaching:
     """What an amortised run has learned so far: the candidate crops, the teacher's results, the student, the
     verdict of each round (one round: DIP on the new crops, the student trained on, the judge)."""
@@ -378,9 +387,14 @@ class _Teaching:
     def accepted(self) -> bool:
         return bool(self.rounds) and passes(self.rounds[-1], self.margin)
 
+    @property
+    def stalled(self) -> bool:
+        return stalled(self.rounds)
+
     def more_crops(self) -> list[int]:
-        """The next round's new teacher crops: none when the student passed, or when they would be too many."""
-        if self.accepted:
+        """The next round's new teacher crops: none when the student passed, when the last round did not bring it
+        closer, or when they would be too many."""
+        if self.accepted or self.stalled:
             return []
         judge = self.crops[self.judge]
         near_judge = tuple(i for i, c in enumerate(self.crops) if i != self.judge and c.overlaps(judge))
@@ -391,7 +405,9 @@ class _Teaching:
     def verdict_line(self, more: list[int]) -> str:
         gap, error = self.rounds[-1]["judged_gap_db"], self.rounds[-1]["judged_gap_se_db"]
         then = "it restores every plane" if self.accepted else \
-            f"{len(more)} more teacher crops" if more else "per-unit fitting takes over"
+            f"{len(more)} more teacher crops" if more else \
+            "more teachers did not bring it closer: per-unit fitting takes over" if self.stalled else \
+            "per-unit fitting takes over"
         return (f"the student is {gap:+.2f} ± {error:.2f} dB from DIP on the judge crop (margin {self.margin} dB): "
                 f"{then}")
 
