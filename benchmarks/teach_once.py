@@ -217,13 +217,17 @@ def restore(case: dict, stop_at_fallback: bool = False, **overrides) -> tuple[np
     return run.result.image, run.result.record, time.perf_counter() - start
 
 
+def truth_option(case: dict, truth) -> dict:
+    """``ground_truth=truth`` for the run, so that the judge reports its true gap, where the case has a truth on
+    the data's own scale (not the W2S average, which is stretched apart from its frames)."""
+    return {"ground_truth": truth} if truth is not None and case.get("judge_truth", True) else {}
+
+
 def default_call(case: dict) -> dict:
     """The amortised path with the default margin, every round, stopped where it falls back to per-unit fitting
     (whose cost --per-unit measures): the rounds' verdicts, the choice, and the student's PSNR if it kept the job."""
     truth = case["truth"]
-    given = truth is not None and case.get("judge_truth", True)
-    image, record, seconds = restore(case, stop_at_fallback=True, amortise=True,
-                                     **({"ground_truth": truth} if given else {}))
+    image, record, seconds = restore(case, stop_at_fallback=True, amortise=True, **truth_option(case, truth))
     summary = record.get("amortised", {})
     kept = summary.get("used", False)
     row = {"seconds_to_choice": round(seconds, 1), "choice": summary.get("choice"), "rounds": summary.get("rounds"),
@@ -239,10 +243,7 @@ def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
     score = case.get("score", psnr)
     # the student is kept whatever the judge says (no per-unit fallback), so that its quality and the judge's call
     # are measured every time; the call at the default margin is reported beside it
-    # (the judge's true gap needs a truth on the data's own scale: not the W2S average, which is stretched apart)
-    given = truth is not None and case.get("judge_truth", True)
-    options = dict(amortise=True, amortise_margin=1e9, **({"ground_truth": truth} if given else {}))
-    image, record, seconds = restore(case, **options)
+    image, record, seconds = restore(case, amortise=True, amortise_margin=1e9, **truth_option(case, truth))
     summary = record.get("amortised", {})
     row = {"case": case["name"], "amortised": {
         "seconds": round(seconds, 1), "psnr": None if truth is None else round(score(truth, image), 2),
@@ -255,8 +256,7 @@ def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
         part = planes if planes else case.get("per_unit_region")
         truth_part = case.get("per_unit_truth_region", part)  # on the result's grid
         sub = dict(case, input=case["input"][part], truth=truth[truth_part]) if part is not None else case
-        unit_image, unit_record, unit_seconds = restore(
-            sub, amortise=False, **({"ground_truth": sub["truth"]} if given else {}))
+        unit_image, unit_record, unit_seconds = restore(sub, amortise=False, **truth_option(case, sub["truth"]))
         row["per_unit"] = {"seconds": round(unit_seconds, 1), "psnr": round(score(sub["truth"], unit_image), 2),
                            "planes": planes, "iterations": unit_record["iterations"]}
         if part is not None:

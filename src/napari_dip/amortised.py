@@ -221,7 +221,7 @@ def student_input(spec: JobSpec, pieces: dict, normalisation) -> np.ndarray:
 def on_result_grid(spec: JobSpec, planes: np.ndarray) -> np.ndarray:
     """Measured planes (C, *spatial) interpolated to the result's grid (a cubic spline along Z for axial
     resolution); as they are for denoising."""
-    factor = spec.axis_factors[0] if spec.name == "axial-superres" else 1
+    factor = spec.axis_factors[0] if spec.task.enlarges == "z" else 1
     if factor == 1:
         return planes
     from scipy.ndimage import zoom
@@ -253,6 +253,12 @@ def measured_planes(spec: JobSpec, pieces: dict, normalisation):
     if missing.any():
         planes = neighbour_mean_fill(np.where(missing, 0.0, planes), missing)
     return planes.astype(np.float32), missing
+
+
+def student_channels(spec: JobSpec, student_spec) -> tuple[int, int]:
+    """The student's input and output channels: the data's, times the planes it sees at once in a volume."""
+    channels = spec.layout.channels
+    return (channels * (2 * student_spec.reach + 1) if spec.layout.spatial_dims == 3 else channels), channels
 
 
 def training_pairs(planes: np.ndarray, target: np.ndarray, reach: int) -> list:
@@ -356,10 +362,8 @@ class _Teaching:
         self.training = spread_choice(self.features, min(self.first, self.limit - 1))
         self.judge = typical_untaught(self.features, self.training, self.crops)
         self.results, self.entries, self.rounds, self.taught = {}, [], [], set()
-        channels = spec.layout.channels
-        seen = channels * (2 * student_spec.reach + 1) if spec.layout.spatial_dims == 3 else channels
-        self.student = StudentTraining(make_student(seen, channels, student_spec, spec.seed), [], student_spec,
-                                       spec.seed, device)
+        self.student = StudentTraining(make_student(*student_channels(spec, student_spec), student_spec, spec.seed),
+                                       [], student_spec, spec.seed, device)
 
     def round(self, run, preview, clock, step_seconds: float):
         """One round, with its snapshots; the verdict is appended to ``rounds`` (nothing when stopped)."""
@@ -464,8 +468,7 @@ def _calibrate(spec: JobSpec, student_spec, device) -> tuple[float, float]:
     """Seconds of one training step and of one pass over a plane, timed on throwaway data, for the time left."""
     from .core.student import StudentTraining, apply_student, make_student
 
-    channels = spec.layout.channels
-    seen = channels * (2 * student_spec.reach + 1) if spec.layout.spatial_dims == 3 else channels
+    seen, channels = student_channels(spec, student_spec)
     side = student_spec.crop
     pair = (np.zeros((seen, side, side), np.float32), np.zeros((channels, side, side), np.float32))
     trainer = StudentTraining(make_student(seen, channels, student_spec), [pair], student_spec, 0, device)

@@ -160,8 +160,9 @@ def add_restore_options(parser) -> None:
     parser.add_argument("--amortise", choices=tuple(AMORTISE_WORDS), default="auto",
                         help="teach once, apply everywhere: DIP restores a few crops, a student network learns "
                              "from them and restores every plane, judged on a crop it never saw (falls back to "
-                             "per-unit fitting where it loses more than 0.2 dB); auto (default: denoising of "
-                             "2D data of a megapixel or more: 16 x 256^2), on, off (every unit fitted by DIP)")
+                             "per-unit fitting where it loses more than 0.2 dB); auto (default: denoising, and axial "
+                             "super-resolution of volumes, with a megapixel or more in the result: 16 x 256^2), "
+                             "on, off (every unit fitted by DIP)")
     add_run_options(parser)
 
 
