@@ -2,8 +2,8 @@
 
     python benchmarks/noise_choice.py [--data ../shared/realdata] [--json FILE] [--restore-misses]
 
-The choice (core/noise_fit.py) is Gaussian or Poisson-Gaussian. Each case's truth is the ratio of the true noise
-variance at its bright pixels (the 90th percentile of the clean image) to that at its dark ones (the 10th): a
+The choice (core/noise_fit.py) is Gaussian, Poisson-Gaussian or speckle. Each case's truth is the ratio of the
+true noise variance at its bright pixels (the 90th percentile of the clean image) to that at its dark ones (the 10th): a
 case is signal-dependent when that ratio is at least ``SIGNAL_DEPENDENT``, as the rule means it. Cases:
 
 * Gaussian noise on photos (smooth and textured, gray and RGB; 64², 128², 256²) at σ = 1 to 50 of 255;
@@ -11,6 +11,8 @@ case is signal-dependent when that ratio is at least ``SIGNAL_DEPENDENT``, as th
   ×2 stacks of the scale benchmark's case (d) (σ = 1 % and 5 %);
 * Poisson-Gaussian noise (gain 2, offset 100, read noise 2 ADU) on the same photos, synthetic cells and volumes
   at 5 to 1000 photons at the brightest;
+* radar speckle (amplitude and intensity, 1, 2, 4 and 8 looks) on photos and textures (64², 256²): its truth is
+  speckle, whatever the ratio;
 * with ``--data``, the W2S raw frames (truth from their 400-frame average: the variance of raw − average, by
   intensity) and the PN2V EMCCD frames (signal-dependent: electron multiplication).
 
@@ -100,6 +102,19 @@ def poisson_cases():
             yield "poisson-gaussian", f"{label} {peak} photons", planes_of(adu, False), true_ratio(variance, clean)
 
 
+def speckle_cases():
+    from napari_dip.core.speckle import simulate
+
+    rng = np.random.default_rng(2)
+    for name in ("camera", "moon", "brick", "coins", "grass"):
+        for size in (64, 256):
+            clean = 10.0 + images.load(name, size, gray=True) / 255.0 * 90.0  # backscatter is never 0
+            for looks in (1, 2, 4, 8):
+                for kind in ("amplitude", "intensity"):
+                    yield "speckle", f"{name} {size}² {kind} {looks} look{'s' if looks > 1 else ''}", \
+                        planes_of(simulate(clean, looks, kind, rng), False), float("inf")
+
+
 def real_cases(folder: str):
     import tifffile
     from scipy import ndimage
@@ -150,11 +165,11 @@ def main(argv=None) -> int:
                         help="denoise each clear 2D photon-count case called Gaussian with the default and with the "
                              "photon model (about 5 minutes on 2 cores): what the wrong choice costs")
     args = parser.parse_args(argv)
-    cases = [*gaussian_cases(), *poisson_cases(), *(real_cases(args.data) if args.data else ())]
+    cases = [*gaussian_cases(), *poisson_cases(), *speckle_cases(), *(real_cases(args.data) if args.data else ())]
     rows, tally, clear = [], {}, {}
     for family, name, planes, ratio in cases:
         fitted = fit_noise(planes)
-        truth = "poisson-gaussian" if ratio >= SIGNAL_DEPENDENT else "gaussian"
+        truth = "speckle" if family == "speckle" else "poisson-gaussian" if ratio >= SIGNAL_DEPENDENT else "gaussian"
         right = fitted.model == truth
         rows.append({"family": family, "case": name, "true_ratio": round(ratio, 2), "truth": truth,
                      "chosen": fitted.model, "fitted_ratio": [round(r, 2) for r in fitted.ratios]})

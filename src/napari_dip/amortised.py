@@ -247,7 +247,7 @@ def measured_planes(spec: JobSpec, pieces: dict, normalisation):
 
     _, planes, missing = missing_planes(spec, pieces)
     planes = normalisation[0].forward(planes[0])
-    if spec.noise != "gaussian":
+    if spec.noise in ("poisson", "poisson-gaussian"):
         np.clip(planes, 0.0, None, out=planes)
     missing = missing[0].any(axis=0, keepdims=True)
     if missing.any():
@@ -508,6 +508,7 @@ def _teach(run, spec, options, crops, judge_index, normalisation, results, entri
         options, amortise=False, tile_size=None, out=None, mask=masks if masks.any() else None, ground_truth=truth,
         channel_axis=_channels_last(spec), noise=spec.noise, volumetric=dims == 3,
         gain=camera.get("gain"), offset=camera.get("offset"), read_noise=None,
+        looks=normalisation[1].get("looks"), speckle=spec.speckle["kind"],
         settings=dict(options.settings, warm_start=False))  # crops far apart: a warm start did not help
     teacher = start_restoration(stack, teacher_options)
     for snapshot in teacher:
@@ -525,8 +526,8 @@ def _teach(run, spec, options, crops, judge_index, normalisation, results, entri
         entry = dict(result.record["units"][i], crop=crop.as_dict(), role="judge" if i == judge_index else "teacher")
         entry.pop("unit", None)
         entries.append(entry)
-        target = normalisation[0].forward(data.PlaneLayout(result.image[i].shape, _channels_last(spec),
-                                                           dims).to_planes(result.image[i])[0])
+        layout = data.PlaneLayout(result.image[i].shape, _channels_last(spec), dims)
+        target = normalisation[0].forward_result(layout.to_planes(result.image[i])[0])
         results[index] = {"target": target, "pieces": pieces[i], "hidden": hidden if i == judge_index else None,
                           "normalisation": normalisation, "truth_result": result.image[i]}
 
@@ -607,7 +608,7 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
 
     at = np.broadcast_to(hidden, planes.shape)
     teacher_mse, standard_error = neighbour_products(planes - teacher, hidden[0])
-    if spec.noise == "gaussian":
+    if spec.noise in ("gaussian", "speckle"):  # speckle: additive and zero-mean in the log units
         # the noise variance at the hidden pixels themselves: the teacher's squared error there minus its own
         # error; a wavelet estimate counts texture as noise, and its few per cent would dominate the derivative term
         variance = max(float(((planes - teacher)[at] ** 2).mean()) - max(teacher_mse, 0.0), 1e-12)

@@ -10,6 +10,7 @@ path for an image, a stack, tiles of a large image and lazy (dask, zarr) data.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -62,14 +63,16 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
     guide : array_like, optional
         Guide image for 'guided' (flash photo; panchromatic band). It is the
         network input and must have the output's Y/X size.
-    noise : {'auto', 'gaussian', 'poisson', 'poisson-gaussian'}
+    noise : {'auto', 'gaussian', 'poisson', 'poisson-gaussian', 'speckle'}
         Noise model, 'auto' by default: fit how the image's variance grows with
-        its intensity in its flat regions and take 'poisson-gaussian' when it
-        rises, else 'gaussian' (core/noise_fit.py; the record's
-        ``parameters.noise_fit`` says why). Or name one: squared error; Poisson
-        likelihood for photon counts; or
-        camera data in ADU, counts = (ADU − offset) / gain plus Gaussian read
-        noise, fitted as photon counts after that mapping.
+        its intensity in its flat regions and take 'speckle' when it grows with
+        the square of the intensity, 'poisson-gaussian' when it rises, else
+        'gaussian' (core/noise_fit.py; the record's ``parameters.noise_fit``
+        says why). Or name one: squared error; Poisson likelihood for photon
+        counts; camera data in ADU, counts = (ADU − offset) / gain plus
+        Gaussian read noise, fitted as photon counts after that mapping; or
+        radar speckle, the Gamma likelihood of the log intensity (``looks``,
+        ``speckle``).
     channel_axis : int, optional
         Axis of colour channels or bands; None means no channel axis.
     volumetric : bool
@@ -101,8 +104,17 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
         The camera of ``noise='poisson-gaussian'``: ADU per photon, the dark
         level in ADU and the read noise σ in ADU. Gain and offset are
         estimated from the image where not given.
+    looks : float, optional
+        The number of looks of ``noise='speckle'`` (1 for single-look radar
+        data); estimated from the image's homogeneous regions where not
+        given (the record says how).
+    speckle : {'amplitude', 'intensity'}
+        What speckled data hold: the radar signal's magnitude (default) or
+        its square. Complex single-look data are accepted with
+        ``noise='auto'`` or ``'speckle'``: their amplitude is restored.
     percentiles : (float, float)
-        Intensity percentiles mapped to 0 and 1 for the network.
+        Intensity percentiles mapped to 0 and 1 for the network (of the
+        logarithm, for speckle).
     tile_size : 'auto', int or None
         Restore Y/X in overlapping tiles of this side (input pixels), blended
         without seams. 'auto' tiles only when one run would need more than a
@@ -193,7 +205,10 @@ def start_restoration(image, options: RestoreOptions) -> RestorationRun:
 
     _check_arguments(image, options.tile_size, options.overlap, options.percentiles, options.workers,
                      options.units_together)
+    image, options, complex_note = complex_as_amplitude(image, options)
     spec = define_job(image, options)
+    if complex_note:
+        spec.parameters["complex_input"] = complex_note
     decision = decide(spec, options)
     torch_device = resolve_device(options.device)
     if decision.amortise:
@@ -209,6 +224,20 @@ def start_restoration(image, options: RestoreOptions) -> RestorationRun:
 
 restore_iter.__signature__ = signature(RestorationRun)
 restore.__signature__ = signature(Restoration)
+
+
+def complex_as_amplitude(image, options: RestoreOptions):
+    """(image, options, note): complex radar data become their amplitude, restored with the speckle model; any
+    other image as it is, with no note."""
+    dtype = getattr(image, "dtype", None)
+    if dtype is None or not np.issubdtype(np.dtype(dtype), np.complexfloating):
+        return image, options, None
+    if options.noise not in ("auto", "speckle"):
+        raise DIPInputError(f"the image is complex: radar data are restored with noise='speckle' (their amplitude "
+                            f"is taken); for other data pass its magnitude (np.abs) or real part. Got "
+                            f"noise={options.noise!r}")
+    options = dataclasses.replace(options, noise="speckle", speckle="amplitude")
+    return abs(image), options, "complex: its amplitude |z| was restored, with the speckle model"
 
 
 def _check_arguments(image, tile_size, overlap, percentiles, workers, units_together="auto"):
@@ -252,6 +281,12 @@ def noise_summary(parameters: dict) -> str:
     dark to bright pixels)'."""
     fitted = parameters.get("noise_fit")
     text = f"noise: {parameters.get('noise')}"
+    speckle = parameters.get("speckle") if parameters.get("noise") == "speckle" else None
+    if speckle:
+        looks = speckle.get("looks")
+        text += f" ({speckle['kind']}, " + ("looks estimated per unit" if looks is None else (
+            f"{looks:.3g} look{'s' if looks != 1 else ''}"
+            + (" estimated from the image" if speckle.get("looks_estimated") else ""))) + ")"
     return text + (f", chosen from the image ({fitted['reason']})" if fitted else "")
 
 

@@ -30,6 +30,7 @@ from .api import kept_summary, noise_summary, stage_line
 from .core.tasks import TASKS as TASK_REGISTRY
 from .errors import DIPInputError, DIPMemoryError
 from .io import enlarged_metadata, format_for, read_image, write_image, write_json
+from .job import NOISE_MODELS
 from .options import RestoreOptions
 
 EXIT_ERROR = 1
@@ -126,11 +127,11 @@ def add_restore_options(parser) -> None:
     psf.add_argument("--psf-sigma", type=float, metavar="S", help="Gaussian PSF sigma in pixels, for deconvolve")
     parser.add_argument("--guide", metavar="FILE", help="guide image for guided (flash photo, panchromatic band), "
                                                         "at the result's size")
-    parser.add_argument("--noise", choices=("auto", "gaussian", "poisson", "poisson-gaussian"), default="auto",
-                        help="noise model: auto (default: gaussian or poisson-gaussian, chosen from how the image's "
-                             "variance grows with its intensity), gaussian (squared error), poisson (photon "
-                             "counts) or poisson-gaussian (camera values in ADU: counts times a gain, plus an offset "
-                             "and read noise)")
+    parser.add_argument("--noise", choices=NOISE_MODELS, default="auto",
+                        help="noise model: auto (default: gaussian, poisson-gaussian or speckle, chosen from how the "
+                             "image's variance grows with its intensity), gaussian (squared error), poisson (photon "
+                             "counts), poisson-gaussian (camera values in ADU: counts times a gain, plus an offset "
+                             "and read noise) or speckle (radar: multiplicative, see --looks and --speckle)")
     parser.add_argument("--gain", type=float, metavar="G",
                         help="poisson-gaussian: camera gain in ADU per photon (default: estimated from the image)")
     parser.add_argument("--offset", type=float, metavar="ADU",
@@ -138,6 +139,11 @@ def add_restore_options(parser) -> None:
     parser.add_argument("--read-noise", type=float, metavar="ADU",
                         help="poisson-gaussian: read-noise standard deviation in ADU (default: estimated with "
                              "the offset)")
+    parser.add_argument("--looks", type=float, metavar="L",
+                        help="speckle: the number of looks, 1 for single-look radar data (default: estimated from "
+                             "the image's homogeneous regions)")
+    parser.add_argument("--speckle", choices=("amplitude", "intensity"), default="amplitude",
+                        help="speckle: what the data hold, the radar signal's magnitude (default) or its square")
     parser.add_argument("--no-auto-stop", dest="auto_stop", action="store_const", const=False, default=None,
                         help="run every iteration and keep the last result, instead of judging each iterate on "
                              "held-out pixels, keeping the best one and stopping once it no longer improves "
@@ -210,7 +216,7 @@ def restore_options(args, metadata: dict, files: dict) -> RestoreOptions:
     kwargs = {"task": args.task, "factor": args.factor, "psf_sigma": args.psf_sigma, "noise": args.noise,
               "volumetric": args.volumetric, "auto_stop": args.auto_stop, "holdout_fraction": args.holdout_fraction,
               "gain": args.gain, "offset": args.offset, "read_noise": args.read_noise,
-              "amortise": AMORTISE_WORDS[args.amortise]}
+              "looks": args.looks, "speckle": args.speckle, "amortise": AMORTISE_WORDS[args.amortise]}
     for name in ("mask", "psf", "guide", "ground_truth"):
         path = getattr(args, name)
         if path is not None:

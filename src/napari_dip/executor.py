@@ -37,6 +37,7 @@ from .job import (
     prepare_unit,
     unit_quality,
     whole_metric_pair,
+    with_speckle_looks,
 )
 from .processes import Progress, WarmStarts, WorkerPlan, at_once, fit_in_processes, plan_workers
 
@@ -225,6 +226,7 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
         sample = measurement_sample(spec)
         spec = choose_noise(spec, *sample)  # one noise model for every unit
         normalisation = fit_intensities(spec, *sample)
+        spec = with_speckle_looks(spec, normalisation[1])
     elif spec.noise == "auto":  # one mapping per unit: the first unit's noise model for all, each unit read once
         first_pieces = read_unit(spec, units[0])
         spec = choose_noise(spec, *missing_planes(spec, first_pieces)[1:])

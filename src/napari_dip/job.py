@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # torch is imported when a job runs, not when this module is
 MIN_SIDE = 8  # smallest image side (pixels) that a run accepts
 MIN_PLANES = 3  # fewest Z planes that a volumetric run accepts (more where the network's filters need them)
 # "auto": chosen from the image's mean-variance relation when the run starts (core/noise_fit.py)
-NOISE_MODELS = ("auto", "gaussian", "poisson", "poisson-gaussian")
+NOISE_MODELS = ("auto", "gaussian", "poisson", "poisson-gaussian", "speckle")
 # classical estimates a result may be mixed with (core/reference.py)
 MIX_METHODS = ("biharmonic", "nl-means", "block-matching", "richardson-lucy")
 NORMALISE_CHOICES = ("joint", "per-unit")  # one intensity mapping for the whole data, or one per work unit
@@ -52,6 +52,9 @@ class JobSpec:
     output_shape: tuple[int, ...]
     parameters: dict  # for the record
     noise_fit: dict | None = None  # noise='auto': the mean-variance fit that chose the model (NoiseFit.as_dict)
+    # noise='speckle' (or 'auto', should it choose speckle): the data's kind (amplitude or intensity) and the
+    # number of looks (None: estimated from the data)
+    speckle: dict = field(default_factory=lambda: {"kind": "amplitude", "looks": None})
 
     @property
     def name(self) -> str:
@@ -85,6 +88,9 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
         noise = "poisson-gaussian"  # camera settings say what the noise is
     if noise != "poisson-gaussian" and any(v is not None for v in camera.values()):
         raise DIPInputError("gain, offset and read_noise describe a camera: use them with noise='poisson-gaussian'")
+    speckle = _check_speckle(options, noise)
+    if noise == "auto" and options.looks is not None:
+        noise = "speckle"  # a number of looks says what the noise is
     if gain is not None and not gain > 0:
         raise DIPInputError(f"the camera gain (ADU per photon) must be positive; got {gain}")
     if read_noise is not None and not read_noise >= 0:
@@ -205,8 +211,28 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
         "volumetric": volumetric, "seed": seed, "psf": psf_description, "operator": operator.describe(),
         "normalise": options.normalise, "enlarged": dict(zip("ZYX"[-spatial_dims:], axis_factors)),
     }
+    if noise == "speckle":
+        parameters["speckle"] = dict(speckle)
     return JobSpec(spec, preset, settings, layout, factor, axis_factors, operator, noise, camera, seed,
-                   percentiles, options.normalise, sources, output_shape, parameters)
+                   percentiles, options.normalise, sources, output_shape, parameters, speckle=speckle)
+
+
+def _check_speckle(options: RestoreOptions, noise: str) -> dict:
+    """The speckle options (kind, looks) checked: DIPInputError says what to change."""
+    from .core.speckle import SPECKLE_KINDS
+
+    if options.speckle not in SPECKLE_KINDS:
+        raise DIPInputError(f"speckle must be 'amplitude' (the magnitude of the radar signal) or 'intensity' (its "
+                            f"square, power); got {options.speckle!r}")
+    looks = options.looks
+    if looks is not None:
+        if noise not in ("auto", "speckle"):
+            raise DIPInputError("looks= is the number of looks of radar speckle: use it with noise='speckle'")
+        if not (isinstance(looks, (int, float)) and np.isfinite(looks) and looks >= 1):
+            raise DIPInputError(f"looks must be a number ≥ 1 (1 for single-look data; None: estimated from the "
+                                f"image); got {looks!r}")
+        looks = float(looks)
+    return {"kind": options.speckle, "looks": looks}
 
 
 def _psf(psf, psf_sigma, spatial_dims, volumetric):
@@ -292,9 +318,14 @@ def _check_values(sources, spec, noise, channel_axis):
                             "nonzero mask values mark the pixels to fill, so invert your mask")
     if noise == "poisson" and values[~missing].min() < 0:
         raise DIPInputError(_NEGATIVE_COUNTS)
+    if noise == "speckle" and values[~missing].min() < 0:
+        raise DIPInputError(NEGATIVE_SPECKLE)
 
 
 NOTHING_TO_FILL = "the mask marks no pixel as missing: paint the region to fill (nonzero = missing) or pass NaN pixels"
+NEGATIVE_SPECKLE = ("the speckle noise model needs amplitudes or intensities ≥ 0, but the image has negative values; "
+                    "pass the magnitude of complex data (np.abs) or undo a log (dB) scale: 10 ** (dB / 10) gives "
+                    "intensity")
 _NEGATIVE_COUNTS = ("the Poisson noise model needs photon counts ≥ 0, but the image has negative values; for "
                     "camera data (ADU) use noise='poisson-gaussian', else noise='gaussian'")
 
@@ -338,12 +369,26 @@ def choose_noise(spec: JobSpec, planes: np.ndarray, missing: np.ndarray) -> JobS
                                parameters=dict(spec.parameters, noise=fitted.model, noise_fit=fitted.as_dict()))
 
 
+def with_speckle_looks(spec: JobSpec, estimate: dict) -> JobSpec:
+    """``spec`` with the looks of its speckle noise estimate in the record's parameters (estimated ones say how);
+    other specs as they are."""
+    import dataclasses
+
+    if spec.noise != "speckle":
+        return spec
+    speckle = dict(spec.speckle, looks=estimate["looks"])
+    recorded = dict(speckle, looks_estimated=estimate.get("looks_estimated"))
+    return dataclasses.replace(spec, speckle=speckle, parameters=dict(spec.parameters, speckle=recorded))
+
+
 def fit_intensities(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
     """The normalisation of ``planes`` (and the camera model for Poisson-Gaussian data) as a noise-estimate dict."""
     values = planes[~missing]
     estimate = {"model": spec.noise}
     if spec.noise == "gaussian":
         return data.fit_normalisation(values, spec.percentiles), estimate
+    if spec.noise == "speckle":
+        return _speckle_model(spec, planes, missing)
     camera = _camera_model(planes, missing, **spec.camera, fitted=spec.noise_fit) \
         if spec.noise == "poisson-gaussian" else {"gain": 1.0, "effective_offset": 0.0}
     normalisation = data.fit_normalisation(values, spec.percentiles, zero_low=True)
@@ -352,6 +397,29 @@ def fit_intensities(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
                                        max(normalisation.high, camera["effective_offset"] + camera["gain"]))
     estimate.update(camera)
     estimate["photons_at_1"] = normalisation.span / camera["gain"]
+    return normalisation, estimate
+
+
+def _speckle_model(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
+    """The log normalisation of speckled data, and the speckle's kind and looks (given, else estimated)."""
+    from .core import speckle
+
+    kind, looks = spec.speckle["kind"], spec.speckle["looks"]
+    estimate = {"model": "speckle", "speckle": kind}
+    if looks is None:
+        found, how = speckle.estimate_looks(speckle.intensity(np.where(missing, 0.0, planes), kind), missing)
+        if found is None:
+            looks, how = 1.0, f"{how}: one look assumed (pass looks= if you know it)"
+        elif found < 1.0:
+            looks, how = 1.0, f"{how} gave {found:.2f}, under one look (texture): one look assumed"
+        else:
+            looks = found
+        estimate.update(looks=round(looks, 3), looks_estimated=how)
+    else:
+        estimate["looks"] = looks
+    bias, variance = speckle.log_moments(looks)
+    normalisation = data.fit_log_normalisation(planes, missing, speckle.POWER[kind], bias, spec.percentiles)
+    estimate.update(log_bias=bias, log_variance=variance)
     return normalisation, estimate
 
 
@@ -444,6 +512,8 @@ def prepare_unit(spec: JobSpec, pieces: dict, plane: int, normalisation=None) ->
         return Skipped("nothing to fill here", NOTHING_TO_FILL)
     if spec.noise == "poisson" and planes[~missing].min() < 0:
         raise DIPInputError(_NEGATIVE_COUNTS)
+    if spec.noise == "speckle" and planes[~missing].min() < 0:
+        raise DIPInputError(NEGATIVE_SPECKLE)
     known = None if not missing.any() else (~missing).astype(np.float32)
     if known is not None and known.shape[1] > 1 and (known == known[:, :1]).all():
         known = known[:, :1].copy()
@@ -451,7 +521,7 @@ def prepare_unit(spec: JobSpec, pieces: dict, plane: int, normalisation=None) ->
     normalisation, estimate = normalisation if normalisation is not None else fit_intensities(spec, planes, missing)
     estimate = dict(estimate)
     planes = normalisation.forward(planes)
-    if spec.noise != "gaussian":
+    if spec.noise in ("poisson", "poisson-gaussian"):
         np.clip(planes, 0.0, None, out=planes)  # read noise can dip below the offset; counts cannot
     planes[missing] = 0.0
     if spec.noise == "gaussian":
@@ -523,10 +593,12 @@ def _problem(job: UnitJob):
     import torch
 
     from .core.loop import Problem
-    from .core.noise import PoissonNoise, StabilisedPoissonNoise, get_noise_model
+    from .core.noise import PoissonNoise, SpeckleNoise, StabilisedPoissonNoise, get_noise_model
 
     spec, layout, settings = job.spec, job.layout, job.spec.settings
     noise = get_noise_model(spec.noise)
+    if isinstance(noise, SpeckleNoise):
+        noise = SpeckleNoise(job.normalisation.span, job.noise_estimate["looks"])
     if settings.photon_loss == "stabilised" and isinstance(noise, PoissonNoise):
         noise = StabilisedPoissonNoise(job.noise_estimate["photons_at_1"], noise.name)
     axis_factor = spec.axis_factors
@@ -649,16 +721,21 @@ def _reference(job: UnitJob, heldout, meas_pads, out_pads):
     else:
         gaussian = reference.block_matching if method == "block-matching" else reference.nl_means
 
-        def denoise(x):
+        def denoise(x, hidden):
             if job.spec.noise == "gaussian":
                 return gaussian(x, float(job.noise_estimate["sigma_normalised"]))
+            if job.spec.noise == "speckle":  # the denoiser inside the speckle likelihood, in the log domain
+                return reference.speckle_block_matching(x, 1.0 - hidden, float(job.noise_estimate["looks"]),
+                                                        job.normalisation.span, gaussian)
             # photon counts: Anscombe's transform makes the noise Gaussian with σ = 1
             photons = float(job.noise_estimate["photons_at_1"])
             return reference.anscombe(x * photons, lambda a: gaussian(a, 1.0)) / photons
 
         unmeasured = 1.0 - known
-        estimates = [denoise(reference.neighbour_mean_fill(plane, hidden))
+        estimates = [denoise(reference.neighbour_mean_fill(plane, hidden), hidden)
                      for hidden in (unmeasured, np.maximum(unmeasured, excluded))]
+        if job.spec.noise == "speckle":
+            note["how"] = "in the speckle likelihood, on the logarithm (MuLoG's plug-and-play ADMM)"
     padded = [torch.from_numpy(data.pad_reflect(e[None], out_pads)) for e in estimates]
     return padded[0], padded[1], note
 
@@ -682,15 +759,17 @@ def _quality(state, result: np.ndarray, job: UnitJob) -> dict:
         return {}
     span = job.normalisation.span
     peak = float(np.nanmax(result) - np.nanmin(result)) or span
-    out = {"heldout_error": state.heldout_error * span ** 2, "chosen_iteration": state.best_iteration}
+    out = {"heldout_error": job.normalisation.mse_in_units(state.heldout_error, result),
+           "chosen_iteration": state.best_iteration}
     if state.lowest_error_iteration is not None:
         out["lowest_error_iteration"] = state.lowest_error_iteration
     if state.best_mix_weight is not None:
         out["network_weight"] = state.best_mix_weight
     for key, mse in (("", state.estimated_mse), ("chosen_", state.best_estimated_mse)):
         if mse is not None:
-            out[f"{key}estimated_rmse"] = float(np.sqrt(max(mse, 0.0))) * span
-            out[f"{key}estimated_psnr"] = estimated_psnr(mse * span ** 2, peak)
+            in_units = job.normalisation.mse_in_units(mse, result)
+            out[f"{key}estimated_rmse"] = float(np.sqrt(max(in_units, 0.0)))
+            out[f"{key}estimated_psnr"] = estimated_psnr(in_units, peak)
     if state.best_estimated_mse is not None and state.best_estimated_mse <= 0:
         out["estimate_note"] = NO_ESTIMATE
     return out

@@ -39,6 +39,8 @@ class RestoreOptions:
     gain: float | None = None
     offset: float | None = None
     read_noise: float | None = None
+    looks: float | None = None  # noise='speckle': the number of looks (None: estimated from the image)
+    speckle: str = "amplitude"  # noise='speckle': what the data are, "amplitude" or "intensity" (core/speckle.py)
     percentiles: tuple = (0.0, 100.0)
     tile_size: int | str | None = "auto"
     overlap: int = 64

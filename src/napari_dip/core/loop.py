@@ -128,11 +128,16 @@ class ReferenceMix:
     pixels (core/reference.py says why). ``reference_measured`` is A(r') for the r' made without the held-out
     pixels; the mixed iterate's held-out error is kept beside its weight, for the iterate the loop keeps."""
 
-    def __init__(self, reference, reference_measured, target, scored):
+    def __init__(self, reference, reference_measured, target, scored, shrink: bool = False):
         self.reference = reference
         self.reference_measured = reference_measured
         self.residual = target - reference_measured  # what the reference misses, at the measurements
         self.scored = scored
+        # ``shrink``: the weight is pulled towards the reference by its own uncertainty, w·(1 − s.e.² / w²)⁺ (one
+        # parameter's positive-part James–Stein rule), where the noise at the held-out pixels dwarfs the
+        # difference between the two estimates (speckle: core/noise.py SpeckleNoise)
+        self.shrink = shrink
+        self.count = scored.expand_as(target).sum().clamp_min(1) if shrink else None
         self.current = None
         self._now = None  # (weight, held-out error) of the latest iterate, 0-d tensors on the device
         self._kept = None
@@ -140,8 +145,11 @@ class ReferenceMix:
     def mix(self, iterate, iterate_measured):
         """The mixed iterate (kept as ``current``); weight and held-out error stay on the device."""
         difference = iterate_measured - self.reference_measured
-        weight = (masked_mean(difference * self.residual, self.scored)
-                  / masked_mean(difference * difference, self.scored).clamp_min(1e-12)).clamp(0.0, 1.0)
+        spread = masked_mean(difference * difference, self.scored).clamp_min(1e-12)
+        weight = (masked_mean(difference * self.residual, self.scored) / spread).clamp(0.0, 1.0)
+        if self.shrink:
+            variance = masked_mean((weight * difference - self.residual) ** 2, self.scored) / (self.count * spread)
+            weight = weight * (1.0 - variance / (weight * weight).clamp_min(1e-12)).clamp(0.0, 1.0)
         error = masked_mean((weight * difference - self.residual) ** 2, self.scored)
         self._now = torch.stack([weight, error])
         self.current = self.reference + weight * (iterate - self.reference)
@@ -566,7 +574,7 @@ class HeldOutScore:
         if problem.reference is not None:
             self.mixer = ReferenceMix(problem.reference.to(device),
                                       measurement.operator(problem.reference_scored.to(device)),
-                                      measurement.target, scored)
+                                      measurement.target, scored, shrink=measurement.noise.shrink_mix)
         self.score = self.errors = None
 
     def judge(self, current: torch.Tensor) -> torch.Tensor:

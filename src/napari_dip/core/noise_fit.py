@@ -4,7 +4,10 @@ Camera and photon-counting data have a variance that grows with the signal, ``Va
 ``a`` the gain, ``b`` the read noise's variance less ``a`` times the dark offset; Foi et al., 2008); additive noise
 has a flat one (``a = 0``). :func:`fit_noise` fits that line to an image, per channel, and chooses the Gaussian
 model when the variance stays within a factor :data:`SIGNAL_DEPENDENT` across the image's intensities, else the
-Poisson-Gaussian one. It is what ``noise="auto"``, the default, runs. How often it is right on images whose noise
+Poisson-Gaussian one. Radar speckle is multiplicative: its variance grows with the *square* of the mean,
+``Var = c · mean²`` (core/speckle.py); where that one-parameter curve fits the points better than the line does
+(and the noise is strong: the coefficient of variation at least :data:`SPECKLE_MIN_CV`), the choice is speckle.
+It is what ``noise="auto"``, the default, runs. How often it is right on images whose noise
 is known: ``python benchmarks/noise_choice.py`` (docs/benchmarks.md § Which noise model).
 """
 
@@ -91,6 +94,11 @@ FLAT_ROUNDS = 4
 FLAT_SHARE = 0.5
 # median of a σ²·χ²(1) variable is 0.4549 σ²
 CHI2_MEDIAN = 0.4549
+# speckle: the smallest noise spread over mean (√c) called speckle (amplitude of 10 looks is 0.16), and how much
+# closer to the points the curve must come than the line (RMS of log variance, a ratio)
+SPECKLE_MIN_CV = 0.14
+SPECKLE_BETTER = 0.5
+SPECKLE_POWER = 0.3  # how far the fitted exponent of Var ∝ meanᵖ may lie from 2
 
 
 def _flat_variance(square: np.ndarray, structure: np.ndarray) -> float | None:
@@ -138,7 +146,7 @@ def _binned(mean: np.ndarray, square: np.ndarray, bins: int, structure: np.ndarr
 class NoiseFit:
     """The fitted variance line per channel and the model chosen from it (for the record: :meth:`as_dict`)."""
 
-    model: str  # "gaussian" or "poisson-gaussian"
+    model: str  # "gaussian", "poisson-gaussian" or "speckle"
     slopes: list  # a per channel: variance per unit of mean (a camera's gain, in its units)
     intercepts: list  # b per channel: the variance at mean 0
     ratios: list  # per channel: the fitted variance at bright pixels over that at dark ones
@@ -162,6 +170,30 @@ def clipped(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def speckle_fit(centres, levels, counts, slope, intercept) -> float | None:
+    """The coefficient of variation of multiplicative noise, ``Var = c · mean²`` (√c), where the points follow that
+    curve: a power law fitted to them has an exponent within :data:`SPECKLE_POWER` of 2 (photon counts: 1), the curve
+    comes at most :data:`SPECKLE_BETTER` times as far (RMS in log) as the line ``slope · mean + intercept`` wherever
+    the line is positive, and √c is at least :data:`SPECKLE_MIN_CV`; else None. Means must be positive and span at
+    least a factor 2, or the two cannot be told apart."""
+    if centres.min() <= 0 or centres.max() < 2 * centres.min() or levels.min() <= 0:
+        return None
+    weight = counts / counts.sum()
+    log_means, log_levels = np.log(centres), np.log(levels)
+    power = np.polyfit(log_means, log_levels, 1, w=np.sqrt(weight))[0]
+    log_c = float(np.sum(weight * (log_levels - 2 * log_means)))
+    cv = float(np.exp(log_c / 2))
+    if abs(power - 2) > SPECKLE_POWER or cv < SPECKLE_MIN_CV:
+        return None
+    line = slope * centres + intercept
+    if line.min() > 0:
+        curve_error = np.sqrt(np.sum(weight * (log_levels - log_c - 2 * log_means) ** 2))
+        line_error = np.sqrt(np.sum(weight * (log_levels - np.log(line)) ** 2))
+        if curve_error > SPECKLE_BETTER * line_error:
+            return None
+    return cv
+
+
 def fit_noise(planes: np.ndarray, missing: np.ndarray | None = None) -> NoiseFit:
     """Fit ``Var = a · mean + b`` to ``planes`` (P, C, *spatial) per channel and choose the noise model.
 
@@ -172,7 +204,7 @@ def fit_noise(planes: np.ndarray, missing: np.ndarray | None = None) -> NoiseFit
     planes = np.asarray(planes, np.float64)
     clipped_values = clipped(planes)
     unusable = clipped_values | (np.zeros(planes.shape, bool) if missing is None else np.asarray(missing, bool))
-    slopes, intercepts, ratios, fitted = [], [], [], 0
+    slopes, intercepts, ratios, fitted, speckled = [], [], [], 0, []
     ends = [np.unique(planes[:, c][clipped_values[:, c]]) for c in range(planes.shape[1])]
     for c in range(planes.shape[1]):
         points = haar_points(np.where(unusable[:, c], 0.0, planes[:, c]), usable=~unusable[:, c])
@@ -191,7 +223,12 @@ def fit_noise(planes: np.ndarray, missing: np.ndarray | None = None) -> NoiseFit
         dark, bright = (slope * centres[i] + intercept for i in (1, -2))
         ratio = float(bright / dark) if dark > 0 else float("inf") if bright > 0 else 1.0
         slopes.append(float(slope)), intercepts.append(float(intercept)), ratios.append(ratio)
+        speckled.append(speckle_fit(centres, levels, counts, slope, intercept))
     rising = [r for a, r in zip(slopes, ratios) if a > 0]
+    if speckled and all(cv is not None for cv in speckled) and rising and max(rising) >= SIGNAL_DEPENDENT:
+        return NoiseFit("speckle", slopes, intercepts, ratios,
+                        f"the noise grows in proportion to the signal (spread {np.median(speckled):.2f} × the mean "
+                        f"at every intensity): multiplicative speckle")
     if rising and max(rising) >= SIGNAL_DEPENDENT:
         return NoiseFit("poisson-gaussian", slopes, intercepts, ratios,
                         f"the variance grows with the signal: {max(rising):.3g}× from dark to bright pixels")

@@ -1,5 +1,5 @@
-"""Classical estimates mixed into the network's result: a biharmonic fill, non-local means, block matching,
-Richardson–Lucy deconvolution.
+"""Classical estimates mixed into the network's result: a biharmonic fill, non-local means, block matching (and,
+for speckle, block matching inside the speckle likelihood), Richardson–Lucy deconvolution.
 
 A small network fitted for a minute on a CPU is not best everywhere: biharmonic
 interpolation of scattered missing pixels is hard to beat on smooth content, and
@@ -217,3 +217,40 @@ def anscombe(counts: np.ndarray, denoise) -> np.ndarray:
     inverse = (0.25 * d ** 2 + 0.25 * np.sqrt(1.5) / d - 11.0 / 8.0 / d ** 2 + 0.625 * np.sqrt(1.5) / d ** 3
                - 0.125)
     return np.maximum(inverse, 0.0).astype(np.float32)
+
+
+# speckle: ADMM rounds, and the penalty in units of the log-speckle's inverse variance (benchmarks/speckle.py chose
+# 6 over 1 to 4 on photos at 1 and 4 looks: 1 lost to the homomorphic start, 6 gained most)
+SPECKLE_ROUNDS = 6
+SPECKLE_PENALTY = 6.0
+NEWTON_STEPS = 10
+
+
+def speckle_block_matching(plane: np.ndarray, known: np.ndarray, looks: float, span: float, denoise) -> np.ndarray:
+    """Speckle removed by a Gaussian denoiser inside the speckle likelihood: plug-and-play ADMM on the log intensity
+    (MuLoG, Deledalle et al., IEEE TCI 2017), started from the homomorphic estimate (the denoiser on the logs alone).
+
+    ``plane`` (C, *spatial) is in the network's units of ``data.LogNormalisation`` (the log-speckle's mean taken
+    out; ``span`` log units per unit), 0 where ``known`` (1 or C, *spatial) is 0; ``denoise(x, sigma)`` is a
+    Gaussian denoiser (σ in the same units). Each round solves, per pixel by Newton's method, the Gamma likelihood
+    of ``looks`` looks plus a quadratic pull to the denoiser's last estimate, then denoises that. Where the log
+    data's noise is far from Gaussian (one look) this gains 1–3 dB over the homomorphic estimate; at 4 looks
+    0–0.6 dB. Returns the estimate in the network's units."""
+    from .speckle import log_moments
+
+    bias, variance = log_moments(looks)
+    penalty = SPECKLE_PENALTY / variance  # in log units⁻²
+    measured = np.broadcast_to(known > 0, plane.shape)
+    data = plane.astype(np.float64) * span + bias  # the measured log intensity (less the range's low end)
+    z = denoise(plane, float(np.sqrt(variance)) / span).astype(np.float64) * span
+    x, dual = z.copy(), np.zeros_like(z)
+    for _ in range(SPECKLE_ROUNDS):
+        pull = z - dual
+        for _ in range(NEWTON_STEPS):  # the likelihood and the pull are convex in x: Newton converges
+            ratio = np.where(measured, np.exp(np.clip(data - x, -50.0, 50.0)), 0.0)
+            gradient = looks * (np.where(measured, 1.0, 0.0) - ratio) + penalty * (x - pull)
+            x -= gradient / (looks * ratio + penalty)
+        z = denoise(((x + dual) / span).astype(np.float32), float(1.0 / np.sqrt(penalty)) / span).astype(
+            np.float64) * span
+        dual += x - z
+    return (z / span).astype(np.float32)

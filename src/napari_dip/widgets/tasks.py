@@ -13,21 +13,24 @@ from .layer_data import InputSelection, companion_array, layer_array
 
 
 def noise_model_choice() -> ComboBox:
-    """The noise model drop-down: automatic (the default), Gaussian, Poisson or Poisson-Gaussian."""
+    """The noise model drop-down: automatic (the default), Gaussian, Poisson, Poisson-Gaussian or speckle."""
     return ComboBox(label="noise model", value="auto",
                     choices=[("automatic (from the image)", "auto"), ("Gaussian (squared error)", "gaussian"),
                              ("Poisson (photon counts)", "poisson"),
-                             ("Poisson-Gaussian (camera ADU)", "poisson-gaussian")],
+                             ("Poisson-Gaussian (camera ADU)", "poisson-gaussian"),
+                             ("speckle (radar)", "speckle")],
                     tooltip="Automatic fits how the image's variance grows with its intensity and chooses "
-                            "Gaussian (flat) or Poisson-Gaussian (rising); the status line says which. "
+                            "Gaussian (flat), Poisson-Gaussian (rising) or speckle (rising with the square of "
+                            "the intensity); the status line says which. "
                             "Poisson suits photon-counting data (fluorescence, low-light cameras) "
                             "whose values are counts ≥ 0; Poisson-Gaussian suits raw camera values (ADU): "
-                            "counts times a gain, plus an offset and read noise.")
+                            "counts times a gain, plus an offset and read noise; speckle suits synthetic aperture "
+                            "radar amplitude or intensity (multiplicative noise).")
 
 
 class NoiseModel:
     """The noise model choice and, for 'poisson-gaussian', the camera's gain, offset and read noise
-    (0 = estimate from the image)."""
+    (0 = estimate from the image); for 'speckle', the looks (0 = estimate) and what the data hold."""
 
     def __init__(self):
         self.model = noise_model_choice()
@@ -38,16 +41,24 @@ class NoiseModel:
         self.read_noise = FloatSpinBox(label="read noise σ", value=0.0, min=0.0, max=1e6, step=0.1,
                                        tooltip="Standard deviation of the read noise in ADU; 0: estimated "
                                                "with the offset.")
-        self.model.changed.connect(self._show_camera_fields)
-        self._show_camera_fields()
+        self.looks = FloatSpinBox(label="looks", value=0.0, min=0.0, max=1000.0, step=1.0,
+                                  tooltip="The number of looks of the radar data: 1 for single-look; 0: estimated "
+                                          "from the image's homogeneous regions.")
+        self.speckle = ComboBox(label="data", value="amplitude",
+                                choices=[("amplitude (magnitude)", "amplitude"), ("intensity (power)", "intensity")],
+                                tooltip="What the radar image holds: the signal's magnitude or its square.")
+        self.model.changed.connect(self._show_model_fields)
+        self._show_model_fields()
 
     @property
     def widgets(self) -> list:
-        return [self.model, self.gain, self.offset, self.read_noise]
+        return [self.model, self.gain, self.offset, self.read_noise, self.looks, self.speckle]
 
-    def _show_camera_fields(self, *_):
+    def _show_model_fields(self, *_):
         for widget in (self.gain, self.offset, self.read_noise):
             widget.visible = self.model.value == "poisson-gaussian"
+        for widget in (self.looks, self.speckle):
+            widget.visible = self.model.value == "speckle"
 
     def arguments(self) -> dict:
         """noise=, plus gain=, offset=, read_noise= for 'poisson-gaussian' (None where not given)."""
@@ -55,6 +66,8 @@ class NoiseModel:
         if self.model.value == "poisson-gaussian":
             for name in ("gain", "offset", "read_noise"):
                 arguments[name] = getattr(self, name).value or None
+        if self.model.value == "speckle":
+            arguments.update(looks=self.looks.value or None, speckle=self.speckle.value)
         return arguments
 
 
