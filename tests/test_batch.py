@@ -174,3 +174,19 @@ def test_a_killed_batch_resumes_where_it_stopped(tmp_path):
         image, _ = read_image(out / f"img{i}.tif")
         assert image.shape == (32, 32) and np.isfinite(image).all()
         assert (out / f"img{i}.json").exists()
+
+
+def test_a_tile_size_set_in_the_options_is_kept(tmp_path):
+    # before, restore_file's own tile_size='auto' replaced the options' one: this 48 × 80 image was not tiled
+    from napari_dip.batch import as_options, restore_file
+
+    tifffile.imwrite(tmp_path / "frame.tif", np.random.default_rng(1).random((48, 80)).astype(np.float32))
+    task = plan_tasks([tmp_path / "frame.tif"], tmp_path / "out")[0]
+    options = as_options(dict(TINY, tile_size=48, overlap=16))
+    row = restore_file(task, options, torch_threads=1)
+    assert row["status"] == "done", row
+    assert json.loads(open(task.record).read())["tiling"]["grid"] == [1, 2]
+    # an explicit argument still wins
+    other = plan_tasks([tmp_path / "frame.tif"], tmp_path / "untiled")[0]
+    assert restore_file(other, options, tile_size=None, torch_threads=1)["status"] == "done"
+    assert json.loads(open(other.record).read()).get("tiling") is None

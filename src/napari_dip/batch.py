@@ -188,15 +188,21 @@ def _plane(image, metadata, layout, plane):
 # one task, on a worker
 
 
-def restore_file(task: BatchTask, options, *, tile_size="auto", overlap: int | None = None,
+# tile_size's default in restore_file and run_batch: keep the options' own (a RestoreOptions' tile_size, 'auto' unless
+# set; before, these functions' own 'auto' silently replaced it)
+FROM_OPTIONS = "from-options"
+
+
+def restore_file(task: BatchTask, options, *, tile_size=FROM_OPTIONS, overlap: int | None = None,
                  torch_threads: int | None = None, extra_record: dict | None = None) -> dict:
     """Restore one file or plane and write its result and run record; returns its summary row.
 
     Runs on a dask worker (or anywhere). ``options``: a :class:`RestoreOptions`, or a dict of
     :func:`napari_dip.restore`'s keywords; ``channel_axis='auto'`` (a dict's default) takes it from the file.
     ``tile_size`` is None (never tile), 'auto' (tile when the image would not
-    fit a quarter of the device's memory) or a side in pixels. Never raises:
-    an error is returned in the row.
+    fit a quarter of the device's memory) or a side in pixels; by default the
+    options' own. ``overlap``: by default the options' own. Never raises: an
+    error is returned in the row.
     """
     row = {"file": task.name, "status": "failed", "iterations": None, "stop reason": None, "seconds": None,
            "error": None, "output": task.output}
@@ -243,7 +249,8 @@ def _restore(image, output, metadata, options: RestoreOptions, tile_size, overla
     volumetric = bool(options.volumetric or task.volumetric)
     axis_factors = task.axis_factors(int(options.factor or task.default_factor), 3 if volumetric else 2)
     # workers of one machine share its memory: count this worker's share only
-    options = dataclasses.replace(options, tile_size=tile_size, overlap=options.overlap if overlap is None else overlap,
+    options = dataclasses.replace(options, tile_size=options.tile_size if tile_size == FROM_OPTIONS else tile_size,
+                                  overlap=options.overlap if overlap is None else overlap,
                                   memory_limit=_worker_attribute("memory_limit", None))
     metadata = enlarged_metadata(metadata, dict(zip("ZYX"[-len(axis_factors):], axis_factors)))
     if format_for(output).name == "zarr":
@@ -301,7 +308,7 @@ def _worker_attribute(attribute, default):
 
 
 def run_batch(tasks, options, *, scheduler: str | None = None, workers: int | None = None,
-              threads_per_worker: int | None = None, tile_size="auto", overlap: int | None = None,
+              threads_per_worker: int | None = None, tile_size=FROM_OPTIONS, overlap: int | None = None,
               progress: bool = True, extra_record: dict | None = None, write=print) -> list[dict]:
     """Run ``tasks`` (from :func:`plan_tasks`) on a dask cluster; returns one summary row per task.
 
