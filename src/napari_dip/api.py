@@ -284,9 +284,12 @@ def noise_summary(parameters: dict) -> str:
     speckle = parameters.get("speckle") if parameters.get("noise") == "speckle" else None
     if speckle:
         looks = speckle.get("looks")
-        text += f" ({speckle['kind']}, " + ("looks estimated per unit" if looks is None else (
-            f"{looks:.3g} look{'s' if looks != 1 else ''}"
-            + (" estimated from the image" if speckle.get("looks_estimated") else ""))) + ")"
+        if looks is None:
+            said = "looks estimated per unit"
+        else:
+            said = f"{looks:.3g} look{'s' if looks != 1 else ''}"
+            said += " estimated from the image" if speckle.get("looks_estimated") else ""
+        text += f" ({speckle['kind']}, {said})"
     return text + (f", chosen from the image ({fitted['reason']})" if fitted else "")
 
 

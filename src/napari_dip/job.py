@@ -316,18 +316,23 @@ def _check_values(sources, spec, noise, channel_axis):
     if missing.all():
         raise DIPInputError("the mask hides every pixel: nothing is left to fit; "
                             "nonzero mask values mark the pixels to fill, so invert your mask")
-    if noise == "poisson" and values[~missing].min() < 0:
-        raise DIPInputError(_NEGATIVE_COUNTS)
-    if noise == "speckle" and values[~missing].min() < 0:
-        raise DIPInputError(NEGATIVE_SPECKLE)
+    check_not_negative(noise, values[~missing])
+
+
+def check_not_negative(noise: str, measured: np.ndarray) -> None:
+    """DIPInputError for negative ``measured`` values where the noise model needs values ≥ 0."""
+    if noise in NEGATIVE_VALUES and measured.size and measured.min() < 0:
+        raise DIPInputError(NEGATIVE_VALUES[noise])
 
 
 NOTHING_TO_FILL = "the mask marks no pixel as missing: paint the region to fill (nonzero = missing) or pass NaN pixels"
-NEGATIVE_SPECKLE = ("the speckle noise model needs amplitudes or intensities ≥ 0, but the image has negative values; "
-                    "pass the magnitude of complex data (np.abs) or undo a log (dB) scale: 10 ** (dB / 10) gives "
-                    "intensity")
-_NEGATIVE_COUNTS = ("the Poisson noise model needs photon counts ≥ 0, but the image has negative values; for "
-                    "camera data (ADU) use noise='poisson-gaussian', else noise='gaussian'")
+# the noise models whose values cannot be negative, and what to do when they are
+NEGATIVE_VALUES = {
+    "poisson": "the Poisson noise model needs photon counts ≥ 0, but the image has negative values; for camera data "
+               "(ADU) use noise='poisson-gaussian', else noise='gaussian'",
+    "speckle": "the speckle noise model needs amplitudes or intensities ≥ 0, but the image has negative values; pass "
+               "the magnitude of complex data (np.abs) or undo a log (dB) scale: 10 ** (dB / 10) gives intensity",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,10 +515,7 @@ def prepare_unit(spec: JobSpec, pieces: dict, plane: int, normalisation=None) ->
         return NO_MEASURED_PIXEL
     if "mask" in spec.task.needs and not missing.any():
         return Skipped("nothing to fill here", NOTHING_TO_FILL)
-    if spec.noise == "poisson" and planes[~missing].min() < 0:
-        raise DIPInputError(_NEGATIVE_COUNTS)
-    if spec.noise == "speckle" and planes[~missing].min() < 0:
-        raise DIPInputError(NEGATIVE_SPECKLE)
+    check_not_negative(spec.noise, planes[~missing])
     known = None if not missing.any() else (~missing).astype(np.float32)
     if known is not None and known.shape[1] > 1 and (known == known[:, :1]).all():
         known = known[:, :1].copy()

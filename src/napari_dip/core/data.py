@@ -179,7 +179,7 @@ class LogNormalisation(Normalisation):
 
     def forward_result(self, x: np.ndarray) -> np.ndarray:
         # a result has no speckle, so no log-speckle mean to take out
-        return LogNormalisation.forward(self, x) + np.float32(self.bias / self.span)
+        return self.forward(x) + np.float32(self.bias / self.span)
 
     def mse_in_units(self, mse: float, result: np.ndarray) -> float:
         # a small log-intensity error δ is a relative intensity error δ, an amplitude one δ / 2

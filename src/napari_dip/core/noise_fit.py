@@ -225,11 +225,11 @@ def fit_noise(planes: np.ndarray, missing: np.ndarray | None = None) -> NoiseFit
         slopes.append(float(slope)), intercepts.append(float(intercept)), ratios.append(ratio)
         speckled.append(speckle_fit(centres, levels, counts, slope, intercept))
     rising = [r for a, r in zip(slopes, ratios) if a > 0]
-    if speckled and all(cv is not None for cv in speckled) and rising and max(rising) >= SIGNAL_DEPENDENT:
-        return NoiseFit("speckle", slopes, intercepts, ratios,
-                        f"the noise grows in proportion to the signal (spread {np.median(speckled):.2f} × the mean "
-                        f"at every intensity): multiplicative speckle")
     if rising and max(rising) >= SIGNAL_DEPENDENT:
+        if all(cv is not None for cv in speckled):
+            return NoiseFit("speckle", slopes, intercepts, ratios,
+                            f"the noise grows in proportion to the signal (spread {np.median(speckled):.2f} × the "
+                            f"mean at every intensity): multiplicative speckle")
         return NoiseFit("poisson-gaussian", slopes, intercepts, ratios,
                         f"the variance grows with the signal: {max(rising):.3g}× from dark to bright pixels")
     if not fitted:

@@ -174,7 +174,16 @@ def estimate_gaussian_sigma(planes: np.ndarray, known: np.ndarray | None = None)
     Blocks that touch a missing pixel are left out. It overestimates slightly on
     strongly textured images, where detail leaks into the finest band.
     """
-    x = np.asarray(planes, np.float64)
+    diagonal = diagonal_detail(planes, known)
+    if diagonal.size == 0:
+        return 0.0
+    return float(np.median(np.abs(diagonal)) / 0.6745)
+
+
+def diagonal_detail(x: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """The finest diagonal Haar details ``(a − b − c + d) / 2`` of the 2×2 blocks of ``x`` (…, Y, X), float64; with
+    ``known`` (nonzero = measured, broadcast to ``x``) only those of blocks whose four pixels are measured, flat."""
+    x = np.asarray(x, np.float64)
     h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
     x = x[..., :h, :w]
     diagonal = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
@@ -182,9 +191,7 @@ def estimate_gaussian_sigma(planes: np.ndarray, known: np.ndarray | None = None)
         k = np.broadcast_to(np.asarray(known)[..., :h, :w] > 0, x.shape)
         whole = k[..., 0::2, 0::2] & k[..., 0::2, 1::2] & k[..., 1::2, 0::2] & k[..., 1::2, 1::2]
         diagonal = diagonal[whole]
-    if diagonal.size == 0:
-        return 0.0
-    return float(np.median(np.abs(diagonal)) / 0.6745)
+    return diagonal
 
 
 def estimate_camera_gain_offset(image: np.ndarray, bins: int = 16) -> tuple[float, float]:

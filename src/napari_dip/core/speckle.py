@@ -10,6 +10,8 @@ into intensity first (``power`` 2), so one set of formulas serves both.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 SPECKLE_KINDS = ("amplitude", "intensity")
@@ -27,13 +29,19 @@ def log_moments(looks: float) -> tuple[float, float]:
 def ratio_cv(looks: float, kind: str) -> float:
     """The coefficient of variation of pure speckle, ``observed / reflectivity`` in the data's own units (amplitude:
     ``A / √R``; √(4/π − 1) ≈ 0.523 for one look; intensity: ``1 / √L``)."""
+    if kind == "intensity":
+        return float(1.0 / np.sqrt(looks))
+    return float(np.sqrt(1.0 / ratio_mean(looks, kind) ** 2 - 1.0))  # E[S] = 1
+
+
+def ratio_mean(looks: float, kind: str) -> float:
+    """The mean of pure speckle, ``observed / reflectivity`` in the data's units: 1 for intensity, ``E[√S] =
+    Γ(L + ½) / (Γ(L) √L)`` for amplitude."""
     from scipy.special import gammaln
 
     if kind == "intensity":
-        return float(1.0 / np.sqrt(looks))
-    # E[√S] = Γ(L + ½) / (Γ(L) √L), E[S] = 1
-    mean = np.exp(gammaln(looks + 0.5) - gammaln(looks)) / np.sqrt(looks)
-    return float(np.sqrt(1.0 / mean ** 2 - 1.0))
+        return 1.0
+    return float(np.exp(gammaln(looks + 0.5) - gammaln(looks)) / np.sqrt(looks))
 
 
 def simulate(reflectivity: np.ndarray, looks: float, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -59,13 +67,15 @@ def block_cv2(intensity_image: np.ndarray, missing: np.ndarray | None = None,
     h, w = (x.shape[1] // block) * block, (x.shape[2] // block) * block
     if h == 0 or w == 0:
         return np.zeros(0)
-    blocks = x[:, :h, :w].reshape(x.shape[0], h // block, block, w // block, block).swapaxes(2, 3)
-    blocks = blocks.reshape(-1, block * block)
+
+    def as_blocks(a):  # (blocks, block²)
+        return a[:, :h, :w].reshape(a.shape[0], h // block, block, w // block, block).swapaxes(2, 3).reshape(
+            -1, block * block)
+
+    blocks = as_blocks(x)
     usable = np.ones(len(blocks), bool)
     if missing is not None:
-        m = np.asarray(missing, bool).reshape(x.shape)[:, :h, :w]
-        usable = ~m.reshape(x.shape[0], h // block, block, w // block, block).swapaxes(2, 3).reshape(
-            -1, block * block).any(axis=1)
+        usable = ~as_blocks(np.asarray(missing, bool).reshape(x.shape)).any(axis=1)
     mean = blocks.mean(axis=1)
     usable &= mean > 0
     return blocks[usable].var(axis=1, ddof=1) / mean[usable] ** 2
@@ -94,39 +104,25 @@ def estimate_looks(intensity_image: np.ndarray, missing: np.ndarray | None = Non
     return from_blocks, f"the most common 1/CV² of {cv2.size} blocks of {ESTIMATE_BLOCK}² pixels"
 
 
-def _diagonal_detail(logs: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
-    """|a − b − c + d| / 2 of each 2 × 2 block of (…, Y, X) with every pixel usable."""
-    x = logs.reshape(-1, *logs.shape[-2:])
-    h, w = (x.shape[1] // 2) * 2, (x.shape[2] // 2) * 2
-    corners = [x[:, i:h:2, j:w:2] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1))]
-    detail = np.abs(corners[0] - corners[1] - corners[2] + corners[3]) / 2
-    if usable is None:
-        return detail.ravel()
-    u = usable.reshape(x.shape)
-    whole = np.logical_and.reduce([u[:, i:h:2, j:w:2] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1))])
-    return detail[whole]
-
-
 _DETAIL_LOOKS = np.geomspace(0.5, 64.0, 48)
 
 
+@functools.cache
 def _median_detail_table() -> np.ndarray:
     """The median |diagonal Haar detail| of pure log-speckle at each of ``_DETAIL_LOOKS`` (seeded simulation)."""
-    global _DETAIL_TABLE
-    if _DETAIL_TABLE is None:
-        rng = np.random.default_rng(0)
-        _DETAIL_TABLE = np.array([np.median(_diagonal_detail(np.log(rng.gamma(looks, 1.0, (2, 256, 256)))))
-                                  for looks in _DETAIL_LOOKS])
-    return _DETAIL_TABLE
+    from .quality import diagonal_detail
 
-
-_DETAIL_TABLE = None
+    rng = np.random.default_rng(0)
+    return np.array([np.median(np.abs(diagonal_detail(np.log(rng.gamma(looks, 1.0, (2, 256, 256))))))
+                     for looks in _DETAIL_LOOKS])
 
 
 def _looks_from_detail(intensity_image, missing) -> float | None:
+    from .quality import diagonal_detail
+
     x = np.asarray(intensity_image, np.float64)
     usable = x > 0 if missing is None else (x > 0) & ~np.asarray(missing, bool)
-    detail = _diagonal_detail(np.log(np.where(usable, x, 1.0)), usable)
+    detail = np.abs(diagonal_detail(np.log(np.where(usable, x, 1.0)), usable))
     if detail.size < 256:
         return None
     table = _median_detail_table()  # falls as the looks grow
@@ -145,11 +141,8 @@ def ratio_statistics(observed: np.ndarray, restored: np.ndarray, looks: float, k
     """The ratio image ``observed / restored`` in the data's units: its mean and coefficient of variation beside
     pure speckle's (1 for intensity; E[√S] for amplitude, and :func:`ratio_cv`). A result that keeps speckle
     leaves too little in the ratio (CV below theory); one that removes structure leaves structure in it."""
-    from scipy.special import gammaln
-
     observed, restored = np.asarray(observed, np.float64), np.asarray(restored, np.float64)
     usable = restored > 0
     ratio = observed[usable] / restored[usable]
-    mean_theory = 1.0 if kind == "intensity" else float(np.exp(gammaln(looks + 0.5) - gammaln(looks)) / np.sqrt(looks))
-    return {"ratio_mean": float(ratio.mean()), "ratio_mean_theory": mean_theory,
+    return {"ratio_mean": float(ratio.mean()), "ratio_mean_theory": ratio_mean(looks, kind),
             "ratio_cv": float(ratio.std() / ratio.mean()), "ratio_cv_theory": ratio_cv(looks, kind)}
