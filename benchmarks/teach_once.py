@@ -21,6 +21,12 @@ Cases (Gaussian σ in 0…255 units unless said):
   deconv1024              1024² synthetic cells blurred by a Gaussian PSF (σ = 2 px), Gaussian noise σ = 1 % of the
                           range, deconvolve with psf_sigma=2; reference Richardson–Lucy with its best iteration count
                           against the truth (an oracle); --per-unit fits the central 256² alone;
+  superres2048            super-resolution ×2 to a 2048² frame of synthetic cells: the task's own downsampling of
+                          the truth plus Gaussian noise σ = 0.5 % of the range (1024² measured); reference a cubic
+                          spline (the student's starting point); --per-unit fits the central 128² measured alone;
+  superres_w2s            super-resolution ×2 of the 8 W2S 400-frame averages of --data/w2s (real fluorescence,
+                          each field different) measured at 256² (the task's downsampling, σ = 1 % noise), one
+                          8 × 256² stack to 8 × 512²; --per-unit fits planes 0 and 5;
   w2s                     the 8 real W2S wide-field frames of --data/w2s (512², 8-bit) as one 8 × 512² stack, each
                           plane scored by PSNR after its least-squares affine fit to the 400-frame average (as
                           benchmarks/real_noise.py), the mean over planes; reference GAT + BM3D per plane (the
@@ -183,6 +189,49 @@ def case_deconv1024() -> dict:
                 per_unit_region=(slice(384, 640), slice(384, 640)))
 
 
+def downsampled(truth: np.ndarray, factor: int, noise: float, seed: int) -> np.ndarray:
+    """What the super-resolution task takes the data to be: its own downsampling of the truth (each plane), plus
+    Gaussian noise of ``noise`` times the truth's range."""
+    import torch
+
+    from napari_dip.core.operators import DownsampleOperator
+
+    planes = torch.from_numpy(np.ascontiguousarray(truth.reshape(-1, 1, *truth.shape[-2:]), np.float32))
+    low = DownsampleOperator(factor, 2)(planes)[:, 0].numpy()
+    low = low.reshape(*truth.shape[:-2], *low.shape[-2:])
+    rng = np.random.default_rng(seed)
+    return (low + rng.normal(0, noise * float(np.ptp(truth)), low.shape)).astype(np.float32)
+
+
+def cubic_reference(measured: np.ndarray, factor: int):
+    """(name, function): a cubic spline of each plane on the result's grid, each result pixel at its place in its
+    measured pixel's block (as amortised.on_result_grid, the student's starting point)."""
+    from scipy.ndimage import zoom
+
+    zooms = (1,) * (measured.ndim - 2) + (factor, factor)
+    return "cubic spline", lambda: zoom(measured, zooms, order=3, mode="nearest", grid_mode=True)
+
+
+def case_superres2048() -> dict:
+    truth = (images.synthetic_cells(2048, seed=9) / 255.0).astype(np.float32)
+    measured = downsampled(truth, 2, 0.005, seed=12)
+    return dict(name="superres ×2 to 2048² cells, noise 0.5 %", input=measured, truth=truth, task="superres",
+                kwargs=dict(factor=2), reference=cubic_reference(measured, 2),
+                per_unit_region=(slice(448, 576), slice(448, 576)),
+                per_unit_truth_region=(slice(896, 1152), slice(896, 1152)))
+
+
+def case_superres_w2s(folder: str) -> dict:
+    import tifffile
+
+    paths = sorted(glob.glob(os.path.join(folder, "w2s", "target_avg400_*")))
+    truth = np.stack([tifffile.imread(p) for p in paths]).astype(np.float32) / 255.0
+    measured = downsampled(truth, 2, 0.01, seed=13)
+    return dict(name=f"superres ×2 of {len(truth)} W2S averages, 256² → 512², noise 1 %", input=measured,
+                truth=truth, task="superres", kwargs=dict(factor=2), reference=cubic_reference(measured, 2),
+                per_unit_planes=[0, 5])
+
+
 def case_w2s(folder: str) -> dict:
     import tifffile
     from real_noise import affine_scores, bm3d_or_none, gat
@@ -297,7 +346,8 @@ def main(argv=None) -> int:
               "volume": lambda: case_volume("spheres"), "filaments": lambda: case_volume("filaments"),
               "volume16": lambda: case_volume("spheres", (16, 128, 128)),
               "filaments16": lambda: case_volume("filaments", (16, 128, 128)), "w2s": lambda: case_w2s(args.data),
-              "axial": case_axial, "deconv1024": case_deconv1024}
+              "axial": case_axial, "deconv1024": case_deconv1024, "superres2048": case_superres2048,
+              "superres_w2s": lambda: case_superres_w2s(args.data)}
     if args.default_call:
         rows = [dict(case=key, default_call=default_call(makers[key]())) for key in args.cases.split(",")]
     else:

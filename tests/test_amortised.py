@@ -45,7 +45,9 @@ def test_auto_amortises_large_denoising_jobs_only():
     mask = np.zeros((16, 256, 256), bool)
     mask[:, :4] = True
     inpaint = amortised.decide(spec_of(large, task="inpaint", mask=mask), RestoreOptions(task="inpaint"))
-    assert not inpaint.amortise and "denoising and axial super-resolution" in inpaint.why
+    assert not inpaint.amortise and "denoising and super-resolution" in inpaint.why
+    enlarged = amortised.decide(spec_of(large[:4], task="superres", factor=2), RestoreOptions(task="superres"))
+    assert enlarged.amortise and "pixels" in enlarged.why  # 4 × 256² enlarged ×2: a megapixel of result
 
 
 def test_amortise_true_where_it_cannot_run_says_what_to_do():
@@ -56,6 +58,8 @@ def test_amortise_true_where_it_cannot_run_says_what_to_do():
         napari_dip.restore_iter(image, "inpaint", mask=mask, amortise=True)
     with pytest.raises(DIPInputError, match="amortise must be 'auto'"):
         napari_dip.restore_iter(image, amortise="yes")
+    with pytest.raises(DIPInputError, match="one teacher crop.*amortise=False"):
+        napari_dip.restore_iter(image, amortise=True)
 
 
 def test_the_judge_is_a_typically_new_crop():
@@ -308,6 +312,38 @@ def test_an_axial_stack_is_taught_by_dip_on_sub_stacks_and_restored_on_the_fine_
     repeated = np.repeat(stack, 2, axis=0)  # what the layer shows before any restoration
     assert record["metrics"]["psnr"] > 10 * np.log10(1.0 / np.mean((repeated - clean) ** 2)) + 3.0
     assert "true_gap_db" in summary["rounds"][-1]
+
+
+def test_a_frame_is_enlarged_by_a_student_that_sees_it_on_the_results_grid(monkeypatch):
+    from napari_dip.core.operators import DownsampleOperator
+
+    monkeypatch.setattr(amortised, "TEACHER_SIDE", 64)  # small crops: the machinery, quickly
+    rng = np.random.default_rng(4)
+    clean = ndimage.gaussian_filter(rng.random((192, 192)), 2)
+    clean = ((clean - clean.min()) / np.ptp(clean)).astype(np.float32)
+    measured = DownsampleOperator(2, 2)(torch.from_numpy(clean)[None, None])[0, 0].numpy()
+    measured = measured + rng.normal(0, 0.01, measured.shape).astype(np.float32)
+    spec = spec_of(measured, task="superres", factor=2)
+    # the student's input: a cubic spline on the result's grid, each result pixel at its place in its block
+    fine = amortised.on_result_grid(spec, measured[None])[0]
+    y = (np.arange(192) + 0.5) / 2 - 0.5
+    expected = ndimage.map_coordinates(measured, np.meshgrid(y, y, indexing="ij"), order=3, mode="nearest")
+    np.testing.assert_allclose(fine, expected, atol=1e-5)
+    # teacher crops are TEACHER_SIDE pixels of the result: half as many of the input
+    crops = amortised.candidate_crops(spec)
+    assert {c.y[1] - c.y[0] for c in crops} == {32} and len(crops) == 9
+    original = measured.copy()
+    run = napari_dip.restore_iter(measured, "superres", factor=2, amortise=True, student_steps=30,
+                                  amortise_margin=50.0, ground_truth=clean, **dict(QUICK, iterations=60))
+    snapshots = list(run)
+    np.testing.assert_array_equal(measured, original)
+    assert all(s.image.shape == clean.shape for s in snapshots)
+    record = run.result.record
+    assert record["amortised"]["used"] and "true_gap_db" in record["amortised"]["rounds"][-1]
+    # the record names crops in the input's pixels
+    assert all(c["y"][1] - c["y"][0] == 32 for c in record["amortised"]["teacher_crops"])
+    repeated = np.repeat(np.repeat(measured, 2, axis=0), 2, axis=1)  # what the layer shows before restoration
+    assert record["metrics"]["psnr"] > 10 * np.log10(1.0 / np.mean((repeated - clean) ** 2)) + 3.0
 
 
 def test_deconvolution_is_not_amortised_and_says_why():

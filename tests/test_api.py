@@ -195,6 +195,22 @@ def test_bad_masks():
         napari_dip.restore(img, "inpaint", mask=np.ones(img.shape), **TINY)
     with pytest.raises(DIPInputError, match="marks no pixel"):
         napari_dip.restore(img, "inpaint", mask=np.zeros(img.shape), **TINY)
+    # a NaN mask is not read as "every pixel missing": it is told how masks and NaN pixels work
+    with pytest.raises(DIPInputError, match="mask has NaN values.*put the NaN in the image"):
+        napari_dip.restore(img, "inpaint", mask=np.full(img.shape, np.nan), **TINY)
+
+
+@pytest.mark.parametrize("setting, match", [
+    (dict(lr=-1), r"lr \(the learning rate, e.g. 0.01\) must be positive; got -1"),
+    (dict(lr="fast"), "lr .* must be positive"),
+    (dict(ensemble=0), "ensemble .* must be positive"),
+    (dict(student_steps=0), "student_steps .* must be positive"),
+    (dict(reg_noise_std=-0.1), "reg_noise_std must be 0 or more"),
+    (dict(ema=1.5), r"ema .* must lie in \[0, 1\)"),
+])
+def test_settings_out_of_range_are_input_errors_that_say_what_is_allowed(setting, match):
+    with pytest.raises(DIPInputError, match=match):
+        napari_dip.restore(_image(), **dict(TINY, **setting))
 
 
 def test_bad_factors_psfs_names_and_devices():

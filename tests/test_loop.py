@@ -103,7 +103,7 @@ def test_moving_variance_matches_numpy_over_the_window():
     assert values[8] is None and values[9] is not None
     for t in (9, 20, 36):
         window = np.stack([x.cpu().numpy() for x in xs[t - 9:t + 1]])
-        assert np.isclose(values[t], window.var(axis=0).mean(), rtol=1e-4)
+        assert np.isclose(float(values[t]), window.var(axis=0).mean(), rtol=1e-4)
 
 
 def test_early_stopping_fires_after_patience_past_the_variance_minimum():
@@ -113,7 +113,8 @@ def test_early_stopping_fires_after_patience_past_the_variance_minimum():
     stopped_at = None
     for t in range(1, 2000):
         amplitude = abs(t - 300) + 1.0
-        stopper.update(t, torch.from_numpy(rng.standard_normal(8) * amplitude))
+        stopper.update(torch.tensor(t), torch.from_numpy(rng.standard_normal(8) * amplitude))
+        stopper.sync()
         if stopper.should_stop(t):
             stopped_at = t
             break

@@ -8,6 +8,7 @@ from conftest import DEVICE
 from scipy import ndimage
 
 import napari_dip.executor as executor
+import napari_dip.unit_fit as unit_fit
 from napari_dip import restore, restore_iter
 from napari_dip.core.tiling import auto_tile_size, plan_tiles
 from napari_dip.errors import DIPInputError
@@ -91,7 +92,7 @@ def seam_and_inside_masks(shape, plan, width=2, rim=10):
 def test_blending_hides_the_edge_artefacts_of_each_tile(monkeypatch):
     # a "restorer" with strong edge artefacts: a blur that pads with a constant
     blur = fake_fit(lambda tile, job: ndimage.gaussian_filter(tile, 2, mode="constant", cval=tile.mean()))
-    monkeypatch.setattr(executor, "fit_units_together", blur)
+    monkeypatch.setattr(unit_fit, "fit_units_together", blur)
     y, x = np.mgrid[0:100, 0:140].astype(np.float32)
     gradient = 50 + y + 2 * x  # smooth: the blur is exact on it away from any edge
 
@@ -109,7 +110,7 @@ def test_blending_hides_the_edge_artefacts_of_each_tile(monkeypatch):
 
 def test_identity_restorer_gives_back_the_image_and_cuts_every_array(monkeypatch):
     calls = []
-    monkeypatch.setattr(executor, "fit_units_together", fake_fit(lambda tile, job: tile, calls))
+    monkeypatch.setattr(unit_fit, "fit_units_together", fake_fit(lambda tile, job: tile, calls))
     image = np.random.default_rng(0).random((50, 70, 3)).astype(np.float32)
     mask = np.zeros((50, 70), np.uint8)
     mask[10:12, 10:60] = 1
@@ -127,7 +128,7 @@ def test_identity_restorer_gives_back_the_image_and_cuts_every_array(monkeypatch
 
 def test_tiles_with_nothing_to_fit_or_nothing_to_fill_are_not_run(monkeypatch):
     calls = []
-    monkeypatch.setattr(executor, "fit_units_together", fake_fit(lambda tile, job: tile, calls))
+    monkeypatch.setattr(unit_fit, "fit_units_together", fake_fit(lambda tile, job: tile, calls))
     image = np.random.default_rng(3).random((40, 120)).astype(np.float32)
     mask = np.zeros(image.shape, bool)
     mask[:, :45] = True  # tiles start at columns 0, 27, 53, 80: the first has no measured pixel,
@@ -140,7 +141,7 @@ def test_tiles_with_nothing_to_fit_or_nothing_to_fill_are_not_run(monkeypatch):
 def test_super_resolution_tiles_are_factor_times_larger_in_the_output(monkeypatch):
     calls = []
     enlarge = fake_fit(lambda tile, job: tile.repeat(2, 0).repeat(2, 1), calls)
-    monkeypatch.setattr(executor, "fit_units_together", enlarge)
+    monkeypatch.setattr(unit_fit, "fit_units_together", enlarge)
     image = np.random.default_rng(1).random((40, 60)).astype(np.float32)
     guide = np.zeros((80, 120), np.float32)
     result = restore(image, "guided", factor=2, guide=guide, tile_size=24, overlap=8)
@@ -150,7 +151,7 @@ def test_super_resolution_tiles_are_factor_times_larger_in_the_output(monkeypatc
 
 def test_tiles_can_be_read_from_and_written_to_zarr(monkeypatch, tmp_path):
     zarr = pytest.importorskip("zarr")
-    monkeypatch.setattr(executor, "fit_units_together", fake_fit(lambda tile, job: tile * 2))
+    monkeypatch.setattr(unit_fit, "fit_units_together", fake_fit(lambda tile, job: tile * 2))
     image = np.random.default_rng(2).random((2, 60, 50)).astype(np.float32)
     source = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=image.shape, chunks=(1, 16, 16),
                              dtype="f4")

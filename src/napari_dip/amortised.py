@@ -87,7 +87,7 @@ def check_amortise(value):
                         f"unit fitted by DIP); got {value!r}")
 
 
-AMORTISED_TASKS = ("denoise", "axial-superres")
+AMORTISED_TASKS = ("denoise", "superres", "axial-superres")
 # tried and measured worse than per-unit fitting (docs/benchmarks.md § Teach once, apply everywhere)
 NOT_AMORTISED = {"deconvolve": "a student taught by DIP's deconvolved crops stayed 15 dB below DIP on a 1024² frame"}
 
@@ -96,9 +96,11 @@ def unsupported(spec: JobSpec, options) -> str | None:
     """Why this job cannot be amortised yet, or None."""
     if spec.name not in AMORTISED_TASKS:
         why = f" ({NOT_AMORTISED[spec.name]})" if spec.name in NOT_AMORTISED else ""
-        return f"amortised restoration is built for denoising and axial super-resolution, not {spec.name!r}{why}"
+        return f"amortised restoration is built for denoising and super-resolution, not {spec.name!r}{why}"
     if options.out is not None:
         return "amortised restoration keeps the result in memory: it does not write into out="
+    if len(candidate_crops(spec)) < 2:
+        return "the data is one teacher crop: a student needs a crop to learn from and another to be judged on"
     return None
 
 
@@ -128,14 +130,15 @@ def decide(spec: JobSpec, options) -> Decision:
 
 
 def candidate_crops(spec: JobSpec) -> list[Crop]:
-    """Crops of :data:`TEACHER_SIDE` (volumes: :data:`TEACHER_VOLUME`; the whole extent where smaller) tiling
-    every plane, evenly spread, the last at the border."""
+    """Crops of :data:`TEACHER_SIDE` result pixels (volumes: :data:`TEACHER_VOLUME`; the whole extent where
+    smaller) tiling every plane, evenly spread, the last at the border; in input pixels (a super-resolution
+    crop of the input is its factor times smaller, so that every teacher costs about the same)."""
     def starts(extent: int, size: int) -> list[tuple[int, int]]:
         size = min(size, extent)
         return [(int(a), int(a) + size) for a in np.linspace(0, extent - size, math.ceil(extent / size)).round()]
 
     shape = spec.layout.spatial_shape
-    depth, side = TEACHER_VOLUME if spec.layout.spatial_dims == 3 else (None, TEACHER_SIDE)
+    depth, side = TEACHER_VOLUME if spec.layout.spatial_dims == 3 else (None, TEACHER_SIDE // spec.axis_factors[-1])
     zs = starts(shape[0], depth) if depth else [None]
     return [Crop(p, lead, y, x, z) for p, lead in enumerate(spec.layout.leads) for z in zs
             for y in starts(shape[-2], side) for x in starts(shape[-1], side)]
@@ -212,30 +215,31 @@ def typical_untaught(features: np.ndarray, taught: list[int], crops: list[Crop] 
 
 
 def student_input(spec: JobSpec, pieces: dict, normalisation) -> np.ndarray:
-    """What the student sees of a unit: its measured planes (:func:`measured_planes`) on the result's grid (cubic
-    spline along Z for axial resolution, each result plane at its place in the measured plane's block, as the
-    task's downsampling centres them), (C, *result spatial)."""
+    """What the student sees of a unit: its measured planes (:func:`measured_planes`) on the result's grid
+    (:func:`on_result_grid`), (C, *result spatial)."""
     return on_result_grid(spec, measured_planes(spec, pieces, normalisation)[0])
 
 
 def on_result_grid(spec: JobSpec, planes: np.ndarray) -> np.ndarray:
-    """Measured planes (C, *spatial) interpolated to the result's grid (a cubic spline along Z for axial
-    resolution); as they are for denoising."""
-    factor = spec.axis_factors[0] if spec.task.enlarges == "z" else 1
-    if factor == 1:
+    """Measured planes (C, *spatial) interpolated to the result's grid by a cubic spline along each enlarged axis
+    (Z for axial resolution, Y and X for super-resolution), each result pixel at its place in the measured
+    pixel's block, as the task's downsampling centres them; as they are for denoising."""
+    if all(f == 1 for f in spec.axis_factors):
         return planes
     from scipy.ndimage import zoom
 
-    return zoom(planes, (1, factor, 1, 1), order=3, mode="nearest", grid_mode=True).astype(np.float32)
+    return zoom(planes, (1, *spec.axis_factors), order=3, mode="nearest", grid_mode=True).astype(np.float32)
 
 
 def as_measured(spec: JobSpec, planes: np.ndarray) -> np.ndarray:
     """What the task's forward operator makes of planes (C, *result spatial) on the result's grid: the
     measurement they predict (the planes themselves for denoising)."""
-    if spec.name == "denoise":
-        return planes
     import torch
 
+    from .core.operators import IdentityOperator
+
+    if isinstance(spec.operator, IdentityOperator):
+        return planes
     with torch.no_grad():
         return spec.operator(torch.from_numpy(np.ascontiguousarray(planes[None], np.float32))).numpy()[0]
 
@@ -369,9 +373,7 @@ class _Teaching:
         """One round, with its snapshots; the verdict is appended to ``rounds`` (nothing when stopped)."""
         new = [i for i in self.training + [self.judge] if i not in self.results]
         clock.enter("teacher")
-        yield from _teach(run, self.spec, self.options, [self.crops[i] for i in new],
-                          new.index(self.judge) if self.judge in new else None, self.normalisation, self.results,
-                          self.entries, new, preview, clock)
+        yield from self.teach(run, new, preview, clock)
         if run.stop_requested:
             return
         for i in self.training:
@@ -386,6 +388,60 @@ class _Teaching:
             return
         verdict = judge_student(self.student.net, self.results[self.judge], self.spec, self.device)
         self.rounds.append(dict(verdict, teacher_crops=len(self.training), student_steps=self.student.steps_done))
+
+    def teach(self, run, new: list[int], preview, clock):
+        """DIP on the crops ``new`` (one run of the engine over them as a stack, the judge crop with its hidden
+        pixels masked), with its snapshots; results[i] = {'target' (normalised), 'pieces', 'hidden',
+        'normalisation', 'truth_result'}."""
+        from .api import start_restoration
+
+        spec, crops = self.spec, [self.crops[i] for i in new]
+        pieces = [read_crop(spec, crop) for crop in crops]
+        stack = np.stack([p["image"] for p in pieces])
+        masks = np.zeros(stack.shape[:1 + spec.layout.spatial_dims], np.uint8)
+        hidden = None
+        for i, p in enumerate(pieces):
+            missing = missing_planes(spec, p)[2][0].any(axis=0)
+            masks[i] = missing
+            if new[i] == self.judge:
+                hidden = hidden_blocks(missing, JUDGE_FRACTION, spec.seed + 31)[None]
+                masks[i] |= hidden[0]
+        truth = np.stack([p["ground_truth"] for p in pieces]) if "ground_truth" in spec.sources else None
+        teacher = start_restoration(stack, self._teacher_options(masks if masks.any() else None, truth))
+        for snapshot in teacher:
+            if run.stop_requested and not teacher.stop_requested:
+                teacher.stop()
+            done = snapshot.plane + (snapshot.iteration / max(snapshot.total, 1) if not snapshot.done else 0.0)
+            clock.fraction = min(done / len(crops), 1.0) if not snapshot.done else 1.0
+            for i, crop in enumerate(crops):
+                preview.place(crop, snapshot.image[i])
+            yield _progress(clock, snapshot.loss, preview.image, "teacher",
+                            f"DIP on teacher crop {min(snapshot.plane + 1, len(crops))} of {len(crops)}",
+                            snapshot.quality)
+        result = teacher.result
+        for i, (crop, index) in enumerate(zip(crops, new)):
+            role = "judge" if index == self.judge else "teacher"
+            entry = dict(result.record["units"][i], crop=crop.as_dict(), role=role)
+            entry.pop("unit", None)
+            self.entries.append(entry)
+            layout = data.PlaneLayout(result.image[i].shape, _channels_last(spec), spec.layout.spatial_dims)
+            target = self.normalisation[0].forward_result(layout.to_planes(result.image[i])[0])
+            self.results[index] = {"target": target, "pieces": pieces[i],
+                                   "hidden": hidden if role == "judge" else None,
+                                   "normalisation": self.normalisation, "truth_result": result.image[i]}
+
+    def _teacher_options(self, mask, truth):
+        """The engine's options for the teacher crops: per-unit fitting of the stack of crops, in the job's noise
+        model as fitted on the whole data (the camera, the looks), the judge's hidden pixels in the mask."""
+        spec, estimate = self.spec, self.normalisation[1]
+        camera = {"gain": float(estimate["gain"]), "offset": float(estimate["effective_offset"])} \
+            if spec.noise == "poisson-gaussian" else {}
+        return dataclasses.replace(
+            self.options, amortise=False, tile_size=None, out=None, mask=mask, ground_truth=truth,
+            channel_axis=_channels_last(spec), noise=spec.noise, volumetric=spec.layout.spatial_dims == 3,
+            gain=camera.get("gain"), offset=camera.get("offset"), read_noise=None, looks=estimate.get("looks"),
+            speckle=spec.speckle["kind"],
+            settings=dict(self.options.settings, warm_start=False))  # crops far apart: a warm start did not help
 
     @property
     def accepted(self) -> bool:
@@ -427,7 +483,10 @@ def _snapshots(run: RestorationRun, image, options, spec: JobSpec, device, decis
     fitting where the judge still finds the student more than the margin below DIP after the last round."""
     from .core.student import StudentSpec
 
-    student_spec = StudentSpec(steps=int(spec.settings.student_steps))
+    # an input enlarged in Y/X lacks the detail DIP adds: the student sees it at DIP's scale (axial super-resolution
+    # went 0.1 dB lower with it, denoising 0.9: docs/benchmarks.md § Teach once, apply everywhere)
+    enlarged = spec.task.enlarges == "yx" and spec.axis_factors[-1] > 1
+    student_spec = StudentSpec(steps=int(spec.settings.student_steps), detail=enlarged)
     sample = measurement_sample(spec)
     spec = choose_noise(spec, *sample)
     normalisation = fit_intensities(spec, *sample)
@@ -481,55 +540,6 @@ def _calibrate(spec: JobSpec, student_spec, device) -> tuple[float, float]:
     apply_student(trainer.net, probe, device=device)
     result_pixels = math.prod(spec.layout.spatial_shape) * math.prod(spec.axis_factors)
     return step_seconds, (time.perf_counter() - start) * result_pixels / 128 ** 2
-
-
-def _teach(run, spec, options, crops, judge_index, normalisation, results, entries, indices, preview, clock):
-    """DIP on ``crops`` (one run of the engine over them as a stack, the judge crop with its hidden pixels
-    masked); results[index] = {'target' (normalised), 'pieces', 'hidden', 'normalisation', 'truth_result'}."""
-    from .api import start_restoration
-
-    pieces = [read_crop(spec, crop) for crop in crops]
-    stack = np.stack([p["image"] for p in pieces])
-    dims = spec.layout.spatial_dims
-    masks = np.zeros(stack.shape[:1 + dims], np.uint8)
-    hidden = None
-    for i, p in enumerate(pieces):
-        missing = missing_planes(spec, p)[2][0].any(axis=0)
-        masks[i] = missing
-        if i == judge_index:
-            hidden = hidden_blocks(missing, JUDGE_FRACTION, spec.seed + 31)[None]
-            masks[i] |= hidden[0]
-    truth = np.stack([p["ground_truth"] for p in pieces]) if "ground_truth" in spec.sources else None
-    camera = {}
-    if spec.noise == "poisson-gaussian":
-        estimate = normalisation[1]
-        camera = {"gain": float(estimate["gain"]), "offset": float(estimate["effective_offset"])}
-    teacher_options = dataclasses.replace(
-        options, amortise=False, tile_size=None, out=None, mask=masks if masks.any() else None, ground_truth=truth,
-        channel_axis=_channels_last(spec), noise=spec.noise, volumetric=dims == 3,
-        gain=camera.get("gain"), offset=camera.get("offset"), read_noise=None,
-        looks=normalisation[1].get("looks"), speckle=spec.speckle["kind"],
-        settings=dict(options.settings, warm_start=False))  # crops far apart: a warm start did not help
-    teacher = start_restoration(stack, teacher_options)
-    for snapshot in teacher:
-        if run.stop_requested and not teacher.stop_requested:
-            teacher.stop()
-        done = snapshot.plane + (snapshot.iteration / max(snapshot.total, 1) if not snapshot.done else 0.0)
-        clock.fraction = min(done / len(crops), 1.0) if not snapshot.done else 1.0
-        for i, crop in enumerate(crops):
-            preview.place(crop, snapshot.image[i])
-        yield _progress(clock, snapshot.loss, preview.image, "teacher",
-                        f"DIP on teacher crop {min(snapshot.plane + 1, len(crops))} of {len(crops)}",
-                        snapshot.quality)
-    result = teacher.result
-    for i, (crop, index) in enumerate(zip(crops, indices)):
-        entry = dict(result.record["units"][i], crop=crop.as_dict(), role="judge" if i == judge_index else "teacher")
-        entry.pop("unit", None)
-        entries.append(entry)
-        layout = data.PlaneLayout(result.image[i].shape, _channels_last(spec), dims)
-        target = normalisation[0].forward_result(layout.to_planes(result.image[i])[0])
-        results[index] = {"target": target, "pieces": pieces[i], "hidden": hidden if i == judge_index else None,
-                          "normalisation": normalisation, "truth_result": result.image[i]}
 
 
 def hidden_blocks(missing: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -616,7 +626,9 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
         variance = np.clip(teacher, 0.0, None) / float(spec_normalisation[1]["photons_at_1"])
     result = student_output(net, on_result_grid(spec, planes), device)
     student = as_measured(spec, result)
-    derivative = self_derivative(measured_student, planes, student, spec.seed)
+    # a step well within the student's linear pieces: it sees the input's detail over its detail_scale
+    step = 1e-3 * min(float(getattr(net, "detail_scale", 1.0)), 1.0)
+    derivative = self_derivative(measured_student, planes, student, spec.seed, step=step)
     squared = (planes - student) ** 2 - (planes - teacher) ** 2 + 2.0 * variance * derivative
     difference = float(squared[at].mean())
     # hidden pixels come in 2 × 2 blocks whose terms share noise: count the blocks, not the pixels
@@ -651,13 +663,13 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
     return verdict
 
 
-def self_derivative(respond, planes: np.ndarray, output: np.ndarray, seed: int, probes: int = DERIVATIVE_PROBES):
+def self_derivative(respond, planes: np.ndarray, output: np.ndarray, seed: int, probes: int = DERIVATIVE_PROBES,
+                    step: float = 1e-3):
     """Per pixel, the derivative of ``respond(planes)`` (= ``output``), the student's prediction of each measured
     pixel, by that pixel (summed over channels), estimated
     Monte-Carlo style (as SURE's divergence): ±1 at every pixel, a small step, the response times the sign; the
     other pixels' signs average out over the probes and over the judge's pixels."""
-    rng = np.random.default_rng(seed + 57)
-    step = 1e-3  # the student is piecewise linear: a small step measures its derivative
+    rng = np.random.default_rng(seed + 57)  # the student is piecewise linear: a small step measures its derivative
     total = np.zeros_like(planes)
     for _ in range(probes):
         sign = rng.choice(np.array([-1.0, 1.0], np.float32), size=planes.shape)
@@ -706,7 +718,7 @@ def _final(run, spec: JobSpec, image, summary: dict, clock, normalisation, stop_
     import torch
 
     from . import __version__
-    from .executor import _normalisation_entry
+    from .unit_fit import normalisation_entry
 
     metrics = {}
     if "ground_truth" in spec.sources:
@@ -715,7 +727,7 @@ def _final(run, spec: JobSpec, image, summary: dict, clock, normalisation, stop_
     teacher_iterations = [int(e.get("iterations", 0)) for e in summary["teacher_units"]]
     record = {
         "task": spec.name, "preset": spec.preset,
-        "parameters": dict(spec.parameters, normalisation=_normalisation_entry(normalisation[0], spec),
+        "parameters": dict(spec.parameters, normalisation=normalisation_entry(normalisation[0], spec),
                            noise_estimate=dict(normalisation[1], per_unit="see amortised.teacher_units")),
         "iterations": int(sum(teacher_iterations)), "iterations_per_unit": teacher_iterations,
         "planes": spec.layout.planes, "work_unit": "teacher crop", "units_restored": len(teacher_iterations),
@@ -746,7 +758,8 @@ class _Preview:
 
         self.spec = spec
         self.image = np.zeros(spec.output_shape, np.float32)
-        self.target = data.ArraySource.of(self.image, spec.layout.channel_axis, spec.layout.spatial_dims)
+        self.target = data.ArraySource.of(self.image, spec.layout.channel_axis, spec.layout.spatial_dims,
+                                          spec.axis_factors[-2:])
         for lead in spec.layout.leads:
             self.target.write(fallback(spec, read_measurement(spec, lead)), lead)
 

@@ -32,14 +32,13 @@ from .job import (
     choose_noise,
     fallback,
     fit_intensities,
-    fit_units_together,
     missing_planes,
     prepare_unit,
-    unit_quality,
     whole_metric_pair,
     with_speckle_looks,
 )
-from .processes import Progress, WarmStarts, WorkerPlan, at_once, fit_in_processes, plan_workers
+from .processes import WarmStarts, WorkerPlan, at_once, fit_in_processes, plan_workers
+from .unit_fit import fit_group_steps, fit_steps, normalisation_entry
 
 SAMPLE_VALUES = 2 ** 26  # joint normalisation: data up to this many values is read whole, larger data sampled
 SAMPLE_PLANES = 16  # … from this many planes, evenly spaced
@@ -273,20 +272,21 @@ def choose_units_together(requested, spec: JobSpec, units: list[Unit], device, m
         requested = len(units)
     import torch
 
-    model, planes = _memory_model(spec)
-    unit_bytes = model.bytes_per_pixel * (planes or 1) * _unit_pixels(spec, units[0]) + 4 * model.fixed_bytes
+    unit_bytes = _unit_bytes(spec, units[0])
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _cpu_memory(memory_limit)
     by_memory = max(1, int(free / 2 // unit_bytes))
     count = min(int(requested), len(units), by_memory)
     return count, f"{count} units at a time (asked: {requested}; room in memory for {by_memory})"
 
 
-def _unit_pixels(spec: JobSpec, unit: Unit) -> int:
-    """Y × X output pixels of a unit."""
+def _unit_bytes(spec: JobSpec, unit: Unit) -> float:
+    """The memory of one unit's fit, by the memory model of the network the job runs: its weights and Adam's
+    moments, and its per-pixel part for the unit's output pixels (a volume's every plane)."""
+    model, planes = _memory_model(spec)
     tile = unit.tile
     height, width = (tile.y[1] - tile.y[0], tile.x[1] - tile.x[0]) if tile is not None else \
         spec.layout.spatial_shape[-2:]
-    return height * width * spec.axis_factors[-1] ** 2
+    return model.bytes(height * width * spec.axis_factors[-1] ** 2 * (planes or 1))
 
 
 def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_limit: float | None = None
@@ -306,9 +306,7 @@ def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_l
         spec.settings.iterations
 
     def measure():
-        model, planes = _memory_model(spec)
-        unit_bytes = model.bytes_per_pixel * (planes or 1) * _unit_pixels(spec, units[0]) + 4 * model.fixed_bytes
-        return cores_used_by_others(), unit_bytes, _cpu_memory(memory_limit)
+        return cores_used_by_others(), _unit_bytes(spec, units[0]), _cpu_memory(memory_limit)
 
     return plan_workers(requested, ceiling, side_by_side, measure, work)
 
@@ -408,59 +406,6 @@ def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, ou
             governor.finish()
 
 
-def fit_steps(spec: JobSpec, unit: Unit, pieces: dict, normalisation, start_from, entry: dict, device, should_stop,
-              kind: str, job=None):
-    """Prepare (unless ``job`` is given) and fit one unit. Yields a :class:`Progress` per step of the fit; the
-    last one is finished: it has the unit's record ``entry``, its result and its fitted state. A unit that is
-    not restored (nothing to fit there, or the run stopped before it) finishes at once, the input standing in.
-    ``start_from``: (unit number, FittedState) of the neighbour to start from, or None for a cold start."""
-    yield from fit_group_steps(spec, [unit], [pieces], normalisation, start_from, [entry], device, should_stop, kind,
-                               [job])
-
-
-def fit_group_steps(spec: JobSpec, units: list[Unit], pieces: list[dict], normalisation, start_from,
-                    entries: list[dict], device, should_stop, kind: str, jobs: list | None = None):
-    """As :func:`fit_steps` for several units fitted together in one network (those of one shape; a unit of
-    another shape is fitted after them); a unit finishes when its own stopping rule says so."""
-    ready = []  # (index in units, UnitJob)
-    for i, (unit, job) in enumerate(zip(units, jobs or [None] * len(units))):
-        if should_stop():
-            job = Skipped(f"stopped by user before this {kind}", "")
-        elif job is None:
-            job = prepare_unit(spec, pieces[i], unit.plane, normalisation)
-        if isinstance(job, Skipped):
-            yield Progress(unit.number, fallback(spec, pieces[i]),
-                           entry=dict(entries[i], iterations=0, stop_reason=job.reason, seconds=0.0))
-            continue
-        job.device = device
-        ready.append((i, job))
-    shapes = {}
-    for i, job in ready:
-        shapes.setdefault(job.planes.shape, []).append((i, job))
-    for group in shapes.values():
-        group_start = time.perf_counter()
-        for i, _ in group:
-            entries[i]["started_from"] = "random initialisation" if start_from is None else \
-                f"{kind} {start_from[0] + 1}"
-            if len(group) > 1:
-                entries[i]["fitted_with"] = [units[j].number for j, _ in group if j != i]
-        for index, step in fit_units_together([job for _, job in group], should_stop,
-                                              None if start_from is None else start_from[1]):
-            i, job = group[index]
-            state = step.state
-            progress = Progress(units[i].number, step.image, state.iteration, state.total, state.loss, step.metrics,
-                                step.quality, state.backtracks)
-            if state.done:
-                progress.entry = dict(
-                    entries[i], iterations=state.iteration, stop_reason=state.stop_reason,
-                    seconds=round(time.perf_counter() - group_start, 3), noise_estimate=job.noise_estimate,
-                    missing_pixels=job.missing_pixels, metrics=step.metrics, quality=unit_quality(step),
-                    **({"normalisation": _normalisation_entry(job.normalisation, spec)}
-                       if normalisation is None else {}))
-                progress.fitted = state.fitted
-            yield progress
-
-
 def _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_of, kind, first_job, together=1):
     """The units fitted one after the other in this process, each warm-started from the plane before at its place
     when the settings say so (:class:`WarmStarts`); or, with ``together`` > 1, that many at a time in one
@@ -554,7 +499,7 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     metrics = _metrics(spec, image, output, entries, latest_psnr)
     parameters = dict(spec.parameters, missing_pixels=int(sum(e.get("missing_pixels", 0) for e in entries)))
     if normalisation is not None:
-        parameters["normalisation"] = _normalisation_entry(normalisation[0], spec)
+        parameters["normalisation"] = normalisation_entry(normalisation[0], spec)
     if len(restored) == 1 and len(units) == 1:
         parameters["noise_estimate"] = restored[0]["noise_estimate"]
         parameters.setdefault("normalisation", restored[0].get("normalisation"))
@@ -595,10 +540,6 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
 def _shown(output: _Output, unit_image: np.ndarray) -> np.ndarray:
     """A snapshot's image: a copy of the whole result so far, or the unit's result when the output is the caller's."""
     return output.preview.copy() if output.preview is not None else unit_image
-
-
-def _normalisation_entry(normalisation, spec: JobSpec) -> dict:
-    return {"low": normalisation.low, "high": normalisation.high, "percentiles": list(spec.percentiles)}
 
 
 def _metrics(spec: JobSpec, image, output: _Output, entries, latest_psnr: float | None) -> dict:
@@ -663,7 +604,7 @@ def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None, ove
     else:
         free = _cpu_memory(memory_limit)
     # side_for budgets a quarter of the memory it is given: the weights and Adam's moments come out of it first
-    budget_base = max(free - 4 * model.fixed_bytes, 0.0)
+    budget_base = max(free - model.fixed_bytes, 0.0)
     return side_for(layout.spatial_shape[-2:], spec.axis_factors[-1], per_pixel, budget_base, overlap=overlap)
 
 

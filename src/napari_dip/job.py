@@ -73,8 +73,6 @@ def check_task(task):
 
 def define_job(image, options: RestoreOptions) -> JobSpec:
     """Check a restoration's options against the arrays' shapes; DIPInputError says what to change."""
-    from .core.presets import apply_overrides, get_settings
-
     task, preset, mask, factor, guide, noise = (options.task, options.preset, options.mask, options.factor,
                                                 options.guide, options.noise)
     channel_axis, volumetric, seed = options.channel_axis, options.volumetric, options.seed
@@ -106,45 +104,7 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
         raise DIPInputError(str(exc)) from None
     volumetric = bool(volumetric or spec.volumetric)
 
-    # --- settings
-    try:
-        settings = get_settings(spec.name, preset, factor)
-        changes = dict(options.settings)
-        for key, value in (("auto_stop", options.auto_stop), ("holdout_fraction", options.holdout_fraction),
-                           ("iterations", options.iterations), ("snapshot_every", options.snapshot_every),
-                           ("early_stopping", options.early_stopping)):
-            if value is not None:
-                changes[key] = bool(value) if key in ("auto_stop", "early_stopping") else value
-        settings = apply_overrides(settings, changes)
-    except ValueError as exc:
-        raise DIPInputError(str(exc)) from None
-    if settings.iterations < 1:
-        raise DIPInputError(f"iterations must be at least 1; got {settings.iterations}")
-    if settings.snapshot_every < 1:
-        raise DIPInputError(f"snapshot_every must be at least 1; got {settings.snapshot_every}")
-    if not 0.0 < settings.holdout_fraction < 0.5:
-        raise DIPInputError(f"holdout_fraction is the share of measured pixels kept out of the fit to judge it: "
-                            f"it must lie in (0, 0.5), e.g. 0.05; got {settings.holdout_fraction}")
-    if settings.mix_with not in (None, "auto", *MIX_METHODS):
-        raise DIPInputError(f"mix_with must be one of auto, {', '.join(MIX_METHODS)} or None; "
-                            f"got {settings.mix_with!r}")
-    if settings.photon_loss not in ("deviance", "stabilised"):
-        raise DIPInputError(f"photon_loss must be 'deviance' or 'stabilised'; got {settings.photon_loss!r}")
-    if settings.mix_with in ("auto", "block-matching"):
-        import dataclasses
-
-        from .core.reference import block_matching_available
-
-        available = block_matching_available()
-        if settings.mix_with == "auto":  # the strongest classical denoiser installed (docs/benchmarks.md)
-            settings = dataclasses.replace(settings, mix_with="block-matching" if available else "nl-means")
-        elif settings.auto_stop and not available:
-            raise DIPInputError("mix_with='block-matching' needs the bmnd package, which is not installed or does "
-                                "not load: pip install bmnd (or mix_with='nl-means')")
-    if settings.channels_last not in (True, False, "auto"):
-        raise DIPInputError(f"channels_last must be true, false or auto; got {settings.channels_last!r}")
-    if settings.auto_stop and settings.early_stopping:
-        raise DIPInputError("choose one stopping rule: auto_stop (held-out pixels) or early_stopping (ES-WMV)")
+    settings = task_settings(spec, preset, factor, options)
 
     # --- layout
     shape = tuple(int(s) for s in image.shape)
@@ -215,6 +175,68 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
         parameters["speckle"] = dict(speckle)
     return JobSpec(spec, preset, settings, layout, factor, axis_factors, operator, noise, camera, seed,
                    percentiles, options.normalise, sources, output_shape, parameters, speckle=speckle)
+
+
+def task_settings(spec: Task, preset: str, factor: int, options: RestoreOptions) -> Settings:
+    """The preset's settings with the options' and the caller's changes, checked; ``mix_with='auto'`` resolved to
+    the strongest classical estimate installed."""
+    from .core.presets import apply_overrides, get_settings
+
+    try:
+        settings = get_settings(spec.name, preset, factor)
+        changes = dict(options.settings)
+        for key, value in (("auto_stop", options.auto_stop), ("holdout_fraction", options.holdout_fraction),
+                           ("iterations", options.iterations), ("snapshot_every", options.snapshot_every),
+                           ("early_stopping", options.early_stopping)):
+            if value is not None:
+                changes[key] = bool(value) if key in ("auto_stop", "early_stopping") else value
+        settings = apply_overrides(settings, changes)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
+    check_settings(settings)
+    if settings.mix_with in ("auto", "block-matching"):
+        import dataclasses
+
+        from .core.reference import block_matching_available
+
+        available = block_matching_available()
+        if settings.mix_with == "auto":  # the strongest classical denoiser installed (docs/benchmarks.md)
+            settings = dataclasses.replace(settings, mix_with="block-matching" if available else "nl-means")
+        elif settings.auto_stop and not available:
+            raise DIPInputError("mix_with='block-matching' needs the bmnd package, which is not installed or does "
+                                "not load: pip install bmnd (or mix_with='nl-means')")
+    return settings
+
+
+POSITIVE_SETTINGS = {"lr": "the learning rate, e.g. 0.01", "iterations": "a ceiling on the fit's steps",
+                     "snapshot_every": "iterations between looks at the result",
+                     "ensemble": "networks averaged", "student_steps": "the student's training steps"}
+
+
+def check_settings(settings: Settings) -> None:
+    """DIPInputError for a setting outside what the engine can run (before torch sees it), saying what is allowed."""
+    for name, what in POSITIVE_SETTINGS.items():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise DIPInputError(f"{name} ({what}) must be positive; got {value!r}")
+    for name in ("reg_noise_std", "stop_margin", "amortise_margin"):
+        if not isinstance(getattr(settings, name), (int, float)) or not getattr(settings, name) >= 0:
+            raise DIPInputError(f"{name} must be 0 or more; got {getattr(settings, name)!r}")
+    if settings.ema is not None and not 0.0 <= settings.ema < 1.0:
+        raise DIPInputError(f"ema is the weight of the running average of outputs: it must lie in [0, 1), e.g. "
+                            f"0.99, or be None (off); got {settings.ema!r}")
+    if not 0.0 < settings.holdout_fraction < 0.5:
+        raise DIPInputError(f"holdout_fraction is the share of measured pixels kept out of the fit to judge it: "
+                            f"it must lie in (0, 0.5), e.g. 0.05; got {settings.holdout_fraction}")
+    if settings.mix_with not in (None, "auto", *MIX_METHODS):
+        raise DIPInputError(f"mix_with must be one of auto, {', '.join(MIX_METHODS)} or None; "
+                            f"got {settings.mix_with!r}")
+    if settings.photon_loss not in ("deviance", "stabilised"):
+        raise DIPInputError(f"photon_loss must be 'deviance' or 'stabilised'; got {settings.photon_loss!r}")
+    if settings.channels_last not in (True, False, "auto"):
+        raise DIPInputError(f"channels_last must be true, false or auto; got {settings.channels_last!r}")
+    if settings.auto_stop and settings.early_stopping:
+        raise DIPInputError("choose one stopping rule: auto_stop (held-out pixels) or early_stopping (ES-WMV)")
 
 
 def _check_speckle(options: RestoreOptions, noise: str) -> dict:
@@ -305,7 +327,12 @@ def _check_values(sources, spec, noise, channel_axis):
                             "must be measured)")
     missing = ~finite
     if mask is not None:
-        marked = np.asarray(mask.array) != 0
+        marked = np.asarray(mask.array)
+        if marked.dtype.kind in "fc" and np.isnan(marked).any():
+            raise DIPInputError("the mask has NaN values: a mask holds 0 for measured pixels and nonzero values for "
+                                "the pixels to fill; to mark missing pixels by NaN, put the NaN in the image instead "
+                                "and pass no mask")
+        marked = marked != 0
         if mask.channel_axis is None and channel_axis is not None:
             from_end = channel_axis - values.ndim  # the channel axis, counted from the end
             if -from_end <= marked.ndim + 1:
@@ -527,11 +554,13 @@ def prepare_unit(spec: JobSpec, pieces: dict, plane: int, normalisation=None) ->
         np.clip(planes, 0.0, None, out=planes)  # read noise can dip below the offset; counts cannot
     planes[missing] = 0.0
     if spec.noise == "gaussian":
-        from .core.quality import estimate_gaussian_sigma
+        from .core.quality import diagonal_detail, estimate_gaussian_sigma, median_variance_relative_se
 
-        sigma = estimate_gaussian_sigma(planes, None if not missing.any() else (~missing).astype(np.float32))
+        measured = None if not missing.any() else (~missing).astype(np.float32)
+        sigma = estimate_gaussian_sigma(planes, measured)
         estimate.update({"sigma": sigma * normalisation.span, "sigma_normalised": sigma,
-                         "how": "wavelet median (finest diagonal Haar band)"})
+                         "how": "wavelet median (finest diagonal Haar band)",
+                         "variance_relative_se": median_variance_relative_se(diagonal_detail(planes, measured).size)})
 
     guide_planes = None
     if "guide" in pieces:
@@ -767,19 +796,32 @@ def _quality(state, result: np.ndarray, job: UnitJob) -> dict:
         out["lowest_error_iteration"] = state.lowest_error_iteration
     if state.best_mix_weight is not None:
         out["network_weight"] = state.best_mix_weight
+    floor = resolvable_mse(job.noise_estimate)
     for key, mse in (("", state.estimated_mse), ("chosen_", state.best_estimated_mse)):
         if mse is not None:
             in_units = job.normalisation.mse_in_units(mse, result)
             out[f"{key}estimated_rmse"] = float(np.sqrt(max(in_units, 0.0)))
-            out[f"{key}estimated_psnr"] = estimated_psnr(in_units, peak)
-    if state.best_estimated_mse is not None and state.best_estimated_mse <= 0:
+            out[f"{key}estimated_psnr"] = estimated_psnr(in_units, peak) if mse > floor else None
+    if state.best_estimated_mse is not None and state.best_estimated_mse <= floor:
         out["estimate_note"] = NO_ESTIMATE
     return out
 
 
-# the held-out error minus the noise variance came out ≤ 0 (docs/quality.md: seen on real fluorescence frames)
+# the held-out error minus the noise variance came out below what the noise variance's own uncertainty resolves
+# (docs/quality.md: seen on real fluorescence frames, and on smooth stacks at high noise, off by up to 11 dB)
 NO_ESTIMATE = ("no estimated PSNR: the result's error is smaller than the uncertainty of the noise variance it is "
                "told apart from")
+RESOLVED_SE = 2.0  # an estimated MSE is shown where it exceeds this many standard errors of the noise variance
+
+
+def resolvable_mse(noise_estimate: dict) -> float:
+    """The smallest estimated MSE (normalised units) worth a PSNR: :data:`RESOLVED_SE` standard errors of the
+    noise variance subtracted from the held-out error (where that uncertainty is known: the Gaussian σ's); 0
+    elsewhere."""
+    relative = noise_estimate.get("variance_relative_se")
+    if relative is None or "sigma_normalised" not in noise_estimate:
+        return 0.0
+    return RESOLVED_SE * float(relative) * float(noise_estimate["sigma_normalised"]) ** 2
 
 
 def unit_quality(step: UnitStep) -> dict:

@@ -54,7 +54,12 @@ class RestoreOptions:
 
     @classmethod
     def from_keywords(cls, **keywords) -> RestoreOptions:
-        """The options from restore()'s keywords: the ones that are not options are settings."""
+        """The options from restore()'s keywords: the ones that are not options are settings.
+
+        >>> options = RestoreOptions.from_keywords(task="superres", factor=2, lr=0.005)
+        >>> options.task, options.factor, options.settings
+        ('superres', 2, {'lr': 0.005})
+        """
         names = {f.name for f in dataclasses.fields(cls)} - {"settings"}
         settings = {name: keywords.pop(name) for name in list(keywords) if name not in names}
         return cls(**keywords, settings=settings)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .unit_fit import fit_steps
+
 WORKER_SETUP_BYTES = 6e8  # a worker's own memory before its unit: Python, torch and napari-dip imported
 # 'auto' starts workers only for jobs of at least this many output pixels × iterations (about 30 s on one
 # core): starting a worker takes a few seconds (it imports torch), which a smaller job would not win back
@@ -33,22 +35,6 @@ MIN_WORK = 1e7
 # a warm-started stack gets a worker per this many planes at most (at_once): the first plane of each run of
 # neighbouring planes starts from scratch, and a run's later planes are what warm starts make cheap
 MIN_CHAIN = 4
-
-
-@dataclass
-class Progress:
-    """A report on a unit: a step of its fit, or, once it has an ``entry``, its result and record entry."""
-
-    unit: int  # the unit's number
-    image: np.ndarray  # the unit's result so far, laid out as its result
-    iteration: int = 0
-    total: int = 0
-    loss: float = float("nan")
-    metrics: dict = dataclasses.field(default_factory=dict)
-    quality: dict = dataclasses.field(default_factory=dict)
-    backtracks: int = 0
-    entry: dict | None = None  # set when the unit is finished (restored, skipped or stopped)
-    fitted: object = None  # a finished unit's core.loop.FittedState, where later units may start (WarmStarts)
 
 
 class WarmStarts:
@@ -172,8 +158,6 @@ def _fit_in_worker(spec, unit, pieces, normalisation, start_from, entry, kind, t
     """Fit one unit with ``threads`` torch threads (more than one while it has the machine to itself) and report
     each step, and the result, on the queue."""
     import torch
-
-    from .executor import fit_steps
 
     torch.set_num_threads(threads)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -182,13 +183,9 @@ class MovingVariance:
         self.sum_sq = None
         self.count = 0
 
-    def update(self, x: torch.Tensor) -> float | None:
-        """Add an iterate; returns the window's variance once the window is full."""
-        var = self.update_tensor(x)
-        return None if var is None else float(var)
-
-    def update_tensor(self, x: torch.Tensor) -> torch.Tensor | None:
-        """As :meth:`update`, but the variance stays a 0-d tensor on the iterate's device (no host sync)."""
+    def update(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Add an iterate; once the window is full, its variance as a 0-d tensor on the iterate's device (no host
+        read, so that a GPU is not stalled every iteration)."""
         x = x.detach().float()
         self.count += 1
         if self.sum is None:
@@ -223,27 +220,17 @@ class EarlyStopping:
         self.best_variance = math.inf
         self.best_iteration: int | None = None
 
-    def update(self, iteration: int, iterate: torch.Tensor) -> bool:
-        """Record an iterate; True when it sets a new variance minimum (keep it as the best)."""
-        var = self.variance.update(iterate)
-        if var is not None and var < self.best_variance:
-            self.best_variance, self.best_iteration = var, iteration
-            return True
-        return False
-
     def should_stop(self, iteration: int) -> bool:
         return self.best_iteration is not None and iteration - self.best_iteration >= self.patience
 
-    # Device-side variant used by ``fit``: the minimum and its iteration stay tensors, so a GPU
-    # is not stalled by a host read every iteration; ``sync`` brings ``best_iteration`` to the host.
+    # the minimum and its iteration stay tensors on the device, so that a GPU is not stalled by a host read every
+    # iteration; ``sync`` brings ``best_iteration`` to the host
     _minimum = None
 
-    def update_on_device(self, iteration: torch.Tensor, iterate: torch.Tensor) -> torch.Tensor | None:
-        """Record an iterate; returns a 0-d bool tensor, True when it sets a new variance minimum.
-
-        ``iteration`` is a 0-d integer tensor on the iterate's device.
-        """
-        var = self.variance.update_tensor(iterate)
+    def update(self, iteration: torch.Tensor, iterate: torch.Tensor) -> torch.Tensor | None:
+        """Record an iterate; returns a 0-d bool tensor, True when it sets a new variance minimum (keep it as the
+        best). ``iteration`` is a 0-d integer tensor on the iterate's device."""
+        var = self.variance.update(iterate)
         if var is None:
             return None
         if self._minimum is None:
@@ -275,7 +262,7 @@ def _autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
 
 def learning_rate(settings: Settings, iteration: int, total: int) -> float:
     """The learning rate at ``iteration`` (1-based) of ``total`` under ``settings.lr_schedule``."""
-    schedule = getattr(settings, "lr_schedule", "constant")
+    schedule = settings.lr_schedule
     if schedule == "constant":
         return settings.lr
     if schedule == "cosine-tail":
@@ -290,7 +277,7 @@ def learning_rate(settings: Settings, iteration: int, total: int) -> float:
 
 def coarse_stages(settings: Settings, net, total: int) -> list[tuple[int, int]]:
     """Coarse-to-fine plan: [(last iteration, upsamplings left out), ...] before full resolution."""
-    plan = tuple(getattr(settings, "coarse_to_fine", ()) or ())
+    plan = tuple(settings.coarse_to_fine or ())
     if not plan or not hasattr(net, "skipped_upsamples"):
         return []
     stages, end = [], 0.0
@@ -322,7 +309,9 @@ def _maybe_compile(net, z, device: torch.device, enabled: bool | str, autocast):
         out.float().mean().backward()
         net.zero_grad(set_to_none=True)
         return compiled
-    except Exception:  # noqa: BLE001 - any failure means: run eagerly
+    except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly, and say so
+        warnings.warn(f"torch.compile failed, the network runs eagerly (same result, slower): {exc}", RuntimeWarning,
+                      stacklevel=2)
         net.zero_grad(set_to_none=True)
         return net
 
@@ -354,7 +343,7 @@ def _sync_interval(settings: Settings, device: torch.device) -> int:
     On the CPU a read costs nothing, so every iteration (exactly the rule as written);
     on a GPU every read stalls the queue of kernels, so every ``snapshot_every`` at most 25.
     """
-    every = getattr(settings, "sync_every", 0) or 0
+    every = settings.sync_every or 0
     if every > 0:
         return every
     return 1 if device.type == "cpu" else max(1, min(25, settings.snapshot_every))
@@ -377,7 +366,7 @@ class NetworkFit:
         guide_channels = problem.guide.shape[1] if problem.guide is not None else None
         n_in = input_channels(settings.input, settings.input_channels, dims, guide_channels)
         noise_gen = torch.Generator().manual_seed(seed)
-        self.members = max(1, int(getattr(settings, "ensemble", 1) or 1))
+        self.members = max(1, int(settings.ensemble or 1))
         self.units = units
         if units > 1 and (settings.network.kind != "light" or start_from is not None):
             raise ValueError("units are fitted together with the 'light' network kind, from a random start only")
@@ -416,8 +405,8 @@ class NetworkFit:
         if start_from is not None:
             # the moments too: a fresh Adam's first steps are full-size and would shake the fitted network loose
             self.optimiser.load_state_dict(start_from.optimiser)
-        self.cpu_bf16 = getattr(settings, "cpu_bf16", False)
-        self.forward = _maybe_compile(net, z, device, getattr(settings, "compile", False),
+        self.cpu_bf16 = settings.cpu_bf16
+        self.forward = _maybe_compile(net, z, device, settings.compile,
                                       _autocast(device, settings.amp, self.cpu_bf16))
 
     def outputs(self) -> list[torch.Tensor]:
@@ -738,7 +727,7 @@ class VarianceStop(StoppingRule):
         if self.schedule.coarse(self.fitting):
             return None
         counter.fill_(iteration)
-        improved = self.stopper.update_on_device(counter, output)
+        improved = self.stopper.update(counter, output)
         if improved is not None:
             self.kept.keep(latest, improved)
         if check:

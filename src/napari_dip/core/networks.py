@@ -208,11 +208,6 @@ class LightDecoder(nn.Module):
     def multiple(self) -> int:
         return 2 ** self.levels
 
-    @property
-    def input_downscale(self) -> int:
-        """The input is this many times smaller than the output along axes upsampled at every level."""
-        return 2 ** self.levels
-
     def input_shape(self, spatial) -> tuple:
         """The input's spatial size for an output of size ``spatial`` (per axis: 2**halvings smaller)."""
         return tuple(s // 2 ** h for s, h in zip(spatial, self.halvings))

@@ -20,7 +20,12 @@ ESTIMATE_BLOCK = 16  # side of the blocks whose intensity statistics estimate th
 
 
 def log_moments(looks: float) -> tuple[float, float]:
-    """(mean, variance) of ``log S`` for intensity speckle of ``looks`` looks: ``ψ(L) − log L`` and ``ψ′(L)``."""
+    """(mean, variance) of ``log S`` for intensity speckle of ``looks`` looks: ``ψ(L) − log L`` and ``ψ′(L)``.
+
+    >>> mean, variance = log_moments(1)  # one look: −γ (Euler's constant) and π²/6
+    >>> round(mean, 4), round(variance, 4)
+    (-0.5772, 1.6449)
+    """
     from scipy.special import polygamma, psi
 
     return float(psi(looks) - np.log(looks)), float(polygamma(1, looks))
@@ -28,7 +33,11 @@ def log_moments(looks: float) -> tuple[float, float]:
 
 def ratio_cv(looks: float, kind: str) -> float:
     """The coefficient of variation of pure speckle, ``observed / reflectivity`` in the data's own units (amplitude:
-    ``A / √R``; √(4/π − 1) ≈ 0.523 for one look; intensity: ``1 / √L``)."""
+    ``A / √R``; √(4/π − 1) ≈ 0.523 for one look; intensity: ``1 / √L``).
+
+    >>> round(ratio_cv(1, "amplitude"), 3), ratio_cv(4, "intensity")
+    (0.523, 0.5)
+    """
     if kind == "intensity":
         return float(1.0 / np.sqrt(looks))
     return float(np.sqrt(1.0 / ratio_mean(looks, kind) ** 2 - 1.0))  # E[S] = 1

@@ -92,7 +92,11 @@ class Task:
         return int(requested)
 
     def axis_factors(self, factor: int, spatial_dims: int) -> tuple:
-        """How many times larger the result is than the input along each spatial axis (Z, Y, X or Y, X)."""
+        """How many times larger the result is than the input along each spatial axis (Z, Y, X or Y, X).
+
+        >>> get_task("superres").axis_factors(4, 2), get_task("axial-superres").axis_factors(2, 3)
+        ((4, 4), (2, 1, 1))
+        """
         axes = "zyx"[-spatial_dims:]
         return tuple(factor if axis in self.enlarges else 1 for axis in axes)
 

@@ -65,6 +65,10 @@ def plan_tiles(shape, tile_size=DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLA
     Neighbouring tiles share at least ``overlap`` pixels; tiles are spread evenly,
     so the first starts at 0 and the last ends at the border. An axis no longer
     than the tile size is one tile.
+
+    >>> plan = plan_tiles((900, 300), tile_size=512, overlap=64)
+    >>> plan.grid, [tile.y for tile in plan.tiles]
+    ((2, 1), [(0, 512), (388, 900)])
     """
     shape = tuple(int(s) for s in shape[-2:])
     sizes = (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size)

@@ -156,8 +156,9 @@ class RestorationWidget(QWidget):
         self.amortise = ComboBox(label="amortise", choices=tuple(AMORTISE_WORDS), value="auto",
                                  tooltip="Teach once, apply everywhere: DIP restores a few crops, a student network "
                                          "learns from them and restores every plane, judged on a crop it never "
-                                         "saw. auto: for denoising 2D data of a megapixel (16 × 256²) or more, and "
-                                         "denoising and axial super-resolution of volumes as large; off: "
+                                         "saw. auto: for denoising and super-resolution of a megapixel (16 × 256²) of "
+                                         "result or more, and denoising and axial super-resolution of volumes as "
+                                         "large; off: "
                                          "every plane or tile fitted by DIP.")
         self.advanced = Container(widgets=[self.network, self.lr, self.jitter, self.ema, self.auto_stop,
                                            self.early_stopping, self.amortise, self.seed, self.device,
@@ -354,8 +355,8 @@ class RestorationWidget(QWidget):
             return
         try:
             output_shape, channels = self._output_plane()
-        except Exception:  # an odd layer shape: the run itself will say what is wrong
-            self.device_label.setText(description)
+        except (DIPInputError, ValueError, IndexError) as exc:  # an odd layer shape: the run will say it again
+            self.device_label.setText(f"{description} (no time estimate: {exc})")
             return
         overrides = dict(self.extra_settings)
         if self._changed(self.network):
