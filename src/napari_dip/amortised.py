@@ -710,8 +710,8 @@ def _fall_back(run, image, options, summary: dict):
 
 
 def _progress(clock, loss, image, stage: str, what: str, quality: dict) -> Snapshot:
-    return Snapshot(clock.permille(), 1000, loss, image.copy(), clock.seconds(), quality=quality or {},
-                    stage=stage, stage_detail=what, seconds_left=clock.seconds_left())
+    return Snapshot(iteration=clock.permille(), total=1000, loss=loss, image=image.copy(), seconds=clock.seconds(),
+                    quality=quality or {}, stage=stage, stage_detail=what, seconds_left=clock.seconds_left())
 
 
 def _final(run, spec: JobSpec, image, summary: dict, clock, normalisation, stop_reason: str) -> Snapshot:
@@ -744,8 +744,9 @@ def _final(run, spec: JobSpec, image, summary: dict, clock, normalisation, stop_
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     run.result = Restoration(image, record)
-    return Snapshot(1000, 1000, float("nan"), image, record["seconds"], 0, 1, metrics, 0, True, stop_reason,
-                    record, stage="done", stage_detail=summary["choice"], seconds_left=0.0)
+    return Snapshot(iteration=1000, total=1000, loss=float("nan"), image=image, seconds=record["seconds"],
+                    metrics=metrics, done=True, stop_reason=stop_reason, record=record, stage="done",
+                    stage_detail=summary["choice"], seconds_left=0.0)
 
 
 class _Preview:

@@ -44,7 +44,7 @@ SAMPLE_VALUES = 2 ** 26  # joint normalisation: data up to this many values is r
 SAMPLE_PLANES = 16  # … from this many planes, evenly spaced
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Snapshot:
     """One look at a running restoration.
 
@@ -475,9 +475,10 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
         latest = progress
         if progress.entry is not None and (len(entries) == len(units) or run.stop_requested):
             continue  # the final snapshot follows
-        yield Snapshot(progress.iteration, progress.total, progress.loss, _shown(output, progress.image),
-                       time.perf_counter() - start_time, progress.unit if in_turn else len(entries),
-                       len(units), progress.metrics, backtracks + (0 if progress.entry else progress.backtracks),
+        yield Snapshot(iteration=progress.iteration, total=progress.total, loss=progress.loss,
+                       image=_shown(output, progress.image), seconds=time.perf_counter() - start_time,
+                       plane=progress.unit if in_turn else len(entries), planes=len(units), metrics=progress.metrics,
+                       backtracks=backtracks + (0 if progress.entry else progress.backtracks),
                        quality=progress.quality)
     for unit in units:  # with worker processes, the units a stop left unhanded
         if unit.number not in entries:
@@ -531,10 +532,10 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
                             "window": "raised cosine across each overlap; the windows sum to 1",
                             "tiles": [{"index": t.index, "y": list(t.y), "x": list(t.x)} for t in plan.tiles]}
     run.result = Restoration(image, record)
-    yield Snapshot(entries[-1]["iterations"], settings.iterations,
-                   latest.loss if latest is not None else float("nan"), image, record["seconds"],
-                   len(units) - 1, len(units), metrics, backtracks, True, stop_reason, record,
-                   latest.quality if latest is not None else {})
+    yield Snapshot(iteration=entries[-1]["iterations"], total=settings.iterations,
+                   loss=latest.loss if latest is not None else float("nan"), image=image, seconds=record["seconds"],
+                   plane=len(units) - 1, planes=len(units), metrics=metrics, backtracks=backtracks, done=True,
+                   stop_reason=stop_reason, record=record, quality=latest.quality if latest is not None else {})
 
 
 def _shown(output: _Output, unit_image: np.ndarray) -> np.ndarray:

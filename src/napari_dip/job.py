@@ -32,7 +32,7 @@ MIX_METHODS = ("biharmonic", "nl-means", "block-matching", "richardson-lucy")
 NORMALISE_CHOICES = ("joint", "per-unit")  # one intensity mapping for the whole data, or one per work unit
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JobSpec:
     """Everything about a job that holds for all of its work units, checked before anything runs."""
 
@@ -173,8 +173,10 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
     }
     if noise == "speckle":
         parameters["speckle"] = dict(speckle)
-    return JobSpec(spec, preset, settings, layout, factor, axis_factors, operator, noise, camera, seed,
-                   percentiles, options.normalise, sources, output_shape, parameters, speckle=speckle)
+    return JobSpec(task=spec, preset=preset, settings=settings, layout=layout, factor=factor,
+                   axis_factors=axis_factors, operator=operator, noise=noise, camera=camera, seed=seed,
+                   percentiles=percentiles, normalise=options.normalise, sources=sources, output_shape=output_shape,
+                   parameters=parameters, speckle=speckle)
 
 
 def task_settings(spec: Task, preset: str, factor: int, options: RestoreOptions) -> Settings:
