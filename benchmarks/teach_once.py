@@ -24,6 +24,9 @@ Cases (Gaussian σ in 0…255 units unless said):
   superres2048            super-resolution ×2 to a 2048² frame of synthetic cells: the task's own downsampling of
                           the truth plus Gaussian noise σ = 0.5 % of the range (1024² measured); reference a cubic
                           spline (the student's starting point); --per-unit fits the central 128² measured alone;
+  superres_x4             the same cells enlarged ×4 from 512² measured; --per-unit fits the central 64² measured;
+  superres_photo          super-resolution ×2 to the bundled astronaut photo (grey) at 1024² (textured), 0.5 % noise;
+                          --per-unit fits the central 128² measured;
   superres_w2s            super-resolution ×2 of the 8 W2S 400-frame averages of --data/w2s (real fluorescence,
                           each field different) measured at 256² (the task's downsampling, σ = 1 % noise), one
                           8 × 256² stack to 8 × 512²; --per-unit fits planes 0 and 5;
@@ -221,6 +224,24 @@ def case_superres2048() -> dict:
                 per_unit_truth_region=(slice(896, 1152), slice(896, 1152)))
 
 
+def case_superres_x4() -> dict:
+    truth = (images.synthetic_cells(2048, seed=9) / 255.0).astype(np.float32)
+    measured = downsampled(truth, 4, 0.005, seed=14)
+    return dict(name="superres ×4 to 2048² cells, noise 0.5 %", input=measured, truth=truth, task="superres",
+                kwargs=dict(factor=4), reference=cubic_reference(measured, 4),
+                per_unit_region=(slice(224, 288), slice(224, 288)),
+                per_unit_truth_region=(slice(896, 1152), slice(896, 1152)))
+
+
+def case_superres_photo() -> dict:
+    truth = (images.load("astronaut", 1024, gray=True) / 255.0).astype(np.float32)
+    measured = downsampled(truth, 2, 0.005, seed=15)
+    return dict(name="superres ×2 to a 1024² photo (astronaut), noise 0.5 %", input=measured, truth=truth,
+                task="superres", kwargs=dict(factor=2), reference=cubic_reference(measured, 2),
+                per_unit_region=(slice(192, 320), slice(192, 320)),
+                per_unit_truth_region=(slice(384, 640), slice(384, 640)))
+
+
 def case_superres_w2s(folder: str) -> dict:
     import tifffile
 
@@ -347,7 +368,8 @@ def main(argv=None) -> int:
               "volume16": lambda: case_volume("spheres", (16, 128, 128)),
               "filaments16": lambda: case_volume("filaments", (16, 128, 128)), "w2s": lambda: case_w2s(args.data),
               "axial": case_axial, "deconv1024": case_deconv1024, "superres2048": case_superres2048,
-              "superres_w2s": lambda: case_superres_w2s(args.data)}
+              "superres_w2s": lambda: case_superres_w2s(args.data), "superres_x4": case_superres_x4,
+              "superres_photo": case_superres_photo}
     if args.default_call:
         rows = [dict(case=key, default_call=default_call(makers[key]())) for key in args.cases.split(",")]
     else:

@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 from conftest import DEVICE
 
@@ -211,3 +212,18 @@ def test_channels_last_auto_is_on_for_the_cpu_only():
     assert loop._channels_last("auto", torch.device("cuda")) is False  # measured slower there (docs/benchmarks.md)
     assert loop._channels_last(True, torch.device("cuda")) is True
     assert loop._channels_last(False, torch.device("cpu")) is False
+
+
+def test_a_failed_compile_runs_eagerly_and_says_so(monkeypatch):
+    import contextlib
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(loop.torch, "compile", broken)
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed.*no C compiler"):
+        forward, failure = loop._maybe_compile(net, torch.zeros(1, 1, 8, 8), torch.device("cuda"), True,
+                                               contextlib.nullcontext())
+    assert forward is net and "ran eagerly" in failure
+    assert loop._maybe_compile(net, None, torch.device("cpu"), True, contextlib.nullcontext()) == (net, None)

@@ -26,7 +26,9 @@ class RestoreOptions:
     psf_sigma: float | None = None
     guide: Any = None
     noise: str = "auto"  # chosen from the image's mean-variance fit (core/noise_fit.py)
-    channel_axis: int | None = None
+    # the axis of colour channels or bands, or None; a batch's options may say 'auto' (from each file's metadata),
+    # which batch.py resolves before the job is defined
+    channel_axis: int | str | None = None
     volumetric: bool = False
     iterations: int | None = None
     seed: int = 0

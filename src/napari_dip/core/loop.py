@@ -293,27 +293,28 @@ def coarse_stages(settings: Settings, net, total: int) -> list[tuple[int, int]]:
     return stages
 
 
-def _maybe_compile(net, z, device: torch.device, enabled: bool | str, autocast):
-    """torch.compile on CUDA when asked (True, or the name of a mode such as 'max-autotune'); the eager network
-    when not, or when compiling fails.
+def _maybe_compile(net, z, device: torch.device, enabled: bool | str, autocast) -> tuple:
+    """(the network to call, why compiling failed or None): torch.compile on CUDA when asked (True, or the name of a
+    mode such as 'max-autotune'); the eager network when not, or when compiling fails (a warning, and the unit's
+    stop reason says so).
 
     One forward and backward pass on ``z`` under ``autocast`` triggers the compilation here,
     so that a failure (no compiler, an unsupported operation) falls back before the loop starts.
     """
     if not enabled or device.type != "cuda" or not hasattr(torch, "compile"):
-        return net
+        return net, None
     try:
         compiled = torch.compile(net, mode=enabled if isinstance(enabled, str) else None)
         with autocast:
             out = compiled(z)
         out.float().mean().backward()
         net.zero_grad(set_to_none=True)
-        return compiled
+        return compiled, None
     except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly, and say so
-        warnings.warn(f"torch.compile failed, the network runs eagerly (same result, slower): {exc}", RuntimeWarning,
-                      stacklevel=2)
+        failure = f"torch.compile failed, the network ran eagerly (same result, slower): {type(exc).__name__}: {exc}"
+        warnings.warn(failure, RuntimeWarning, stacklevel=2)
         net.zero_grad(set_to_none=True)
-        return net
+        return net, failure
 
 
 def _channels_last(setting: bool | str, device: torch.device) -> bool:
@@ -406,8 +407,8 @@ class NetworkFit:
             # the moments too: a fresh Adam's first steps are full-size and would shake the fitted network loose
             self.optimiser.load_state_dict(start_from.optimiser)
         self.cpu_bf16 = settings.cpu_bf16
-        self.forward = _maybe_compile(net, z, device, settings.compile,
-                                      _autocast(device, settings.amp, self.cpu_bf16))
+        self.forward, self.compile_failure = _maybe_compile(net, z, device, settings.compile,
+                                                            _autocast(device, settings.amp, self.cpu_bf16))
 
     def outputs(self) -> list[torch.Tensor]:
         """f(z + jitter) on the output grid, per unit (members, C, *out_spatial): a coarse stage's output is
@@ -795,6 +796,8 @@ class UnitTrack:
             if stop_reason.startswith("completed"):
                 stop_reason += f"; the held-out error was lowest at iteration {rule.lowest_error_iteration}"
             stop_reason += rule.kept_note()
+        if self.fitting.compile_failure:
+            stop_reason += f"; {self.fitting.compile_failure}"
         if self.kept_network is not None and rule.chosen_iteration is not None:
             self.kept_network.restore()
             position += rule.chosen_iteration
