@@ -489,23 +489,10 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
 
     image = output.finish()
     restored = [e for e in entries if "noise_estimate" in e]
-    stop_reason = entries[-1]["stop_reason"]
-    if run.stop_requested and len(units) > 1:
-        stop_reason = f"stopped by user at {kind} {max(1, len(restored))} of {len(units)}"
-    elif len(units) > 1:
-        reasons = sorted({e["stop_reason"] for e in entries}, key=str)
-        stop_reason = reasons[0] if len(reasons) == 1 else f"per {kind}: " + "; ".join(
-            f"{sum(e['stop_reason'] == r for e in entries)} × {r}" for r in reasons)
+    stop_reason = _job_stop_reason(entries, kind, len(restored), run.stop_requested)
     latest_psnr = (latest.metrics or {}).get("psnr_current") if latest is not None and len(entries) == 1 else None
     metrics = _metrics(spec, image, output, entries, latest_psnr)
-    parameters = dict(spec.parameters, missing_pixels=int(sum(e.get("missing_pixels", 0) for e in entries)))
-    if normalisation is not None:
-        parameters["normalisation"] = normalisation_entry(normalisation[0], spec)
-    if len(restored) == 1 and len(units) == 1:
-        parameters["noise_estimate"] = restored[0]["noise_estimate"]
-        parameters.setdefault("normalisation", restored[0].get("normalisation"))
-    else:
-        parameters["noise_estimate"] = {"model": spec.noise, "per_unit": "see the record's units"}
+    parameters = _job_parameters(spec, entries, restored, normalisation)
     settings = spec.settings
     cpu = dict(governor.describe(), processes=1, why=workers.why) if governor is not None else \
         {"policy": "worker processes", "processes": processes, "threads_each": workers.threads, "why": workers.why} \
@@ -528,14 +515,44 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
         **run.record_extra,
     }
     if plan is not None:
-        record["tiling"] = {"tile_size": list(plan.tile_size), "overlap": plan.overlap, "grid": list(plan.grid),
-                            "window": "raised cosine across each overlap; the windows sum to 1",
-                            "tiles": [{"index": t.index, "y": list(t.y), "x": list(t.x)} for t in plan.tiles]}
+        record["tiling"] = _tiling_entry(plan)
     run.result = Restoration(image, record)
     yield Snapshot(iteration=entries[-1]["iterations"], total=settings.iterations,
                    loss=latest.loss if latest is not None else float("nan"), image=image, seconds=record["seconds"],
                    plane=len(units) - 1, planes=len(units), metrics=metrics, backtracks=backtracks, done=True,
                    stop_reason=stop_reason, record=record, quality=latest.quality if latest is not None else {})
+
+
+def _job_parameters(spec: JobSpec, entries: list[dict], restored: list[dict], normalisation) -> dict:
+    """The record's parameters: the job's, the missing pixels, and the intensity mapping and noise estimate (the
+    unit's where there is one unit, else a pointer to the units')."""
+    parameters = dict(spec.parameters, missing_pixels=int(sum(e.get("missing_pixels", 0) for e in entries)))
+    if normalisation is not None:
+        parameters["normalisation"] = normalisation_entry(normalisation[0], spec)
+    if len(restored) == 1 and len(entries) == 1:
+        parameters["noise_estimate"] = restored[0]["noise_estimate"]
+        parameters.setdefault("normalisation", restored[0].get("normalisation"))
+    else:
+        parameters["noise_estimate"] = {"model": spec.noise, "per_unit": "see the record's units"}
+    return parameters
+
+
+def _job_stop_reason(entries: list[dict], kind: str, restored: int, stopped: bool) -> str:
+    """The job's stop reason from its units' ("per plane: 3 × …; 1 × …" where they differ)."""
+    if len(entries) == 1:
+        return entries[0]["stop_reason"]
+    if stopped:
+        return f"stopped by user at {kind} {max(1, restored)} of {len(entries)}"
+    reasons = sorted({e["stop_reason"] for e in entries}, key=str)
+    return reasons[0] if len(reasons) == 1 else f"per {kind}: " + "; ".join(
+        f"{sum(e['stop_reason'] == r for e in entries)} × {r}" for r in reasons)
+
+
+def _tiling_entry(plan: TilePlan) -> dict:
+    """The record's word on the tiles."""
+    return {"tile_size": list(plan.tile_size), "overlap": plan.overlap, "grid": list(plan.grid),
+            "window": "raised cosine across each overlap; the windows sum to 1",
+            "tiles": [{"index": t.index, "y": list(t.y), "x": list(t.x)} for t in plan.tiles]}
 
 
 def _shown(output: _Output, unit_image: np.ndarray) -> np.ndarray:
