@@ -126,45 +126,7 @@ class RestorationWidget(QWidget):
         self.main = Container(widgets=[self.image, *self.task_widgets(), self.channel_axis, self.planes,
                                        self.ground_truth, self.preset, self.iterations, self.history])
 
-        self.network = ComboBox(label="network", choices=NETWORK_KINDS,
-                                tooltip="skip: the paper's encoder-decoder; hourglass: the same without "
-                                        "skips; light: a small decoder, fast on a CPU and hard to over-fit.")
-        self.lr = FloatSpinBox(label="learning rate", min=1e-5, max=1.0, step=0.0001)
-        self.jitter = FloatSpinBox(label="input jitter σ", min=0.0, max=1.0, step=0.001,
-                                   tooltip="Noise added to the network input at each iteration; "
-                                           "regularises the fit.")
-        self.ema = FloatSpinBox(label="EMA weight", min=0.0, max=0.9999, step=0.001,
-                                tooltip="Show the exponential moving average of the outputs with this "
-                                        "weight; 0 turns it off.")
-        self.early_stopping = CheckBox(text="early stopping (ES-WMV)",
-                                       tooltip="Stop when the running variance of the output stops "
-                                               "falling and keep the best iterate.")
-        self.auto_stop = CheckBox(text="automatic stopping (held-out pixels)", value=True,
-                                  tooltip="Leave a few per cent of the pixels out of the fit and judge each "
-                                          "iterate by its error there: the run keeps the best-estimated "
-                                          "result, shows its estimated PSNR without a ground truth, and "
-                                          "stops once it no longer improves (iterations is then a ceiling). "
-                                          "Unticked: every iteration runs and the last result is kept.")
-        # one stopping rule at a time: ticking one unticks the other
-        self.auto_stop.changed.connect(lambda on: on and setattr(self.early_stopping, "value", False))
-        self.early_stopping.changed.connect(lambda on: on and setattr(self.auto_stop, "value", False))
-        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0,
-                            tooltip="The same seed gives the same result on the CPU.")
-        self.device = ComboBox(label="device", choices=available_devices(), value="auto")
-        self.display_every = SpinBox(label="display every", min=1, max=100_000,
-                                     tooltip="Iterations between updates of the result layer and the curve.")
-        self.amortise = ComboBox(label="amortise", choices=tuple(AMORTISE_WORDS), value="auto",
-                                 tooltip="Teach once, apply everywhere: DIP restores a few crops, a student network "
-                                         "learns from them and restores every plane, judged on a crop it never "
-                                         "saw. auto: for denoising and super-resolution of a megapixel (16 × 256²) of "
-                                         "result or more, and denoising and axial super-resolution of volumes as "
-                                         "large; off: "
-                                         "every plane or tile fitted by DIP.")
-        self.advanced = Container(widgets=[self.network, self.lr, self.jitter, self.ema, self.auto_stop,
-                                           self.early_stopping, self.amortise, self.seed, self.device,
-                                           self.display_every])
-        collapsible = QCollapsible("Advanced")
-        collapsible.addWidget(self.advanced.native)
+        collapsible = self._advanced_options()
 
         self.device_label = QLabel()
         self.device_label.setWordWrap(True)
@@ -207,6 +169,49 @@ class RestorationWidget(QWidget):
         self.apply_preset_defaults()
         self._on_image_changed()
         self.device_label.setText(self._describe_device())
+
+    def _advanced_options(self) -> QCollapsible:
+        """The *Advanced* section: network, learning rate, jitter, EMA, stopping rules, amortisation, seed, device
+        and display interval, collapsed."""
+        self.network = ComboBox(label="network", choices=NETWORK_KINDS,
+                                tooltip="skip: the paper's encoder-decoder; hourglass: the same without "
+                                        "skips; light: a small decoder, fast on a CPU and hard to over-fit.")
+        self.lr = FloatSpinBox(label="learning rate", min=1e-5, max=1.0, step=0.0001)
+        self.jitter = FloatSpinBox(label="input jitter σ", min=0.0, max=1.0, step=0.001,
+                                   tooltip="Noise added to the network input at each iteration; "
+                                           "regularises the fit.")
+        self.ema = FloatSpinBox(label="EMA weight", min=0.0, max=0.9999, step=0.001,
+                                tooltip="Show the exponential moving average of the outputs with this "
+                                        "weight; 0 turns it off.")
+        self.early_stopping = CheckBox(text="early stopping (ES-WMV)",
+                                       tooltip="Stop when the running variance of the output stops "
+                                               "falling and keep the best iterate.")
+        self.auto_stop = CheckBox(text="automatic stopping (held-out pixels)", value=True,
+                                  tooltip="Leave a few per cent of the pixels out of the fit and judge each "
+                                          "iterate by its error there: the run keeps the best-estimated "
+                                          "result, shows its estimated PSNR without a ground truth, and "
+                                          "stops once it no longer improves (iterations is then a ceiling). "
+                                          "Unticked: every iteration runs and the last result is kept.")
+        # one stopping rule at a time: ticking one unticks the other
+        self.auto_stop.changed.connect(lambda on: on and setattr(self.early_stopping, "value", False))
+        self.early_stopping.changed.connect(lambda on: on and setattr(self.auto_stop, "value", False))
+        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0,
+                            tooltip="The same seed gives the same result on the CPU.")
+        self.device = ComboBox(label="device", choices=available_devices(), value="auto")
+        self.display_every = SpinBox(label="display every", min=1, max=100_000,
+                                     tooltip="Iterations between updates of the result layer and the curve.")
+        self.amortise = ComboBox(label="amortise", choices=tuple(AMORTISE_WORDS), value="auto",
+                                 tooltip="Teach once, apply everywhere: DIP restores a few crops, a student network "
+                                         "learns from them and restores every plane, judged on a crop it never "
+                                         "saw. auto: for denoising and super-resolution of a megapixel (16 × 256²) of "
+                                         "result or more, and denoising and axial super-resolution of volumes as "
+                                         "large; off: every plane or tile fitted by DIP.")
+        self.advanced = Container(widgets=[self.network, self.lr, self.jitter, self.ema, self.auto_stop,
+                                           self.early_stopping, self.amortise, self.seed, self.device,
+                                           self.display_every])
+        collapsible = QCollapsible("Advanced")
+        collapsible.addWidget(self.advanced.native)
+        return collapsible
 
     # ----------------------------------------------------------------------------------------------
     # what task widgets provide
