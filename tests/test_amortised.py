@@ -246,6 +246,7 @@ def test_an_amortised_run_teaches_judges_and_restores_every_plane():
     record = run.result.record
     summary = record["amortised"]
     assert summary["used"] and summary["choice"].startswith("student")
+    assert summary["student"]["sees_detail"] is False  # denoising students see the input alone
     assert summary["judge_crop"] not in summary["teacher_crops"]
     assert [u["role"] for u in summary["teacher_units"]].count("judge") == 1
     verdict = summary["rounds"][-1]
@@ -340,6 +341,7 @@ def test_a_frame_is_enlarged_by_a_student_that_sees_it_on_the_results_grid(monke
     assert all(s.image.shape == clean.shape for s in snapshots)
     record = run.result.record
     assert record["amortised"]["used"] and "true_gap_db" in record["amortised"]["rounds"][-1]
+    assert record["amortised"]["student"]["sees_detail"] is True
     # the record names crops in the input's pixels
     assert all(c["y"][1] - c["y"][0] == 32 for c in record["amortised"]["teacher_crops"])
     repeated = np.repeat(np.repeat(measured, 2, axis=0), 2, axis=1)  # what the layer shows before restoration

@@ -626,8 +626,8 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
         variance = np.clip(teacher, 0.0, None) / float(spec_normalisation[1]["photons_at_1"])
     result = student_output(net, on_result_grid(spec, planes), device)
     student = as_measured(spec, result)
-    # a step well within the student's linear pieces: it sees the input's detail over its detail_scale
-    step = 1e-3 * min(float(getattr(net, "detail_scale", 1.0)), 1.0)
+    # a step well within the student's linear pieces, however much it magnifies its input
+    step = 1e-3 / max(getattr(net, "input_gain", 1.0), 1.0)
     derivative = self_derivative(measured_student, planes, student, spec.seed, step=step)
     squared = (planes - student) ** 2 - (planes - teacher) ** 2 + 2.0 * variance * derivative
     difference = float(squared[at].mean())

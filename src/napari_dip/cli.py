@@ -463,8 +463,9 @@ def classical_demo_result(task: str, demo: dict) -> dict | None:
     degraded = demo["degraded"][None] / 255.0
     start = time.perf_counter()
     if task == "denoise":
-        method = "BM3D (block matching)" if reference.block_matching_available() else "non-local means"
-        denoise = reference.block_matching if reference.block_matching_available() else reference.nl_means
+        available = reference.block_matching_available()
+        method = "BM3D (block matching)" if available else "non-local means"
+        denoise = reference.block_matching if available else reference.nl_means
         image = denoise(degraded, DEMO_NOISE / 255.0)
     elif task == "inpaint":
         method, image = "biharmonic fill", reference.biharmonic_fill(degraded, 1 - demo["kwargs"]["mask"][None])

@@ -222,8 +222,9 @@ def check_settings(settings: Settings) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise DIPInputError(f"{name} ({what}) must be positive; got {value!r}")
     for name in ("reg_noise_std", "stop_margin", "amortise_margin"):
-        if not isinstance(getattr(settings, name), (int, float)) or not getattr(settings, name) >= 0:
-            raise DIPInputError(f"{name} must be 0 or more; got {getattr(settings, name)!r}")
+        value = getattr(settings, name)
+        if not isinstance(value, (int, float)) or not value >= 0:
+            raise DIPInputError(f"{name} must be 0 or more; got {value!r}")
     if settings.ema is not None and not 0.0 <= settings.ema < 1.0:
         raise DIPInputError(f"ema is the weight of the running average of outputs: it must lie in [0, 1), e.g. "
                             f"0.99, or be None (off); got {settings.ema!r}")
@@ -556,13 +557,13 @@ def prepare_unit(spec: JobSpec, pieces: dict, plane: int, normalisation=None) ->
         np.clip(planes, 0.0, None, out=planes)  # read noise can dip below the offset; counts cannot
     planes[missing] = 0.0
     if spec.noise == "gaussian":
-        from .core.quality import diagonal_detail, estimate_gaussian_sigma, median_variance_relative_se
+        from .core.quality import gaussian_noise
 
-        measured = None if not missing.any() else (~missing).astype(np.float32)
-        sigma = estimate_gaussian_sigma(planes, measured)
+        sigma, variance_relative_se = gaussian_noise(planes, None if not missing.any() else
+                                                     (~missing).astype(np.float32))
         estimate.update({"sigma": sigma * normalisation.span, "sigma_normalised": sigma,
                          "how": "wavelet median (finest diagonal Haar band)",
-                         "variance_relative_se": median_variance_relative_se(diagonal_detail(planes, measured).size)})
+                         "variance_relative_se": variance_relative_se})
 
     guide_planes = None
     if "guide" in pieces:

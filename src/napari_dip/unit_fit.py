@@ -4,9 +4,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,8 +25,8 @@ class Progress:
     iteration: int = 0
     total: int = 0
     loss: float = float("nan")
-    metrics: dict = dataclasses.field(default_factory=dict)
-    quality: dict = dataclasses.field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    quality: dict = field(default_factory=dict)
     backtracks: int = 0
     entry: dict | None = None  # set when the unit is finished (restored, skipped or stopped)
     fitted: object = None  # a finished unit's core.loop.FittedState, where later units may start (WarmStarts)

@@ -178,10 +178,16 @@ def estimate_gaussian_sigma(planes: np.ndarray, known: np.ndarray | None = None)
     Blocks that touch a missing pixel are left out. It overestimates slightly on
     strongly textured images, where detail leaks into the finest band.
     """
+    return gaussian_noise(planes, known)[0]
+
+
+def gaussian_noise(planes: np.ndarray, known: np.ndarray | None = None) -> tuple[float, float]:
+    """(σ̂ as :func:`estimate_gaussian_sigma` gives it, the relative standard error of σ̂²
+    (:func:`median_variance_relative_se`)), from one pass over the diagonal details."""
     diagonal = diagonal_detail(planes, known)
     if diagonal.size == 0:
-        return 0.0
-    return float(np.median(np.abs(diagonal)) / 0.6745)
+        return 0.0, median_variance_relative_se(0)
+    return float(np.median(np.abs(diagonal)) / 0.6745), median_variance_relative_se(diagonal.size)
 
 
 def median_variance_relative_se(coefficients: int) -> float:

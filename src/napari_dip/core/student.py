@@ -70,14 +70,21 @@ class StudentNet(nn.Module):
         super().__init__()
         widths = [channels * 2 ** i for i in range(levels + 1)]
         self.in_channels, self.out_channels, self.sees_detail = in_channels, out_channels, detail
-        self.register_buffer("detail_scale", torch.ones(()))
-        self.register_buffer("blur", _gaussian_kernel(DETAIL_SIGMA).repeat(in_channels, 1, 1, 1))
+        if detail:
+            self.register_buffer("detail_scale", torch.ones(()))
+            self.register_buffer("blur", _gaussian_kernel(DETAIL_SIGMA).repeat(in_channels, 1, 1, 1))
         self.down = nn.ModuleList([_double_conv(2 * in_channels if detail else in_channels, widths[0])] +
                                   [_double_conv(widths[i], widths[i + 1]) for i in range(levels)])
         self.up = nn.ModuleList([_double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(levels))])
         self.head = nn.Conv2d(widths[0], out_channels, 1)
         nn.init.zeros_(self.head.weight)  # starts as the identity: the degraded input itself
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def input_gain(self) -> float:
+        """How much the network magnifies a change of its input before its first layer: 1, or 1 / ``detail_scale``
+        where it sees the input's detail (the judge keeps its probes well within the linear pieces by it)."""
+        return 1.0 / float(self.detail_scale) if self.sees_detail else 1.0
 
     def detail(self, x: torch.Tensor) -> torch.Tensor:
         """The input less its Gaussian blur, over ``detail_scale``."""
@@ -136,15 +143,16 @@ class StudentTraining:
         self.add_pairs(pairs)
 
     def add_pairs(self, pairs: list):
-        """More (input, target) pairs to draw crops from (a crop is never larger than its pair). The first pairs
-        set the network's ``detail_scale``: the root mean square of what the targets change in their inputs."""
+        """More (input, target) pairs to draw crops from (a crop is never larger than its pair). For a network that
+        sees the input's detail, the first pairs set its ``detail_scale``: the root mean square of what the targets
+        change in their inputs."""
         first = not self.pairs
         for x, y in pairs:
             if x.shape[-2:] != y.shape[-2:]:
                 raise ValueError(f"input {x.shape} and target {y.shape} must share Y/X")
             self.pairs.append((torch.from_numpy(np.ascontiguousarray(x, np.float32)),
                                torch.from_numpy(np.ascontiguousarray(y, np.float32))))
-        if first and self.pairs:
+        if first and self.pairs and self.net.sees_detail:
             change = [float(((y - x[:y.shape[0]]) ** 2).mean()) for x, y in self.pairs]
             self.net.detail_scale.fill_(max(math.sqrt(float(np.mean(change))), 1e-6))
         self.crop = min([self.spec.crop] + [min(x.shape[-2:]) for x, _ in self.pairs])
