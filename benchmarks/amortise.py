@@ -87,7 +87,7 @@ def run(noisy, kwargs, truth, peak, warm: bool, tile_size, settings=None) -> dic
         if current is not None and not snap.done:
             best[snap.plane] = max(best.get(snap.plane, -np.inf), current)
     seconds = time.perf_counter() - start
-    record = restore.result.record
+    record = restore.result.record.as_dict()
     units = record["units"]
     # psnr_current uses each unit's truth range as the peak; bring it to the benchmark's peak
     oracle = []

@@ -100,11 +100,11 @@ def run_case(name: str, shape: tuple, factor: int, sigma: float, overrides: dict
                 oracle, oracle_iteration = metrics[key], snapshot.iteration
     seconds = time.perf_counter() - start
     result = run.result
-    quality = result.record.get("quality", {})
+    quality = result.record.quality
     return {
         "volume": name, "shape": list(shape), "factor": factor, "sigma": sigma,
         "auto": psnr(result.image, truth), "seconds": seconds,
-        "iterations": result.record.get("iterations"), "chosen_iteration": quality.get("chosen_iteration"),
+        "iterations": result.record.iterations, "chosen_iteration": quality.get("chosen_iteration"),
         "oracle": float(oracle), "oracle_iteration": oracle_iteration,
         "linear": psnr(interpolate_z(stack, factor, 1), truth), "cubic": psnr(interpolate_z(stack, factor, 3), truth),
     }

@@ -66,7 +66,7 @@ def run_one(task: str, name: str, budget: float, size: int = 256, full: bool = T
             reached = elapsed
         if not full and elapsed > budget:
             run.stop()
-    record = run.result.record
+    record = run.result.record.as_dict()
     final = record["metrics"]["psnr"]
     return dict(task=task, image=name, size=size, input_psnr=case["input_psnr"], reference=case["baseline_name"],
                 reference_psnr=reference, best_psnr_in_budget=best_in_budget, seconds_to_reference=reached,

@@ -65,7 +65,7 @@ def restore(observed, kwargs, truth, peak, mix_with) -> dict:
     start = time.perf_counter()
     result = napari_dip.restore(observed, "deconvolve", preset="fast", device="cpu", seed=0, mix_with=mix_with,
                                 **kwargs)
-    quality = result.record.get("quality") or {}
+    quality = result.record.quality or {}
     return {"psnr": images.psnr(truth, result.image, peak), "seconds": round(time.perf_counter() - start, 1),
             "chosen_iteration": quality.get("chosen_iteration"), "mixed_with": quality.get("mixed_with")}
 

@@ -40,7 +40,7 @@ def case(sigma: float, warm_start: bool) -> list[dict]:
 
     clean, noisy = stack(sigma)
     result = napari_dip.restore(noisy, ground_truth=clean, warm_start=warm_start)
-    record = result.record
+    record = result.record.as_dict()
     rows = []
     for unit, quality in zip(record["units"], record["quality"]["units"]):
         estimate = unit["noise_estimate"]

@@ -75,9 +75,9 @@ def check_tasks(device: str) -> list[dict]:
             result = napari_dip.restore(data, task, preset=preset, iterations=30, snapshot_every=10, device=device,
                                         seed=0, **extra.get(task, {}), **options)
             row.update(ok=bool(np.isfinite(result.image).all()), shape=list(result.image.shape),
-                       device=result.record["device"], units=len(result.record["units"]),
-                       started_from=[u.get("started_from") for u in result.record["units"]],
-                       units_together=result.record["units_together"])
+                       device=result.record.device, units=len(result.record.units),
+                       started_from=[u.started_from for u in result.record.units],
+                       units_together=result.record.units_together)
         except Exception as exc:  # noqa: BLE001 - a failing case is a finding, the others still run
             row.update(ok=False, error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-1500:])
         row["seconds"] = round(time.perf_counter() - start, 2)
@@ -119,10 +119,10 @@ def check_agreement(device: str) -> dict:
     for name in ("cpu", device):
         start = time.perf_counter()
         result = napari_dip.restore(noisy, "denoise", device=name, seed=0)
-        quality = result.record.get("quality") or {}
+        quality = result.record.quality or {}
         automatic[name] = dict(psnr=round(psnr(result.image, clean), 2), seconds=round(time.perf_counter() - start, 1),
-                               iterations=result.record["iterations"], stop_reason=result.record["stop_reason"],
-                               device=result.record["device"], mixed_with=result.record["units"][0].get("mixed_with"),
+                               iterations=result.record.iterations, stop_reason=result.record.stop_reason,
+                               device=result.record.device, mixed_with=quality.get("mixed_with"),
                                **{k: quality.get(k) for k in (
                                    "chosen_iteration", "estimated_psnr", "network_weight")})
         print(f"automatic fast denoise 128² on {name}: {json.dumps(automatic[name])}", flush=True)

@@ -78,9 +78,9 @@ def main(argv=None):
     result = napari_dip.restore(noisy, "denoise", preset="fast", iterations=args.iterations, device=args.device,
                                 tile_size=args.tile_size, overlap=args.overlap, normalise=args.normalise)
     seconds = time.perf_counter() - start
-    tiles = len(result.record["tiling"]["tiles"])
+    tiles = len(result.record.tiling["tiles"])
     row = dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-               command=" ".join(["python"] + sys.argv), torch=torch.__version__, device=result.record["device"],
+               command=" ".join(["python"] + sys.argv), torch=torch.__version__, device=result.record.device,
                size=args.size, tile_size=args.tile_size, overlap=args.overlap, normalise=args.normalise,
                iterations_per_tile=args.iterations,
                tiles=tiles, seconds=round(seconds, 1), seconds_per_tile=round(seconds / tiles, 2),

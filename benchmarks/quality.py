@@ -76,7 +76,7 @@ def main(argv=None):
                 start = time.perf_counter()
                 result = napari_dip.restore(case["input"], task, preset=preset, device=args.device,
                                             ground_truth=clean, seed=0, **case["kwargs"])
-                rec = result.record
+                rec = result.record.as_dict()
                 row[preset] = dict(psnr=rec["metrics"]["psnr"], iterations=rec["iterations"], seconds=rec["seconds"],
                                    seconds_per_iteration=rec["seconds"] / max(1, rec["iterations"]),
                                    stop_reason=rec["stop_reason"], wall=time.perf_counter() - start)

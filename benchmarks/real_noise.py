@@ -118,7 +118,7 @@ def restore(image: np.ndarray, **options) -> tuple[np.ndarray, dict, float]:
 
     start = time.perf_counter()
     result = napari_dip.restore(image, device=DEVICE, seed=0, **options)
-    return result.image, result.record, time.perf_counter() - start
+    return result.image, result.record.as_dict(), time.perf_counter() - start
 
 
 def estimated_psnr(record: dict, image: np.ndarray, result: np.ndarray, reference: np.ndarray):

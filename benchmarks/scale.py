@@ -119,7 +119,7 @@ def restore(case: dict, device: str = "cpu", **overrides) -> dict:
             unit = snapshot.plane
     seconds = time.perf_counter() - start
     result = run.result
-    record = result.record
+    record = result.record.as_dict()
     return {"seconds": round(seconds, 1), "psnr": round(psnr(result.image, case["truth"]), 2),
             "iterations": record["iterations"], "units": len(record["units"]),
             "started_from": [u.get("started_from") for u in record["units"]], "device": record["device"]}

@@ -163,12 +163,12 @@ def run_dip(case: dict, task: str, overrides: dict, auto: bool) -> dict:
     seconds = time.perf_counter() - start
     result = run.result
     out = {"psnr": images.psnr(case["truth"], result.image, case["peak"]), "seconds": round(seconds, 2),
-           "iterations": result.record["iterations"], "stop_reason": result.record["stop_reason"],
+           "iterations": result.record.iterations, "stop_reason": result.record.stop_reason,
            "best_current": float(best_current), "last_iterate": last, "curve": curve}
-    quality = result.record.get("quality", {})
+    quality = result.record.quality
     if quality.get("automatic_stopping"):
         out.update(chosen_iteration=quality.get("chosen_iteration"), estimated_psnr=quality.get("estimated_psnr"))
-    out["noise_estimate"] = result.record["parameters"].get("noise_estimate")
+    out["noise_estimate"] = result.record.parameters.get("noise_estimate")
     return out
 
 

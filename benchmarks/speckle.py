@@ -163,7 +163,7 @@ def default_run(noisy, looks_given, kind, truth=None):
         if current is not None:
             oracle = current if oracle is None else max(oracle, current)
     seconds = time.perf_counter() - started
-    record = run.result.record
+    record = run.result.record.as_dict()
     weight = (record.get("quality", {}).get("mixed_with") or {}).get("network_weight")
     return run.result.image, seconds, oracle, weight, record
 

@@ -272,7 +272,7 @@ def restore(case: dict, stop_at_fallback: bool = False, **overrides) -> tuple[np
             print(f"  {time.perf_counter() - start:6.1f} s  {snapshot.stage_detail or stage}", flush=True)
         if stop_at_fallback and snapshot.stage == "per-unit fit":
             run.stop()
-    return run.result.image, run.result.record, time.perf_counter() - start
+    return run.result.image, run.result.record.as_dict(), time.perf_counter() - start
 
 
 def truth_option(case: dict, truth) -> dict:

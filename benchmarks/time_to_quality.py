@@ -38,7 +38,7 @@ def curve_of(noisy, clean, channel_axis, preset, device, iterations, early_stopp
                                   channel_axis=channel_axis, iterations=iterations, early_stopping=early_stopping,
                                   snapshot_every=snapshot_every, seed=0)
     curve = [(s.iteration, time.perf_counter() - start, s.metrics["psnr"]) for s in run if "psnr" in s.metrics]
-    return curve, run.result.record
+    return curve, run.result.record.as_dict()
 
 
 def main(argv=None):

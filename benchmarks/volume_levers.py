@@ -74,8 +74,8 @@ def main() -> None:
             result = napari_dip.restore(case["input"], case.get("task", "denoise"), device="cpu", seed=0, **kwargs)
             seconds = time.perf_counter() - start
             row = {"case": case["name"], "variant": name, "psnr": round(scale.psnr(result.image, case["truth"]), 2),
-                   "seconds": round(seconds, 1), "iterations": result.record["iterations"],
-                   "units": len(result.record["units"]),
+                   "seconds": round(seconds, 1), "iterations": result.record.iterations,
+                   "units": len(result.record.units),
                    "full_size_iteration_s": round(full_iteration(case, overrides), 3)}
             # iterations per unit at the shrunken size × one full-size iteration (all units)
             row["full_size_estimate_s"] = round(row["iterations"] / row["units"] * row["full_size_iteration_s"])

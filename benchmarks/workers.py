@@ -57,8 +57,8 @@ def run(case: dict, workers) -> dict:
     data_range = case.get("data_range", float(truth.max() - truth.min()))
     mse = float(np.mean((result.image.astype(np.float64) - truth) ** 2))
     return {"seconds": round(seconds, 1), "psnr": round(10 * np.log10(data_range ** 2 / mse), 2),
-            "iterations": result.record["iterations"], "cpu": result.record.get("cpu_threads"),
-            "started_from": [u.get("started_from") for u in result.record["units"]]}
+            "iterations": result.record.iterations, "cpu": result.record.cpu_threads,
+            "started_from": [u.started_from for u in result.record.units]}
 
 
 def main(argv=None) -> int:

@@ -244,7 +244,7 @@ def test_an_amortised_run_teaches_judges_and_restores_every_plane():
     assert all(a.iteration <= b.iteration for a, b in zip(snapshots, snapshots[1:]))  # progress never goes back
     assert any(s.seconds_left is not None for s in snapshots if s.stage == "student")
     record = run.result.record
-    summary = record["amortised"]
+    summary = record.amortised
     assert summary["used"] and summary["choice"].startswith("student")
     assert summary["student"]["sees_detail"] is False  # denoising students see the input alone
     assert summary["judge_crop"] not in summary["teacher_crops"]
@@ -252,7 +252,7 @@ def test_an_amortised_run_teaches_judges_and_restores_every_plane():
     verdict = summary["rounds"][-1]
     assert verdict["hidden_pixels"] > 0 and "true_gap_db" in verdict
     assert run.result.image.shape == noisy.shape and np.isfinite(run.result.image).all()
-    assert record["metrics"]["psnr"] > 10 * np.log10(np.ptp(clean) ** 2 / np.mean((noisy - clean) ** 2))
+    assert record.metrics["psnr"] > 10 * np.log10(np.ptp(clean) ** 2 / np.mean((noisy - clean) ** 2))
     assert "amortised: DIP on" in amortised.amortised_summary(record)
 
 
@@ -264,7 +264,7 @@ def test_a_volume_is_taught_by_3d_dip_on_sub_volumes_and_restored_plane_by_plane
     run = napari_dip.restore_iter(noisy, volumetric=True, amortise=True, student_steps=150, amortise_margin=50.0,
                                   ground_truth=clean, **dict(QUICK, iterations=60))
     list(run)
-    summary = run.result.record["amortised"]
+    summary = run.result.record.amortised
     crops = [amortised.Crop(c["plane"], (), tuple(c["y"]), tuple(c["x"]), tuple(c["z"]))
              for c in summary["teacher_crops"] + [summary["judge_crop"]]]
     assert all(c.z[1] - c.z[0] == amortised.TEACHER_VOLUME[0] for c in crops)
@@ -272,7 +272,7 @@ def test_a_volume_is_taught_by_3d_dip_on_sub_volumes_and_restored_plane_by_plane
     assert summary["student"]["volume_planes_seen"] == 5
     assert [u["role"] for u in summary["teacher_units"]].count("judge") == 1
     assert run.result.image.shape == noisy.shape and np.isfinite(run.result.image).all()
-    psnr = run.result.record["metrics"]["psnr"]
+    psnr = run.result.record.metrics["psnr"]
     assert psnr > 10 * np.log10(1.0 / np.mean((noisy - clean) ** 2)) + 6.0, psnr
 
 
@@ -306,12 +306,12 @@ def test_an_axial_stack_is_taught_by_dip_on_sub_stacks_and_restored_on_the_fine_
                                   amortise_margin=50.0, ground_truth=clean, **dict(QUICK, iterations=60))
     list(run)
     record = run.result.record
-    summary = record["amortised"]
-    assert summary["used"] and record["task"] == "axial-superres"
+    summary = record.amortised
+    assert summary["used"] and record.task == "axial-superres"
     assert all(c["z"][1] - c["z"][0] == amortised.TEACHER_VOLUME[0] for c in summary["teacher_crops"])
     assert run.result.image.shape == clean.shape and np.isfinite(run.result.image).all()
     repeated = np.repeat(stack, 2, axis=0)  # what the layer shows before any restoration
-    assert record["metrics"]["psnr"] > 10 * np.log10(1.0 / np.mean((repeated - clean) ** 2)) + 3.0
+    assert record.metrics["psnr"] > 10 * np.log10(1.0 / np.mean((repeated - clean) ** 2)) + 3.0
     assert "true_gap_db" in summary["rounds"][-1]
 
 
@@ -340,12 +340,12 @@ def test_a_frame_is_enlarged_by_a_student_that_sees_it_on_the_results_grid(monke
     np.testing.assert_array_equal(measured, original)
     assert all(s.image.shape == clean.shape for s in snapshots)
     record = run.result.record
-    assert record["amortised"]["used"] and "true_gap_db" in record["amortised"]["rounds"][-1]
-    assert record["amortised"]["student"]["sees_detail"] is True
+    assert record.amortised["used"] and "true_gap_db" in record.amortised["rounds"][-1]
+    assert record.amortised["student"]["sees_detail"] is True
     # the record names crops in the input's pixels
-    assert all(c["y"][1] - c["y"][0] == 32 for c in record["amortised"]["teacher_crops"])
+    assert all(c["y"][1] - c["y"][0] == 32 for c in record.amortised["teacher_crops"])
     repeated = np.repeat(np.repeat(measured, 2, axis=0), 2, axis=1)  # what the layer shows before restoration
-    assert record["metrics"]["psnr"] > 10 * np.log10(1.0 / np.mean((repeated - clean) ** 2)) + 3.0
+    assert record.metrics["psnr"] > 10 * np.log10(1.0 / np.mean((repeated - clean) ** 2)) + 3.0
 
 
 def test_deconvolution_is_not_amortised_and_says_why():
@@ -373,14 +373,14 @@ def test_a_starved_student_hands_the_job_to_per_unit_fitting():
                                   **dict(QUICK, iterations=60))
     snapshots = list(run)
     record = run.result.record
-    summary = record["amortised"]
+    summary = record.amortised
     assert summary["used"] is False and summary["choice"].startswith("per-unit fitting")
     assert summary["rounds"][-1]["judged_gap_db"] > summary["margin_db"]
     assert "per-unit fit" in {s.stage for s in snapshots}
-    assert record["units_restored"] == 2 and record["work_unit"] == "plane"  # the engine's own record
+    assert record.units_restored == 2 and record.work_unit == "plane"  # the engine's own record
     per_unit = napari_dip.restore(noisy, amortise=False, ground_truth=clean, **dict(QUICK, iterations=60))
     np.testing.assert_array_equal(run.result.image, per_unit.image)
-    assert per_unit.record["amortised"] == {"used": False, "why": "amortise=False: every unit fitted by DIP"}
+    assert per_unit.record.amortised == {"used": False, "why": "amortise=False: every unit fitted by DIP"}
 
 
 def test_stopping_during_the_student_keeps_the_teachers_results():
@@ -390,8 +390,8 @@ def test_stopping_during_the_student_keeps_the_teachers_results():
         if snapshot.stage == "student":
             run.stop()
     record = run.result.record
-    assert record["stop_reason"] == "stopped by user"
+    assert record.stop_reason == "stopped by user"
     assert run.result.image.shape == noisy.shape and np.isfinite(run.result.image).all()
-    crop = record["amortised"]["teacher_units"][0]["crop"]
+    crop = record.amortised["teacher_units"][0]["crop"]
     restored = run.result.image[crop["plane"], slice(*crop["y"]), slice(*crop["x"])]
     assert not np.allclose(restored, noisy[crop["plane"], slice(*crop["y"]), slice(*crop["x"])])

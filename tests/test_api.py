@@ -69,13 +69,13 @@ def test_a_stack_is_restored_plane_by_plane_with_progress_over_planes():
     assert all(s.planes == 3 for s in snapshots)
     final = snapshots[-1]
     assert final.done and final.image.shape == (3, 24, 24)
-    assert final.record["iterations_per_unit"] == [4, 4, 4] and final.record["work_unit"] == "plane"
+    assert final.record.iterations_per_unit == [4, 4, 4] and final.record.work_unit == "plane"
 
 
 def test_a_volume_is_restored_with_a_3d_network():
     vol = _image((16, 16, 16))
     result = napari_dip.restore(vol, volumetric=True, **TINY)
-    assert result.image.shape == vol.shape and result.record["planes"] == 1
+    assert result.image.shape == vol.shape and result.record.planes == 1
 
 
 def test_nan_pixels_are_treated_as_missing():
@@ -83,7 +83,7 @@ def test_nan_pixels_are_treated_as_missing():
     img[2:6, 2:6] = np.nan
     result = napari_dip.restore(img, **TINY)
     assert np.isfinite(result.image).all()
-    assert result.record["parameters"]["missing_pixels"] == 16
+    assert result.record.parameters["missing_pixels"] == 16
 
 
 def test_superres_multiplies_y_and_x_by_the_factor():
@@ -109,11 +109,11 @@ def test_record_says_how_the_result_was_made():
     record = result.record
     for key in ("task", "preset", "parameters", "iterations", "stop_reason", "seconds", "device", "version",
                 "metrics"):
-        assert key in record
-    assert record["task"] == "denoise" and record["preset"] == "fast" and record["iterations"] == 4
-    assert record["parameters"]["seed"] == 7 and record["parameters"]["settings"]["iterations"] == 4
-    assert set(record["metrics"]) >= {"psnr", "ssim", "psnr_input"}
-    assert record["version"]["napari_dip"] == napari_dip.__version__
+        assert key in record.as_dict()
+    assert record.task == "denoise" and record.preset == "fast" and record.iterations == 4
+    assert record.parameters["seed"] == 7 and record.parameters["settings"]["iterations"] == 4
+    assert set(record.metrics) >= {"psnr", "ssim", "psnr_input"}
+    assert record.version["napari_dip"] == napari_dip.__version__
 
 
 def test_same_seed_same_result_through_the_api():
@@ -261,10 +261,10 @@ def test_tiling_on_request_and_never_when_the_image_fits():
     img = _image((24, 100))
     tiled = napari_dip.restore(img, tile_size=48, overlap=16, **TINY)
     # 100 pixels in tiles of 48 that share 16: three tiles side by side
-    tiling = tiled.record["tiling"]
+    tiling = tiled.record.tiling
     assert tiled.image.shape == img.shape and tiling["grid"] == [1, 3] and len(tiling["tiles"]) == 3
     whole = napari_dip.restore(img, **TINY)  # 'auto': a small image is one run
-    assert "tiling" not in whole.record
+    assert whole.record.tiling is None and "tiling" not in whole.record.as_dict()
 
 
 def test_channels_per_level_on_a_light_preset_mean_a_skip_network():

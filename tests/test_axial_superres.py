@@ -70,16 +70,16 @@ def test_dip_beats_linear_and_cubic_interpolation_along_z():
     linear, cubic = (psnr(interpolate_z(stack, FACTOR, order), truth) for order in (1, 3))
     dip = psnr(result.image, truth)
     assert dip > max(linear, cubic) + 0.5, (dip, linear, cubic)
-    parameters = result.record["parameters"]
+    parameters = result.record.parameters
     assert parameters["enlarged"] == {"Z": FACTOR, "Y": 1, "X": 1} and parameters["volumetric"] is True
-    assert result.record["task"] == "axial-superres" and "of Z" in parameters["operator"]
+    assert result.record.task == "axial-superres" and "of Z" in parameters["operator"]
 
 
 def test_stacks_of_volumes_planes_and_bad_input(tiny_network):
     volumes = np.random.default_rng(0).random((2, 4, 16, 16)).astype(np.float32)  # (T, Z, Y, X)
     result = napari_dip.restore(volumes, "axial-superres", factor=FACTOR, iterations=2, device=DEVICE,
                                 **tiny_network)
-    assert result.image.shape == (2, 8, 16, 16) and result.record["work_unit"] == "volume"
+    assert result.image.shape == (2, 8, 16, 16) and result.record.work_unit == "volume"
     with pytest.raises(DIPInputError, match="restores volumes"):
         napari_dip.restore(volumes[0, 0], "axial-superres", iterations=2, device=DEVICE)
     with pytest.raises(DIPInputError, match="needs factor 2, 4 or 8"):

@@ -15,6 +15,7 @@ from conftest import DEVICE
 
 from napari_dip import cli
 from napari_dip.io import read_image, write_image
+from napari_dip.record import RunRecord
 
 # a tiny network and few iterations: these tests check plumbing, not quality
 TINY = ["--iterations", "4", "--device", DEVICE, "--quiet", "--set", "network_down=8,16", "--set", "network_up=8,16",
@@ -219,7 +220,7 @@ def test_no_auto_stop_and_camera_noise_options_reach_the_engine(tmp_path):
                      "--no-auto-stop"]) == 0
     record = json.loads((tmp_path / "out.json").read_text())
     assert record["quality"]["automatic_stopping"] is False
-    assert "kept iteration" not in cli._summary(type("R", (), {"record": record})())
+    assert "kept iteration" not in cli._summary(type("R", (), {"record": RunRecord.from_dict(record)})())
 
     counts = np.random.default_rng(0).poisson(20, (32, 32)) * 2.0 + 100  # gain 2 ADU/photon, offset 100
     write_image(tmp_path / "camera.tif", counts.astype(np.float32))

@@ -140,5 +140,5 @@ def test_geotiff_nodata_becomes_the_mask_of_a_restoration(geotiff):
 
     image, metadata = read_image(geotiff[0])
     result = restore(image, "denoise", channel_axis=metadata["channel_axis"], iterations=2, **TINY)
-    assert result.record["parameters"]["missing_pixels"] == 2 * 4 * 5
+    assert result.record.parameters["missing_pixels"] == 2 * 4 * 5
     assert np.isfinite(result.image).all()

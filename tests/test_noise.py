@@ -96,7 +96,7 @@ def test_photon_loss_chooses_the_data_term_of_photon_counts_and_refuses_others()
     counts = np.random.default_rng(3).poisson(np.full((32, 32), 20.0)).astype(np.float32)
     runs = {loss: napari_dip.restore(counts, noise="poisson", photon_loss=loss, iterations=3, auto_stop=False,
                                      device="cpu", seed=0) for loss in ("deviance", "stabilised")}
-    assert runs["stabilised"].record["parameters"]["settings"]["photon_loss"] == "stabilised"
+    assert runs["stabilised"].record.parameters["settings"]["photon_loss"] == "stabilised"
     assert not np.array_equal(runs["stabilised"].image, runs["deviance"].image)  # same seed: the loss differs
     with pytest.raises(napari_dip.DIPInputError, match="photon_loss must be 'deviance' or 'stabilised'"):
         napari_dip.restore(counts, noise="poisson", photon_loss="anscombe", iterations=2, device=DEVICE)

@@ -93,14 +93,14 @@ def test_the_default_models_photon_counts_as_poisson_gaussian_and_says_why():
     counts = np.random.default_rng(0).poisson(photons).astype(np.float32)
     tiny = dict(iterations=2, device=DEVICE, network_channels=8, ensemble=1)
     record = napari_dip.restore(counts, **tiny).record  # noise='auto' is the default
-    assert record["parameters"]["noise"] == "poisson-gaussian"
-    fitted = record["parameters"]["noise_fit"]
+    assert record.parameters["noise"] == "poisson-gaussian"
+    fitted = record.parameters["noise_fit"]
     assert fitted["chosen"] == "poisson-gaussian" and "grows with the signal" in fitted["reason"]
-    assert record["parameters"]["noise_estimate"]["model"] == "poisson-gaussian"
-    named = napari_dip.restore(counts, noise="gaussian", **tiny).record["parameters"]
+    assert record.parameters["noise_estimate"]["model"] == "poisson-gaussian"
+    named = napari_dip.restore(counts, noise="gaussian", **tiny).record.parameters
     assert named["noise"] == "gaussian" and "noise_fit" not in named  # a named model overrides the fit
     noisy = np.clip(_ramp(64) + np.random.default_rng(1).normal(0, 0.1, (64, 64)), 0, 1)
-    assert napari_dip.restore(noisy, **tiny).record["parameters"]["noise"] == "gaussian"
+    assert napari_dip.restore(noisy, **tiny).record.parameters["noise"] == "gaussian"
 
 
 def _filaments(shape=(16, 64, 64), seed=3):
@@ -158,7 +158,7 @@ def test_camera_settings_imply_the_camera_model_and_bad_ones_still_say_what_to_d
     adu = _camera(_ramp(64) * 50 + 5).astype(np.float32)
     tiny = dict(iterations=1, device=DEVICE, network_channels=8, ensemble=1)
     record = napari_dip.restore(adu, gain=2.0, offset=100.0, noise="auto", **tiny).record
-    assert record["parameters"]["noise"] == "poisson-gaussian" and "noise_fit" not in record["parameters"]
+    assert record.parameters["noise"] == "poisson-gaussian" and "noise_fit" not in record.parameters
     with pytest.raises(DIPInputError, match="gain .* must be positive"):
         napari_dip.restore(adu, gain=-1.0, noise="auto", **tiny)
     with pytest.raises(DIPInputError, match="offset"):

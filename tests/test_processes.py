@@ -78,21 +78,21 @@ def test_independent_units_give_the_same_result_in_workers_as_in_one_process(tin
     one = restore(stack(), workers=1, warm_start=False, **CPU, **tiny_network)
     two = restore(stack(), workers=2, warm_start=False, **CPU, **tiny_network)
     np.testing.assert_array_equal(two.image, one.image)
-    assert two.record["cpu_threads"]["processes"] == 2 and one.record["cpu_threads"]["processes"] == 1
-    assert [u["unit"] for u in two.record["units"]] == [0, 1, 2, 3] and two.record["units_restored"] == 4
+    assert two.record.cpu_threads["processes"] == 2 and one.record.cpu_threads["processes"] == 1
+    assert [u.unit for u in two.record.units] == [0, 1, 2, 3] and two.record.units_restored == 4
     assert not np.allclose(two.image, stack())  # restored, not the input
     # tiles of two planes, finishing out of order in three workers, blend as they do in one process
     tiled = dict(CPU, tile_size=32, overlap=8)
     one = restore(stack(2, 48), workers=1, **tiled, **tiny_network)
     three = restore(stack(2, 48), workers=3, **tiled, **tiny_network)
-    assert three.record["tiling"]["grid"] == [2, 2] and len(three.record["units"]) == 8
+    assert three.record.tiling["grid"] == [2, 2] and len(three.record.units) == 8
     # the same tiles, added in another order: the overlaps' weighted sums differ by rounding only
     np.testing.assert_allclose(three.image, one.image, rtol=0, atol=1e-6)
 
 
 def test_warm_planes_run_in_chains_and_a_stop_keeps_what_was_done(tiny_network):
     warm = restore(stack(), workers=2, warm_start=True, **CPU, **tiny_network)
-    assert [u["started_from"] for u in warm.record["units"]] == [
+    assert [u.started_from for u in warm.record.units] == [
         "random initialisation", "plane 1", "random initialisation", "plane 3"]
 
     data = stack(6)
@@ -102,9 +102,9 @@ def test_warm_planes_run_in_chains_and_a_stop_keeps_what_was_done(tiny_network):
     snapshots = [first, *run]
     assert snapshots[-1].done and snapshots[-1].image.shape == data.shape
     record = run.result.record
-    assert record["stop_reason"].startswith("stopped by user at plane")
-    reasons = [u["stop_reason"] for u in record["units"]]
+    assert record.stop_reason.startswith("stopped by user at plane")
+    reasons = [u.stop_reason for u in record.units]
     assert "stopped by user" in reasons and reasons[-1] == "stopped by user before this plane"
-    assert record["iterations"] < 2 * 400
+    assert record.iterations < 2 * 400
     np.testing.assert_allclose(run.result.image[-1], data[-1], atol=1e-5)  # not restored: the input stands in
     assert data.dtype == np.float32 and np.array_equal(data, stack(6))  # the caller's array is untouched

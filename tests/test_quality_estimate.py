@@ -141,23 +141,23 @@ def test_run_overfits_stops_early_and_keeps_the_named_snapshot():
     run = napari_dip.restore_iter(noisy, "denoise", ground_truth=truth, **kwargs)
     snaps = list(run)
     record = run.result.record
-    assert record["stop_reason"].startswith("automatic stop")
-    chosen, lowest = record["quality"]["chosen_iteration"], record["quality"]["lowest_error_iteration"]
-    assert record["iterations"] == lowest + 60 and chosen >= lowest  # the patience counts from the minimum
-    assert record["iterations"] < 1500
+    assert record.stop_reason.startswith("automatic stop")
+    chosen, lowest = record.quality["chosen_iteration"], record.quality["lowest_error_iteration"]
+    assert record.iterations == lowest + 60 and chosen >= lowest  # the patience counts from the minimum
+    assert record.iterations < 1500
     at_chosen = [s for s in snaps if s.iteration == chosen and not s.done]
     assert at_chosen and np.array_equal(at_chosen[0].image, run.result.image)
     # the kept result is better than the last iterate, which has begun to fit the noise
     last_current = snaps[-2].metrics["psnr_current"]
-    assert run.result.record["metrics"]["psnr"] > last_current
-    assert record["quality"]["estimated_psnr"] is not None
+    assert run.result.record.metrics["psnr"] > last_current
+    assert record.quality["estimated_psnr"] is not None
 
 
 def test_auto_stop_off_runs_to_the_ceiling():
     truth, noisy = _overfitting_problem(32)
     result = napari_dip.restore(noisy, "denoise", device=DEVICE, auto_stop=False, iterations=30)
-    assert result.record["iterations"] == 30
-    assert result.record["quality"] == {"automatic_stopping": False}
+    assert result.record.iterations == 30
+    assert result.record.quality == {"automatic_stopping": False}
 
 
 @pytest.mark.parametrize("task,extra", [
@@ -173,18 +173,18 @@ def test_every_task_reports_an_estimate(task, extra):
                                   **extra)
     snaps = list(run)
     assert "estimated_rmse" in snaps[0].quality
-    assert run.result.record["quality"]["chosen_iteration"] is not None
+    assert run.result.record.quality["chosen_iteration"] is not None
 
 
 def test_colour_and_volumes_report_an_estimate():
     rgb = np.stack([_smooth(32) * k for k in (50, 100, 150)], axis=-1)
     r = napari_dip.restore(rgb, "denoise", channel_axis=-1, device=DEVICE, auto_stop=True, iterations=10)
-    assert r.record["quality"]["chosen_iteration"] is not None
+    assert r.record.quality["chosen_iteration"] is not None
     volume = np.stack([_smooth(32)] * 8) * 100
     r = napari_dip.restore(volume, "denoise", volumetric=True, device=DEVICE, auto_stop=True, iterations=6,
                            network_kind="skip", network_down=(8, 8), network_up=(8, 8), network_skip=(2, 2),
                            coarse_to_fine=())
-    assert r.record["quality"]["chosen_iteration"] is not None
+    assert r.record.quality["chosen_iteration"] is not None
 
 
 def test_gaussian_sigma_estimate():
@@ -214,13 +214,13 @@ def test_camera_units_round_trip_and_are_reported():
     adu = (gain * rng.poisson(photons) + offset).astype(np.float32)
     r = napari_dip.restore(adu, "denoise", noise="poisson-gaussian", gain=gain, offset=offset, read_noise=0.0,
                            device=DEVICE, iterations=40)
-    model = r.record["parameters"]["noise_estimate"]
+    model = r.record.parameters["noise_estimate"]
     assert model["gain"] == gain and model["effective_offset"] == offset and model["estimated"] == []
     assert abs(float(np.mean(r.image)) - (gain * 40 + offset)) < 0.05 * gain * 40
     # read noise moves the effective offset by σ² / gain
     r = napari_dip.restore(adu, "denoise", noise="poisson-gaussian", gain=gain, offset=offset, read_noise=3.0,
                            device=DEVICE, iterations=2)
-    assert math.isclose(r.record["parameters"]["noise_estimate"]["effective_offset"], offset - 9.0 / gain)
+    assert math.isclose(r.record.parameters["noise_estimate"]["effective_offset"], offset - 9.0 / gain)
 
 
 @pytest.mark.parametrize("kwargs,message", [

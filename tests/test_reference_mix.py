@@ -87,7 +87,7 @@ def test_inpainting_keeps_measured_pixels_and_reports_the_fill_weight():
     result = napari_dip.restore(damaged, "inpaint", mask=missing, **TINY)
     assert np.array_equal(damaged, before)  # the input is not touched
     assert np.array_equal(result.image[~missing], damaged[~missing])  # measured pixels kept as measured
-    mixed = result.record["quality"]["mixed_with"]
+    mixed = result.record.quality["mixed_with"]
     assert mixed["used"] and mixed["method"] == "biharmonic" and 0.0 <= mixed["network_weight"] <= 1.0
     # on smooth content a short fit alone is far below the biharmonic fill; the mix is close to the fill
     from skimage.restoration import inpaint_biharmonic
@@ -105,7 +105,7 @@ def test_a_wide_hole_gets_no_fill_and_the_record_says_why():
     hole = np.zeros(clean.shape, bool)
     hole[12:36, 12:36] = True
     result = napari_dip.restore(np.where(hole, 0, clean), "inpaint", mask=hole, **TINY)
-    mixed = result.record["quality"]["mixed_with"]
+    mixed = result.record.quality["mixed_with"]
     assert not mixed["used"] and "wide" in mixed["why"] and "network_weight" not in mixed
 
 
@@ -117,21 +117,21 @@ def test_denoising_mixes_the_strongest_installed_denoiser_for_both_noise_models(
     counts = rng.poisson(clean / clean.max() * 20).astype(np.float32)
     poisson = napari_dip.restore(counts, "denoise", noise="poisson", **TINY)
     for result in (gaussian, poisson):
-        mixed = result.record["quality"]["mixed_with"]
+        mixed = result.record.quality["mixed_with"]
         # mix_with="auto": block matching (bmnd)
         expected = "block-matching"
         assert mixed["used"] and mixed["method"] == expected and 0.0 <= mixed["network_weight"] <= 1.0
         assert np.isfinite(result.image).all()
         # the CLI's summary line and the widget's status name the mix and its weight
         assert f"mixed with {expected} (network weight {mixed['network_weight']:.2f})" in \
-            napari_dip.api.kept_summary(result.record["quality"])
+            napari_dip.api.kept_summary(result.record.quality)
     # where bmnd does not load (its numba), non-local means takes its place
     monkeypatch.setattr(reference, "block_matching_available", lambda: False)
     fallback = napari_dip.restore(clean + rng.normal(0, 10, clean.shape).astype(np.float32), "denoise", **TINY)
-    assert fallback.record["quality"]["mixed_with"]["method"] == "nl-means"
+    assert fallback.record.quality["mixed_with"]["method"] == "nl-means"
     # turned off: nothing mixed, nothing said
     plain = napari_dip.restore(clean, "denoise", mix_with=None, **TINY)
-    assert "mixed_with" not in plain.record["quality"]
+    assert "mixed_with" not in plain.record.quality
 
 
 def test_unknown_mixing_method_is_a_clear_error():
@@ -152,7 +152,7 @@ def test_block_matching_denoises_and_is_mixed_in():
     assert denoised.shape == noisy.shape
     assert np.mean((denoised - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
     result = napari_dip.restore(noisy, "denoise", noise="gaussian", mix_with="block-matching", **TINY)
-    mixed = result.record["quality"]["mixed_with"]
+    mixed = result.record.quality["mixed_with"]
     assert mixed["used"] and mixed["method"] == "block-matching" and 0.0 <= mixed["network_weight"] <= 1.0
 
 
@@ -215,14 +215,14 @@ def test_richardson_lucy_moves_with_the_intensities_offset_and_takes_volumes():
 def test_deconvolution_mixes_richardson_lucy_and_other_tasks_say_why_not():
     clean, observed, _ = _blurred_cells()
     result = napari_dip.restore(observed[0], "deconvolve", psf_sigma=1.5, **TINY)
-    mixed = result.record["quality"]["mixed_with"]
+    mixed = result.record.quality["mixed_with"]
     assert mixed["used"] and mixed["method"] == "richardson-lucy"
     assert 1 <= mixed["iterations"] <= reference.RICHARDSON_LUCY_MAX_ITERATIONS
     assert 0.0 <= mixed["network_weight"] <= 1.0 and np.isfinite(result.image).all()
     assert f"mixed with richardson-lucy (network weight {mixed['network_weight']:.2f})" in \
-        napari_dip.api.kept_summary(result.record["quality"])
+        napari_dip.api.kept_summary(result.record.quality)
     denoised = napari_dip.restore(observed[0], "denoise", mix_with="richardson-lucy", **TINY)
-    note = denoised.record["quality"]["mixed_with"]
+    note = denoised.record.quality["mixed_with"]
     assert not note["used"] and "blur" in note["why"]
 
 
@@ -230,8 +230,8 @@ def test_deconvolution_mixes_nothing_into_a_hole_the_psf_cannot_reach():
     clean, observed, _ = _blurred_cells()
     image = observed[0].copy()
     image[10:30, 10:30] = np.nan  # 10 px from the nearest measured pixel at its centre; the PSF reaches 5
-    mixed = napari_dip.restore(image, "deconvolve", psf_sigma=1.5, **TINY).record["quality"]["mixed_with"]
+    mixed = napari_dip.restore(image, "deconvolve", psf_sigma=1.5, **TINY).record.quality["mixed_with"]
     assert not mixed["used"] and "farther than the PSF reaches" in mixed["why"]
     image = observed[0].copy()
     image[10:13, 10:30] = np.nan  # a 3-row gap: within reach
-    assert napari_dip.restore(image, "deconvolve", psf_sigma=1.5, **TINY).record["quality"]["mixed_with"]["used"]
+    assert napari_dip.restore(image, "deconvolve", psf_sigma=1.5, **TINY).record.quality["mixed_with"]["used"]

@@ -131,12 +131,12 @@ def test_a_speckled_image_is_restored_and_the_record_says_how():
     clean = _scene(64)
     noisy = speckle.simulate(clean, 1, "amplitude", np.random.default_rng(8))
     restored = napari_dip.restore(noisy, noise="speckle", ground_truth=clean, **TINY)
-    parameters = restored.record["parameters"]
+    parameters = restored.record.parameters
     assert parameters["noise"] == "speckle" and parameters["speckle"]["kind"] == "amplitude"
     assert parameters["speckle"]["looks"] >= 1 and parameters["speckle"]["looks_estimated"]
     assert np.isfinite(restored.image).all() and restored.image.min() > 0
     assert "speckle (amplitude" in napari_dip.api.noise_summary(parameters)
-    given = napari_dip.restore(noisy, noise="auto", looks=2, **TINY).record["parameters"]
+    given = napari_dip.restore(noisy, noise="auto", looks=2, **TINY).record.parameters
     assert given["noise"] == "speckle" and given["speckle"]["looks"] == 2  # looks say what the noise is
 
 
@@ -146,8 +146,8 @@ def test_complex_data_are_restored_as_their_amplitude():
     field = amplitude * (rng.normal(size=amplitude.shape) + 1j * rng.normal(size=amplitude.shape)) / np.sqrt(2)
     before = field.copy()
     restored = napari_dip.restore(field, **TINY)
-    assert restored.record["parameters"]["noise"] == "speckle"
-    assert "amplitude" in restored.record["parameters"]["complex_input"]
+    assert restored.record.parameters["noise"] == "speckle"
+    assert "amplitude" in restored.record.parameters["complex_input"]
     assert restored.image.dtype == np.float32 and np.isrealobj(restored.image)
     assert np.array_equal(field, before)  # the user's data are not touched
     with pytest.raises(DIPInputError, match="complex"):
@@ -184,7 +184,7 @@ def test_looks_below_one_from_texture_fall_back_to_one_look_and_say_so():
     # pure texture at every scale: no homogeneous block, the blocks' spread overstates the speckle
     texture = np.random.default_rng(11).gamma(0.7, 1.0, (128, 128)) + 0.05
     noisy = speckle.simulate(texture, 1, "intensity", np.random.default_rng(12))
-    record = napari_dip.restore(noisy, noise="speckle", speckle="intensity", **TINY).record["parameters"]
+    record = napari_dip.restore(noisy, noise="speckle", speckle="intensity", **TINY).record.parameters
     assert record["speckle"]["looks"] == 1.0 and "one look assumed" in record["speckle"]["looks_estimated"]
 
 
@@ -198,7 +198,7 @@ def test_an_amortised_speckle_run_teaches_the_reflectivity_not_the_speckles_mean
                                   amortise_margin=50.0, **options)
     list(run)
     record = run.result.record
-    assert record["amortised"]["used"] and record["parameters"]["noise"] == "speckle"
+    assert record.amortised["used"] and record.parameters["noise"] == "speckle"
     # a teacher's result is a reflectivity, with no log-speckle mean to take out: taught as the noisy data are, the
     # student would come out brighter by exp(γ / 2) ≈ 1.33
     assert np.mean(run.result.image) == pytest.approx(np.mean(clean), rel=0.1)

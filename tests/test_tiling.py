@@ -117,8 +117,8 @@ def test_identity_restorer_gives_back_the_image_and_cuts_every_array(monkeypatch
     result = restore(image, "denoise", channel_axis=-1, mask=mask, ground_truth=image,
                                  tile_size=32, overlap=8)
     np.testing.assert_allclose(result.image, image, atol=1e-5)
-    assert len(calls) == len(result.record["tiling"]["tiles"]) == len(result.record["units"]) == 6
-    for job, entry in zip(calls, result.record["tiling"]["tiles"]):
+    assert len(calls) == len(result.record.tiling["tiles"]) == len(result.record.units) == 6
+    for job, entry in zip(calls, result.record.tiling["tiles"]):
         height, width = entry["y"][1] - entry["y"][0], entry["x"][1] - entry["x"][0]
         assert job.input_image.shape == (height, width, 3) and job.ground_truth.shape == (height, width, 3)
         expected_missing = mask[slice(*entry["y"]), slice(*entry["x"])].sum()
@@ -133,7 +133,7 @@ def test_tiles_with_nothing_to_fit_or_nothing_to_fill_are_not_run(monkeypatch):
     mask = np.zeros(image.shape, bool)
     mask[:, :45] = True  # tiles start at columns 0, 27, 53, 80: the first has no measured pixel,
     result = restore(image, "inpaint", mask=mask, tile_size=40, overlap=8)  # the last two no hole
-    reasons = [u["stop_reason"] for u in result.record["units"]]
+    reasons = [u.stop_reason for u in result.record.units]
     assert reasons[0].startswith("no measured pixel") and reasons[2:] == ["nothing to fill here"] * 2
     assert len(calls) == 1 and np.isfinite(result.image).all()
 
@@ -176,10 +176,10 @@ def test_a_real_tiled_run_shows_no_seam():
     result = restore(noisy, tile_size=64, overlap=32, iterations=10, seed=3, **TINY)
     assert result.image.shape == clean.shape and np.isfinite(result.image).all()
     record = result.record
-    assert record["tiling"]["grid"] == [1, 3] and record["iterations"] == 30
+    assert record.tiling["grid"] == [1, 3] and record.iterations == 30
     # every tile ran its 10 iterations (their kept iterations may differ)
-    assert record["parameters"]["seed"] == 3 and "completed 10 iterations" in record["stop_reason"]
-    assert "automatic stop" not in record["stop_reason"]
+    assert record.parameters["seed"] == 3 and "completed 10 iterations" in record.stop_reason
+    assert "automatic stop" not in record.stop_reason
     plan = plan_tiles(clean.shape, 64, 32)
     border, inside = seam_and_inside_masks(clean.shape, plan, rim=4)
     error = np.abs(result.image - clean)
@@ -196,9 +196,9 @@ def test_stop_ends_the_current_tile_and_leaves_the_rest_as_the_input():
     snapshots = list(run)
     assert snapshots[-1].done
     record = run.result.record
-    assert [u["stop_reason"] for u in record["units"]] == [
+    assert [u.stop_reason for u in record.units] == [
         "stopped by user", "stopped by user before this tile", "stopped by user before this tile"]
-    assert record["iterations"] < 10
+    assert record.iterations < 10
     np.testing.assert_allclose(run.result.image[:, -20:], image[:, -20:], atol=1e-5)
 
 
@@ -230,11 +230,11 @@ def test_automatic_stopping_in_tiles_is_recorded_per_tile():
     snapshots = list(run)
     assert all("chosen_iteration" in s.quality for s in snapshots)
     record = run.result.record
-    quality = record["quality"]
-    assert quality["automatic_stopping"] is True and record["work_unit"] == "tile"
-    assert [u["tile"] for u in quality["units"]] == [t["index"] for t in record["tiling"]["tiles"]]
+    quality = record.quality
+    assert quality["automatic_stopping"] is True and record.work_unit == "tile"
+    assert [u["tile"] for u in quality["units"]] == [t["index"] for t in record.tiling["tiles"]]
     assert all(1 <= u["chosen_iteration"] <= 6 and u["iterations"] == 6 for u in quality["units"])
-    assert all("sigma" in u["noise_estimate"] for u in record["units"])  # each tile estimates its noise
+    assert all("sigma" in u.noise_estimate for u in record.units)  # each tile estimates its noise
 
 
 @pytest.mark.parametrize("preset", ["fast", "paper"])

@@ -113,13 +113,13 @@ def test_a_stack_fitted_together_gives_each_plane_its_own_fit():
     together = run.result
     assert counted == sorted(counted)  # progress counts finished units: the widget's plane count never goes back
     np.testing.assert_allclose(together.image, alone.image, rtol=0, atol=2e-3)
-    assert [u["iterations"] for u in together.record["units"]] == [u["iterations"] for u in alone.record["units"]]
-    assert together.record["units_together"]["count"] == 3 and alone.record["units_together"]["count"] == 1
-    assert together.record["units"][0]["fitted_with"] == [1, 2]
+    assert [u.iterations for u in together.record.units] == [u.iterations for u in alone.record.units]
+    assert together.record.units_together["count"] == 3 and alone.record.units_together["count"] == 1
+    assert together.record.units[0].fitted_with == [1, 2]
     # with warm starts asked for, units fitted together still start from scratch, and the record says so
     warm = restore(data, warm_start=True, units_together=2, **LIGHT)
-    assert [u["started_from"] for u in warm.record["units"]] == ["random initialisation"] * 3
-    assert [u.get("fitted_with") for u in warm.record["units"]] == [[1], [0], None]
+    assert [u.started_from for u in warm.record.units] == ["random initialisation"] * 3
+    assert [u.fitted_with for u in warm.record.units] == [[1], [0], None]
     assert np.array_equal(data, _stack())  # the caller's array is untouched
 
 
@@ -127,7 +127,7 @@ def test_units_together_on_the_cpu_by_default_is_one_and_bad_values_are_clear_er
     from napari_dip import restore, restore_iter
     from napari_dip.errors import DIPInputError
 
-    assert restore(_stack(2, 16), warm_start=False, **dict(LIGHT, iterations=2)).record["units_together"][
+    assert restore(_stack(2, 16), warm_start=False, **dict(LIGHT, iterations=2)).record.units_together[
         "count"] == 1
     with pytest.raises(DIPInputError, match="units_together must be 'auto'"):
         restore_iter(_stack(), units_together=0, **LIGHT)

@@ -365,12 +365,12 @@ def test_preset_fills_the_form_and_only_changes_are_sent(viewer, tiny_network):
     paper = get_settings("denoise", "paper")
     assert widget.iterations.value == paper.iterations
     assert widget.network.value == "skip"
-    kwargs = widget.build_request().kwargs
-    assert "reg_noise_std" not in kwargs and "lr" not in kwargs  # the preset's exact values are used
+    settings = widget.build_request().options.settings
+    assert "reg_noise_std" not in settings and "lr" not in settings  # the preset's exact values are used
     widget.jitter.value = 0.05
     widget.ema.value = 0.0
-    kwargs = widget.build_request().kwargs
-    assert kwargs["reg_noise_std"] == 0.05 and kwargs["ema"] is None
+    settings = widget.build_request().options.settings
+    assert settings["reg_noise_std"] == 0.05 and settings["ema"] is None
 
 
 def test_device_line_estimates_seconds_per_iteration(viewer, qtbot, tiny_network):
@@ -460,13 +460,13 @@ def test_automatic_stopping_plots_the_estimate_and_the_kept_iteration(viewer, sy
 def test_unticking_automatic_stopping_passes_auto_stop_false(viewer, sync_runs, tiny_network):
     viewer.add_image(noisy_image(), name="noisy")
     widget = open_widget(viewer, "Denoise", tiny_network)
-    assert widget.build_request().kwargs["auto_stop"] is True
+    assert widget.build_request().options.auto_stop is True
     widget.early_stopping.value = True  # one stopping rule at a time
     assert widget.auto_stop.value is False
-    kwargs = widget.build_request().kwargs
-    assert kwargs["auto_stop"] is False and kwargs["early_stopping"] is True
+    options = widget.build_request().options
+    assert options.auto_stop is False and options.early_stopping is True
     widget.early_stopping.value = False
-    assert widget.build_request().kwargs["auto_stop"] is False
+    assert widget.build_request().options.auto_stop is False
     widget.run_restoration()
     record = viewer.layers["noisy [denoise]"].metadata["napari_dip"]
     assert record["quality"]["automatic_stopping"] is False and record["iterations"] == ITERATIONS
@@ -480,11 +480,11 @@ def test_camera_noise_model_fields(viewer, tiny_network):
     widget.noise.value = "poisson-gaussian"
     assert not widget.noise_model.gain.native.isHidden()
     widget.noise_model.gain.value = 2.0
-    kwargs = widget.build_request().kwargs
-    assert kwargs["noise"] == "poisson-gaussian" and kwargs["gain"] == 2.0
-    assert kwargs["offset"] is None and kwargs["read_noise"] is None  # 0: estimated from the image
+    options = widget.build_request().options
+    assert options.noise == "poisson-gaussian" and options.gain == 2.0
+    assert options.offset is None and options.read_noise is None  # 0: estimated from the image
     widget.noise.value = "gaussian"
-    assert "gain" not in widget.build_request().kwargs
+    assert widget.build_request().options.gain is None
 
 
 def test_amortised_run_shows_its_stages_and_says_what_it_chose(viewer, sync_runs, tiny_network):

@@ -14,7 +14,6 @@ everywhere; docs/quality.md § The judge.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .core import data
 from .errors import DIPInputError
 from .executor import Restoration, RestorationRun, Snapshot, measurement_sample, read_unit
 from .job import JobSpec, choose_noise, fit_intensities, missing_planes, whole_metric_pair
+from .record import RunRecord, input_entry, output_entry, versions
 
 AMORTISE_WORDS = {"auto": "auto", "on": True, "off": False}  # the command line's and the widgets' words for them
 # 'auto' amortises jobs of at least this many output pixels or voxels (all planes): the teacher and the student
@@ -421,7 +421,7 @@ class _Teaching:
         result = teacher.result
         for i, (crop, index) in enumerate(zip(crops, new)):
             role = "judge" if index == self.judge else "teacher"
-            entry = dict(result.record["units"][i], crop=crop.as_dict(), role=role)
+            entry = dict(result.record.units[i].as_dict(), crop=crop.as_dict(), role=role)
             entry.pop("unit", None)
             self.entries.append(entry)
             layout = data.PlaneLayout(result.image[i].shape, _channels_last(spec), spec.layout.spatial_dims)
@@ -701,7 +701,7 @@ def _fall_back(run, image, options, summary: dict):
     from .api import start_restoration
 
     inner = start_restoration(image, dataclasses.replace(options, amortise=False))
-    inner.record_extra["amortised"] = dict(summary, used=False)
+    inner.amortised = dict(summary, used=False)
     for snapshot in inner:
         if run.stop_requested:
             inner.stop()
@@ -715,9 +715,6 @@ def _progress(clock, loss, image, stage: str, what: str, quality: dict) -> Snaps
 
 
 def _final(run, spec: JobSpec, image, summary: dict, clock, normalisation, stop_reason: str) -> Snapshot:
-    import torch
-
-    from . import __version__
     from .unit_fit import normalisation_entry
 
     metrics = {}
@@ -725,26 +722,20 @@ def _final(run, spec: JobSpec, image, summary: dict, clock, normalisation, stop_
         truth = np.asarray(spec.sources["ground_truth"].array, np.float32)
         metrics = whole_metric_pair(image, truth, spec.layout)
     teacher_iterations = [int(e.get("iterations", 0)) for e in summary["teacher_units"]]
-    record = {
-        "task": spec.name, "preset": spec.preset,
-        "parameters": dict(spec.parameters, normalisation=normalisation_entry(normalisation[0], spec),
-                           noise_estimate=dict(normalisation[1], per_unit="see amortised.teacher_units")),
-        "iterations": int(sum(teacher_iterations)), "iterations_per_unit": teacher_iterations,
-        "planes": spec.layout.planes, "work_unit": "teacher crop", "units_restored": len(teacher_iterations),
-        "stop_reason": stop_reason, "backtracks": 0, "seconds": round(clock.seconds(), 3),
-        "device": run.device_description,
-        "version": {"napari_dip": __version__, "torch": torch.__version__, "numpy": np.__version__},
-        "metrics": metrics,
+    record = RunRecord(
+        task=spec.name, preset=spec.preset,
+        parameters=dict(spec.parameters, normalisation=normalisation_entry(normalisation[0], spec),
+                        noise_estimate=dict(normalisation[1], per_unit="see amortised.teacher_units")),
+        iterations=int(sum(teacher_iterations)), iterations_per_unit=teacher_iterations,
+        planes=spec.layout.planes, work_unit="teacher crop", units_restored=len(teacher_iterations),
+        stop_reason=stop_reason, backtracks=0, seconds=round(clock.seconds(), 3), device=run.device_description,
+        version=versions(), metrics=metrics,
         # the teacher crops' own choices are under amortised.teacher_units; the result is the student's
-        "quality": {"automatic_stopping": spec.settings.auto_stop, "units": [],
-                    "method": "the judge: the student against DIP on a crop it never saw (amortised.rounds)"},
-        "input": {"shape": list(spec.layout.shape), "dtype": str(np.dtype(spec.sources["image"].array.dtype))},
-        "output": {"shape": list(spec.output_shape), "dtype": "float32"},
-        "units": [], "amortised": summary,
-        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
+        quality={"automatic_stopping": spec.settings.auto_stop, "units": [],
+                 "method": "the judge: the student against DIP on a crop it never saw (amortised.rounds)"},
+        input=input_entry(spec), output=output_entry(spec), amortised=summary)
     run.result = Restoration(image, record)
-    return Snapshot(iteration=1000, total=1000, loss=float("nan"), image=image, seconds=record["seconds"],
+    return Snapshot(iteration=1000, total=1000, loss=float("nan"), image=image, seconds=record.seconds,
                     metrics=metrics, done=True, stop_reason=stop_reason, record=record, stage="done",
                     stage_detail=summary["choice"], seconds_left=0.0)
 
@@ -778,11 +769,11 @@ class _Preview:
         self.target.write(piece, lead)
 
 
-def amortised_summary(record: dict) -> str:
+def amortised_summary(record: RunRecord) -> str:
     """The amortised part of a run in one line, from a record ('' when the run was not amortised), e.g.
     'amortised: DIP on 3 teacher crops of 64 and a judge crop, a student of 1200 steps, judged gap +0.47 dB; student:
     +0.47 dB from DIP on the judge crop (margin 0.2 dB, within the judge's standard error)'."""
-    summary = record.get("amortised") or {}
+    summary = record.amortised or {}
     if not summary.get("rounds") and not summary.get("choice"):
         return ""
     rounds = summary.get("rounds") or []

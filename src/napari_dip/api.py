@@ -203,8 +203,7 @@ def start_restoration(image, options: RestoreOptions) -> RestorationRun:
     from .executor import auto_tile_size, plan_units, start
     from .job import define_job
 
-    _check_arguments(image, options.tile_size, options.overlap, options.percentiles, options.workers,
-                     options.units_together)
+    _check_arguments(image, options)
     image, options, complex_note = complex_as_amplitude(image, options)
     spec = define_job(image, options)
     if complex_note:
@@ -216,9 +215,8 @@ def start_restoration(image, options: RestoreOptions) -> RestorationRun:
     side = auto_tile_size(spec, torch_device, options.memory_limit, options.overlap) if options.tile_size == "auto" \
         else options.tile_size
     units, plan = plan_units(spec, side, options.overlap)
-    run = start(spec, units, plan, torch_device, options.out, options.workers, options.memory_limit,
-                options.units_together)
-    run.record_extra["amortised"] = decision.as_dict()
+    run = start(spec, units, plan, torch_device, options)
+    run.amortised = decision.as_dict()
     return run
 
 
@@ -240,9 +238,10 @@ def complex_as_amplitude(image, options: RestoreOptions):
     return abs(image), options, "complex: its amplitude |z| was restored, with the speckle model"
 
 
-def _check_arguments(image, tile_size, overlap, percentiles, workers, units_together="auto"):
-    """The arguments that decide how a run is set up (tiling, intensity range), checked before anything else:
-    tiling is decided before the image is read."""
+def _check_arguments(image, options: RestoreOptions):
+    """The image, and the options that decide how a run is set up (tiling, workers, intensity range), checked
+    before anything else: tiling is decided before the image is read."""
+    tile_size, overlap, percentiles = options.tile_size, options.overlap, options.percentiles
     if image is None:
         raise DIPInputError("no image was given (image is None): pass the image as an array, e.g. "
                             "napari_dip.restore(tifffile.imread('cells.tif'))")
@@ -258,8 +257,9 @@ def _check_arguments(image, tile_size, overlap, percentiles, workers, units_toge
             or (isinstance(tile_size, whole) and not isinstance(tile_size, bool))):
         raise DIPInputError(f"tile_size must be 'auto' (tile only what would not fit in memory), a tile side in "
                             f"pixels such as 512, or None (never tile); got {tile_size!r}")
-    for name, value, auto, one in (("workers", workers, "one worker process per free core", "no worker processes"),
-                                   ("units_together", units_together, "as many as memory holds on a GPU",
+    for name, value, auto, one in (("workers", options.workers, "one worker process per free core",
+                                    "no worker processes"),
+                                   ("units_together", options.units_together, "as many as memory holds on a GPU",
                                     "one unit at a time")):
         if not (value == "auto" or (isinstance(value, whole) and not isinstance(value, bool) and value >= 1)):
             raise DIPInputError(f"{name} must be 'auto' ({auto}) or a whole number ≥ 1 (1: {one}); got {value!r}")

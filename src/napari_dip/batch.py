@@ -219,11 +219,10 @@ def restore_file(task: BatchTask, options, *, tile_size=FROM_OPTIONS, overlap: i
             layout = _layout(image.shape, metadata, "auto", options.volumetric)
         options = dataclasses.replace(options, channel_axis=layout.channel_axis)
         result = _restore(image, task.output, metadata, options, tile_size, overlap)
-        record = {**result.record, **(extra_record or {}),
-                  "files": {"input": task.source, "plane": task.plane, "output": task.output}}
-        write_json(task.record, record)
-        row.update(status="done", iterations=record["iterations"], error=None,
-                   **{"stop reason": record["stop_reason"]})
+        write_json(task.record, {**result.record.as_dict(), **(extra_record or {}),
+                                 "files": {"input": task.source, "plane": task.plane, "output": task.output}})
+        row.update(status="done", iterations=result.record.iterations, error=None,
+                   **{"stop reason": result.record.stop_reason})
     except Exception as exc:  # one bad file must not stop the batch: report it in the row
         row["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     row["seconds"] = round(time.perf_counter() - start, 2)

@@ -201,10 +201,11 @@ def parse_settings(pairs) -> dict:
     return settings
 
 
-def run_kwargs(args) -> dict:
-    """Keywords of :class:`RestoreOptions` (and settings) from the options of :func:`add_run_options`."""
-    return {"preset": args.preset, "iterations": args.iterations, "seed": args.seed, "device": args.device,
-            **parse_settings(args.settings)}
+def run_options(args, **options) -> RestoreOptions:
+    """The :class:`RestoreOptions` of ``options`` and of the options of :func:`add_run_options` (preset,
+    iterations, seed, device and the ``--set`` pairs, which may name options or settings)."""
+    return RestoreOptions(preset=args.preset, iterations=args.iterations, seed=args.seed, device=args.device,
+                          **options).updated(**parse_settings(args.settings))
 
 
 def restore_options(args, metadata: dict, files: dict) -> RestoreOptions:
@@ -214,25 +215,24 @@ def restore_options(args, metadata: dict, files: dict) -> RestoreOptions:
     ``files``) and takes the channel axis from the input's ``metadata`` unless
     ``--channel-axis`` was given.
     """
-    kwargs = {"task": args.task, "factor": args.factor, "psf_sigma": args.psf_sigma, "noise": args.noise,
-              "volumetric": args.volumetric, "auto_stop": args.auto_stop, "holdout_fraction": args.holdout_fraction,
-              "gain": args.gain, "offset": args.offset, "read_noise": args.read_noise,
-              "looks": args.looks, "speckle": args.speckle, "amortise": AMORTISE_WORDS[args.amortise]}
+    arrays = {}
     for name in ("mask", "psf", "guide", "ground_truth"):
         path = getattr(args, name)
         if path is not None:
-            kwargs[name] = read_image(path)[0]
+            arrays[name] = read_image(path)[0]
             files[name] = str(path)
-    kwargs["channel_axis"] = args.channel_axis
-    if args.channel_axis == "auto":
-        kwargs["channel_axis"] = metadata.get("channel_axis")
-        if kwargs["channel_axis"] is not None and not args.quiet:
-            axis = kwargs["channel_axis"]
-            print(f"note: {files['input']} has {metadata['shape'][axis]} colour channels on axis {axis}: "
-                  "restoring them together (--channel-axis none treats that axis as separate planes)",
-                  file=sys.stderr)
-    kwargs.update(run_kwargs(args))
-    return RestoreOptions.from_keywords(**kwargs)
+    channel_axis = args.channel_axis
+    if channel_axis == "auto":
+        channel_axis = metadata.get("channel_axis")
+        if channel_axis is not None and not args.quiet:
+            print(f"note: {files['input']} has {metadata['shape'][channel_axis]} colour channels on axis "
+                  f"{channel_axis}: restoring them together (--channel-axis none treats that axis as separate "
+                  "planes)", file=sys.stderr)
+    return run_options(args, task=args.task, factor=args.factor, psf_sigma=args.psf_sigma, noise=args.noise,
+                       channel_axis=channel_axis, volumetric=args.volumetric, auto_stop=args.auto_stop,
+                       holdout_fraction=args.holdout_fraction, gain=args.gain, offset=args.offset,
+                       read_noise=args.read_noise, looks=args.looks, speckle=args.speckle,
+                       amortise=AMORTISE_WORDS[args.amortise], **arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,26 +322,25 @@ def record_path(output) -> Path:
 
 def write_result(output, result, metadata: dict, record_extra: dict) -> Path:
     """Write ``result.image`` to ``output`` and its record (plus ``record_extra``) beside it."""
-    metadata = enlarged_metadata(metadata, result.record["parameters"].get("enlarged", {}))
+    metadata = enlarged_metadata(metadata, result.record.parameters.get("enlarged", {}))
     write_image(output, result.image, metadata)
     path = record_path(output)
-    write_json(path, {**result.record, **record_extra})
+    write_json(path, {**result.record.as_dict(), **record_extra})
     return path
 
 
 def _summary(result) -> str:
     record = result.record
-    text = f"{record['iterations']} iterations in {record['seconds']:.1f} s on {record['device']} " \
-           f"({record['stop_reason']})"
-    kept = kept_summary(record.get("quality"))
+    text = f"{record.iterations} iterations in {record.seconds:.1f} s on {record.device} ({record.stop_reason})"
+    kept = kept_summary(record.quality)
     if kept:
         text += f"; kept {kept}"
-    text += f"; {noise_summary(record['parameters'])}"
+    text += f"; {noise_summary(record.parameters)}"
     amortised = amortised_summary(record)
     if amortised:
         text += f"; {amortised}"
-    if "psnr" in record["metrics"]:
-        text += f"; PSNR {record['metrics']['psnr']:.2f} dB"
+    if "psnr" in record.metrics:
+        text += f"; PSNR {record.metrics['psnr']:.2f} dB"
     return text
 
 
@@ -412,8 +411,7 @@ def demo_command(args) -> int:
 
     out = Path(args.output)
     demo = demo_problem(args.task, args.size, args.seed)
-    options = RestoreOptions.from_keywords(task=args.task, **demo["kwargs"], ground_truth=demo["clean"],
-                                           **run_kwargs(args))
+    options = run_options(args, task=args.task, ground_truth=demo["clean"]).updated(**demo["kwargs"])
     result, interrupted = run_with_progress(demo["degraded"], options, label=f"demo {args.task}", quiet=args.quiet)
 
     clean = demo["clean"]
@@ -431,8 +429,8 @@ def demo_command(args) -> int:
             files[name] = out / f"{args.task}_{name}.tif"
             write_image(files[name], array)
     write_image(files["input"], demo["degraded"])
-    title = (f"napari-dip demo: {args.task}, {args.preset} preset, {result.record['iterations']} iterations "
-             f"in {result.record['seconds']:.0f} s\nPSNR {psnr_input:.2f} dB -> {psnr_result:.2f} dB")
+    title = (f"napari-dip demo: {args.task}, {args.preset} preset, {result.record.iterations} iterations "
+             f"in {result.record.seconds:.0f} s\nPSNR {psnr_input:.2f} dB -> {psnr_result:.2f} dB")
     if classical is not None:
         title += f" ({classical['method']} alone: {classical['psnr']:.2f} dB in {classical['seconds']:.0f} s)"
     write_image(files["comparison"], side_by_side(

@@ -14,7 +14,7 @@ restored (stopped before it, or nothing to fit there) holds the input, missing p
 
 from __future__ import annotations
 
-import datetime
+import dataclasses
 import itertools
 import os
 import threading
@@ -37,7 +37,9 @@ from .job import (
     whole_metric_pair,
     with_speckle_looks,
 )
+from .options import RestoreOptions
 from .processes import WarmStarts, WorkerPlan, at_once, fit_in_processes, plan_workers
+from .record import RunRecord, UnitRecord, input_entry, output_entry, versions
 from .unit_fit import fit_group_steps, fit_steps, normalisation_entry
 
 SAMPLE_VALUES = 2 ** 26  # joint normalisation: data up to this many values is read whole, larger data sampled
@@ -65,7 +67,7 @@ class Snapshot:
     backtracks: int = 0
     done: bool = False
     stop_reason: str | None = None
-    record: dict | None = None
+    record: RunRecord | None = None
     # ground-truth-free estimate (automatic stopping): estimated_psnr, estimated_rmse (input units),
     # heldout_error, chosen_iteration and the chosen result's chosen_estimated_psnr / _rmse; {} when off
     quality: dict = field(default_factory=dict)
@@ -82,7 +84,7 @@ class Restoration:
     """The result: ``image`` (float32, input units) and the run ``record``."""
 
     image: np.ndarray
-    record: dict
+    record: RunRecord
 
 
 class RestorationRun:
@@ -102,7 +104,7 @@ class RestorationRun:
         self.device_description = device_description
         self.tiling = tiling
         self.stages: tuple = ()  # an amortised run's stages (amortised.STAGES); () for per-unit fitting
-        self.record_extra: dict = {}  # entries added to the run record (e.g. why it was not amortised)
+        self.amortised: dict | None = None  # the record's ``amortised``: why the run was (not) taught once
         self.result: Restoration | None = None
         self.last: Snapshot | None = None
         self._gen = snapshots_factory(self)
@@ -210,13 +212,16 @@ def measurement_sample(spec: JobSpec) -> tuple[np.ndarray, np.ndarray]:
     return values, missing
 
 
-def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=None, workers="auto",
-          memory_limit: float | None = None, units_together="auto") -> RestorationRun:
+def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, options: RestoreOptions
+          ) -> RestorationRun:
     """The run of ``units``: the first unit is read and prepared now, so that its errors come before anything
-    runs. ``out``: an array of the output's shape to add the result into (zero-filled), or None; ``workers``:
-    worker processes for the units on a CPU ('auto': one per free core, as memory allows; 1: none);
-    ``units_together``: units fitted together in one network call (:func:`choose_units_together`)."""
+    runs. Of the ``options``: ``out``, an array of the output's shape to add the result into (zero-filled), or
+    None; ``workers``, worker processes for the units on a CPU ('auto': one per free core, as memory allows; 1:
+    none); ``units_together``, units fitted together in one network call (:func:`choose_units_together`);
+    ``memory_limit``."""
     from .core.device import describe_device
+
+    out, memory_limit = options.out, options.memory_limit
 
     if out is not None and tuple(out.shape) != spec.output_shape:
         raise DIPInputError(f"out has shape {tuple(out.shape)}; the result needs {spec.output_shape}")
@@ -233,13 +238,13 @@ def start(spec: JobSpec, units: list[Unit], plan: TilePlan | None, device, out=N
     tiling = None if plan is None else {"tiles": len(plan.tiles), "grid": plan.grid, "tile_size": plan.tile_size,
                                         "overlap": plan.overlap}
     description = describe_device(device)
-    together = choose_units_together(units_together, spec, units, device, memory_limit)
+    together = choose_units_together(options.units_together, spec, units, device, memory_limit)
     if together[0] > 1:
         import torch
 
         workers = WorkerPlan(1, torch.get_num_threads(), "one process (its units are fitted together)")
     else:
-        workers = choose_workers(workers, spec, units, device, memory_limit)
+        workers = choose_workers(options.workers, spec, units, device, memory_limit)
     return RestorationRun(lambda run: _run(run, spec, units, plan, device, out, normalisation, first, workers,
                                            together),
                           len(units), spec.settings.iterations, description, tiling, workers.processes)
@@ -429,10 +434,6 @@ def _fit_in_order(spec, units, read, normalisation, device, should_stop, entry_o
 
 def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first,
                governor, workers, together):
-    import torch
-
-    from . import __version__
-
     def should_stop():  # polled every iteration
         if governor is not None:
             governor.poll()
@@ -444,12 +445,8 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
         return pieces
 
     def entry_of(unit):
-        entry = {"unit": unit.number}
-        if len(units) > 1 and spec.layout.planes > 1:
-            entry["plane"] = unit.plane
-        if unit.tile is not None:
-            entry.update(tile=unit.tile.index, y=list(unit.tile.y), x=list(unit.tile.x))
-        return entry
+        return UnitRecord.where(unit.number, unit.plane if len(units) > 1 and spec.layout.planes > 1 else None,
+                                unit.tile)
 
     start_time = time.perf_counter()
     output = _Output(spec, plan, out)
@@ -470,7 +467,7 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
             output.add(unit, progress.image)
             entries[unit.number] = progress.entry
             backtracks += progress.backtracks
-            if "noise_estimate" not in progress.entry:
+            if not progress.entry.restored:
                 continue  # not restored: no snapshot, as the run went straight on
         latest = progress
         if progress.entry is not None and (len(entries) == len(units) or run.stop_requested):
@@ -483,12 +480,12 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     for unit in units:  # with worker processes, the units a stop left unhanded
         if unit.number not in entries:
             output.add(unit, fallback(spec, read_unit(spec, unit)))
-            entries[unit.number] = dict(entry_of(unit), iterations=0, stop_reason=f"stopped by user before this "
-                                                                                   f"{kind}", seconds=0.0)
+            entries[unit.number] = dataclasses.replace(entry_of(unit), stop_reason=f"stopped by user before this "
+                                                                                        f"{kind}")
     entries = [entries[unit.number] for unit in units]
 
     image = output.finish()
-    restored = [e for e in entries if "noise_estimate" in e]
+    restored = [e for e in entries if e.restored]
     stop_reason = _job_stop_reason(entries, kind, len(restored), run.stop_requested)
     latest_psnr = (latest.metrics or {}).get("psnr_current") if latest is not None and len(entries) == 1 else None
     metrics = _metrics(spec, image, output, entries, latest_psnr)
@@ -497,55 +494,45 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     cpu = dict(governor.describe(), processes=1, why=workers.why) if governor is not None else \
         {"policy": "worker processes", "processes": processes, "threads_each": workers.threads, "why": workers.why} \
         if device.type == "cpu" else None
-    record = {
-        "task": spec.name, "preset": spec.preset, "parameters": parameters,
-        "iterations": int(sum(e["iterations"] for e in entries)),
-        "iterations_per_unit": [int(e["iterations"]) for e in entries],
-        "planes": spec.layout.planes, "work_unit": kind, "units_restored": len(restored),
-        "units_together": {"count": together[0], "why": together[1]},
-        "stop_reason": stop_reason, "backtracks": backtracks,
-        "seconds": round(time.perf_counter() - start_time, 3), "device": run.device_description,
-        **({"cpu_threads": cpu} if cpu is not None else {}),
-        "version": {"napari_dip": __version__, "torch": torch.__version__, "numpy": np.__version__},
-        "metrics": metrics, "quality": _quality_record(entries, settings),
-        "input": {"shape": list(spec.layout.shape), "dtype": str(np.dtype(spec.sources["image"].array.dtype))},
-        "output": {"shape": list(spec.output_shape), "dtype": "float32"},
-        "units": [{k: v for k, v in e.items() if k != "quality"} for e in entries],
-        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        **run.record_extra,
-    }
-    if plan is not None:
-        record["tiling"] = _tiling_entry(plan)
+    record = RunRecord(
+        task=spec.name, preset=spec.preset, parameters=parameters,
+        iterations=int(sum(e.iterations for e in entries)), iterations_per_unit=[int(e.iterations) for e in entries],
+        planes=spec.layout.planes, work_unit=kind, units_restored=len(restored),
+        units_together={"count": together[0], "why": together[1]}, stop_reason=stop_reason, backtracks=backtracks,
+        seconds=round(time.perf_counter() - start_time, 3), device=run.device_description, cpu_threads=cpu,
+        version=versions(), metrics=metrics, quality=_quality_record(entries, settings), input=input_entry(spec),
+        output=output_entry(spec), units=entries,
+        tiling=_tiling_entry(plan) if plan is not None else None, amortised=run.amortised)
     run.result = Restoration(image, record)
-    yield Snapshot(iteration=entries[-1]["iterations"], total=settings.iterations,
-                   loss=latest.loss if latest is not None else float("nan"), image=image, seconds=record["seconds"],
+    yield Snapshot(iteration=entries[-1].iterations, total=settings.iterations,
+                   loss=latest.loss if latest is not None else float("nan"), image=image, seconds=record.seconds,
                    plane=len(units) - 1, planes=len(units), metrics=metrics, backtracks=backtracks, done=True,
                    stop_reason=stop_reason, record=record, quality=latest.quality if latest is not None else {})
 
 
-def _job_parameters(spec: JobSpec, entries: list[dict], restored: list[dict], normalisation) -> dict:
+def _job_parameters(spec: JobSpec, entries: list[UnitRecord], restored: list[UnitRecord], normalisation) -> dict:
     """The record's parameters: the job's, the missing pixels, and the intensity mapping and noise estimate (the
     unit's where there is one unit, else a pointer to the units')."""
-    parameters = dict(spec.parameters, missing_pixels=int(sum(e.get("missing_pixels", 0) for e in entries)))
+    parameters = dict(spec.parameters, missing_pixels=int(sum(e.missing_pixels or 0 for e in entries)))
     if normalisation is not None:
         parameters["normalisation"] = normalisation_entry(normalisation[0], spec)
     if len(restored) == 1 and len(entries) == 1:
-        parameters["noise_estimate"] = restored[0]["noise_estimate"]
-        parameters.setdefault("normalisation", restored[0].get("normalisation"))
+        parameters["noise_estimate"] = restored[0].noise_estimate
+        parameters.setdefault("normalisation", restored[0].normalisation)
     else:
         parameters["noise_estimate"] = {"model": spec.noise, "per_unit": "see the record's units"}
     return parameters
 
 
-def _job_stop_reason(entries: list[dict], kind: str, restored: int, stopped: bool) -> str:
+def _job_stop_reason(entries: list[UnitRecord], kind: str, restored: int, stopped: bool) -> str:
     """The job's stop reason from its units' ("per plane: 3 × …; 1 × …" where they differ)."""
     if len(entries) == 1:
-        return entries[0]["stop_reason"]
+        return entries[0].stop_reason
     if stopped:
         return f"stopped by user at {kind} {max(1, restored)} of {len(entries)}"
-    reasons = sorted({e["stop_reason"] for e in entries}, key=str)
+    reasons = sorted({e.stop_reason for e in entries}, key=str)
     return reasons[0] if len(reasons) == 1 else f"per {kind}: " + "; ".join(
-        f"{sum(e['stop_reason'] == r for e in entries)} × {r}" for r in reasons)
+        f"{sum(e.stop_reason == r for e in entries)} × {r}" for r in reasons)
 
 
 def _tiling_entry(plan: TilePlan) -> dict:
@@ -569,7 +556,7 @@ def _metrics(spec: JobSpec, image, output: _Output, entries, latest_psnr: float 
     if output.preview is None or data.is_lazy(source.array):
         metrics = {}
         for key in ("psnr", "ssim"):
-            values = [e["metrics"][key] for e in entries if e.get("metrics", {}).get(key) is not None]
+            values = [e.metrics[key] for e in entries if (e.metrics or {}).get(key) is not None]
             if values:
                 metrics[key] = float(np.mean(values))  # the mean over the units restored
         return metrics
@@ -586,12 +573,12 @@ def _metrics(spec: JobSpec, image, output: _Output, entries, latest_psnr: float 
     return metrics
 
 
-def _quality_record(entries: list, settings) -> dict:
+def _quality_record(entries: list[UnitRecord], settings) -> dict:
     """The record's ``quality`` entry: how each unit's result was chosen, and the estimate there."""
     if not settings.auto_stop:
         return {"automatic_stopping": False}
-    units = [dict(e["quality"], unit=e["unit"], **{k: e[k] for k in ("plane", "tile") if k in e})
-             for e in entries if e.get("quality")]
+    units = [dict(e.quality, unit=e.unit, **{k: getattr(e, k) for k in ("plane", "tile") if getattr(e, k) is not None})
+             for e in entries if e.quality]
     quality = {"automatic_stopping": True, "holdout_fraction": settings.holdout_fraction,
                "method": "held-out pixels (squared error minus the noise variance)", "units": units}
     if len(entries) == 1 and units:

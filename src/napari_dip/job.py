@@ -73,15 +73,44 @@ def check_task(task):
 
 def define_job(image, options: RestoreOptions) -> JobSpec:
     """Check a restoration's options against the arrays' shapes; DIPInputError says what to change."""
-    task, preset, mask, factor, guide, noise = (options.task, options.preset, options.mask, options.factor,
-                                                options.guide, options.noise)
-    channel_axis, volumetric, seed = options.channel_axis, options.volumetric, options.seed
-    gain, offset, read_noise = options.gain, options.offset, options.read_noise
-    spec = check_task(task)
+    spec = check_task(options.task)
     image = data.check_array(image)
+    noise, camera, speckle = _noise_choice(options)
+    if options.normalise not in NORMALISE_CHOICES:
+        raise DIPInputError(f"normalise must be 'joint' (one intensity mapping for all the data) or 'per-unit' "
+                            f"(one per plane or tile); got {options.normalise!r}")
+    try:
+        factor = spec.factor(options.factor)
+    except ValueError as exc:
+        raise DIPInputError(str(exc)) from None
+    volumetric = bool(options.volumetric or spec.volumetric)
+    settings = task_settings(spec, options.preset, factor, options)
+    layout = _job_layout(tuple(int(s) for s in image.shape), options.channel_axis, volumetric, spec, settings)
+    axis_factors = spec.axis_factors(factor, layout.spatial_dims)
+    output_shape = layout.output_shape(axis_factors)
+    sources = _job_sources(image, options, spec, layout, output_shape, axis_factors, factor)
+    psf_description, operator = _job_operator(options, spec, layout, axis_factors)
+    _check_values(sources, spec, noise, layout.channel_axis)
+    parameters = {
+        "settings": settings.as_dict(), "factor": factor, "noise": noise, "channel_axis": layout.channel_axis,
+        "volumetric": volumetric, "seed": options.seed, "psf": psf_description, "operator": operator.describe(),
+        "normalise": options.normalise, "enlarged": dict(zip("ZYX"[-layout.spatial_dims:], axis_factors)),
+    }
+    if noise == "speckle":
+        parameters["speckle"] = dict(speckle)
+    return JobSpec(task=spec, preset=options.preset, settings=settings, layout=layout, factor=factor,
+                   axis_factors=axis_factors, operator=operator, noise=noise, camera=camera, seed=options.seed,
+                   percentiles=tuple(float(p) for p in options.percentiles), normalise=options.normalise,
+                   sources=sources, output_shape=output_shape, parameters=parameters, speckle=speckle)
+
+
+def _noise_choice(options: RestoreOptions) -> tuple[str, dict, dict]:
+    """The noise model asked for (camera settings or a number of looks say which, under 'auto'), the camera
+    and the speckle settings, checked."""
+    noise = options.noise
     if noise not in NOISE_MODELS:
         raise DIPInputError(f"unknown noise model {noise!r}; use one of: {', '.join(NOISE_MODELS)}")
-    camera = {"gain": gain, "offset": offset, "read_noise": read_noise}
+    camera = {"gain": options.gain, "offset": options.offset, "read_noise": options.read_noise}
     if noise == "auto" and any(v is not None for v in camera.values()):
         noise = "poisson-gaussian"  # camera settings say what the noise is
     if noise != "poisson-gaussian" and any(v is not None for v in camera.values()):
@@ -89,25 +118,15 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
     speckle = _check_speckle(options, noise)
     if noise == "auto" and options.looks is not None:
         noise = "speckle"  # a number of looks says what the noise is
-    if gain is not None and not gain > 0:
-        raise DIPInputError(f"the camera gain (ADU per photon) must be positive; got {gain}")
-    if read_noise is not None and not read_noise >= 0:
-        raise DIPInputError(f"the read noise σ (ADU) must be ≥ 0; got {read_noise}")
-    if options.normalise not in NORMALISE_CHOICES:
-        raise DIPInputError(f"normalise must be 'joint' (one intensity mapping for all the data) or 'per-unit' "
-                            f"(one per plane or tile); got {options.normalise!r}")
+    if options.gain is not None and not options.gain > 0:
+        raise DIPInputError(f"the camera gain (ADU per photon) must be positive; got {options.gain}")
+    if options.read_noise is not None and not options.read_noise >= 0:
+        raise DIPInputError(f"the read noise σ (ADU) must be ≥ 0; got {options.read_noise}")
+    return noise, camera, speckle
 
-    # --- factor
-    try:
-        factor = spec.factor(factor)
-    except ValueError as exc:
-        raise DIPInputError(str(exc)) from None
-    volumetric = bool(volumetric or spec.volumetric)
 
-    settings = task_settings(spec, preset, factor, options)
-
-    # --- layout
-    shape = tuple(int(s) for s in image.shape)
+def _job_layout(shape: tuple, channel_axis, volumetric: bool, spec, settings) -> data.PlaneLayout:
+    """How the image's axes are read, checked against the sizes the network needs."""
     channel_axis = data.normalise_channel_axis(channel_axis, len(shape))
     spatial_dims = 3 if volumetric else 2
     if len(shape) < spatial_dims + (channel_axis is not None):
@@ -129,20 +148,23 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
             raise DIPInputError(f"a volumetric run needs at least {needed} planes along Z; this volume has "
                                 f"{layout.spatial_shape[0]} (Z, Y, X: {layout.spatial_shape}). Restore its planes "
                                 "one by one instead (volumetric=False)")
-    axis_factors = spec.axis_factors(factor, spatial_dims)
-    output_shape = layout.output_shape(axis_factors)
-    yx_scale = axis_factors[-2:]
+    return layout
 
-    # --- the arrays read with the image, unit by unit
+
+def _job_sources(image, options: RestoreOptions, spec, layout, output_shape: tuple, axis_factors: tuple,
+                 factor: int) -> dict:
+    """The arrays read with the image, unit by unit: the image, and the mask, guide and ground truth given."""
+    channel_axis, spatial_dims, yx_scale = layout.channel_axis, layout.spatial_dims, axis_factors[-2:]
     sources = {"image": data.ArraySource.of(image, channel_axis, spatial_dims)}
-    if mask is not None:
-        sources["mask"] = _mask_source(data.check_array(mask, "mask"), shape, channel_axis, spatial_dims)
+    if options.mask is not None:
+        sources["mask"] = _mask_source(data.check_array(options.mask, "mask"), layout.shape, channel_axis,
+                                       spatial_dims)
     if "guide" in spec.accepts:
-        if guide is None:
+        if options.guide is None:
             raise DIPInputError("guided restoration needs a guide image (the flash photo, or the panchromatic band)")
-        sources["guide"] = _guide_source(data.check_array(guide, "guide"), output_shape, channel_axis,
+        sources["guide"] = _guide_source(data.check_array(options.guide, "guide"), output_shape, channel_axis,
                                          spatial_dims, yx_scale, factor)
-    elif guide is not None:
+    elif options.guide is not None:
         raise DIPInputError(f"task {spec.name!r} takes no guide; use task='guided'")
     if options.ground_truth is not None:
         truth = data.check_array(options.ground_truth, "ground_truth")
@@ -150,33 +172,23 @@ def define_job(image, options: RestoreOptions) -> JobSpec:
             raise DIPInputError(f"ground_truth has shape {tuple(truth.shape)} but the result will have shape "
                                 f"{output_shape}")
         sources["ground_truth"] = data.ArraySource.of(truth, channel_axis, spatial_dims, yx_scale)
+    return sources
 
-    # --- operator
+
+def _job_operator(options: RestoreOptions, spec, layout, axis_factors: tuple):
+    """(the PSF's description or None, the task's forward operator)."""
     psf_array, psf_description = None, None
+    volumetric = layout.spatial_dims == 3
     if "psf" in spec.accepts:
-        psf_array, psf_description = _psf(options.psf, options.psf_sigma, spatial_dims, volumetric)
+        psf_array, psf_description = _psf(options.psf, options.psf_sigma, layout.spatial_dims, volumetric)
         hr_spatial = tuple(s * f for s, f in zip(layout.spatial_shape, axis_factors))
         if any(p > s for p, s in zip(psf_array.shape[::-1], hr_spatial[::-1])):
             raise DIPInputError(f"the PSF ({psf_array.shape}) is larger than the image ({hr_spatial}); "
                                 "crop the PSF to its central part")
     try:
-        operator = spec.operator(axis_factors, spatial_dims, psf_array)
+        return psf_description, spec.operator(axis_factors, layout.spatial_dims, psf_array)
     except ValueError as exc:
         raise DIPInputError(str(exc)) from None
-
-    _check_values(sources, spec, noise, channel_axis)
-    percentiles = tuple(float(p) for p in options.percentiles)
-    parameters = {
-        "settings": settings.as_dict(), "factor": factor, "noise": noise, "channel_axis": channel_axis,
-        "volumetric": volumetric, "seed": seed, "psf": psf_description, "operator": operator.describe(),
-        "normalise": options.normalise, "enlarged": dict(zip("ZYX"[-spatial_dims:], axis_factors)),
-    }
-    if noise == "speckle":
-        parameters["speckle"] = dict(speckle)
-    return JobSpec(task=spec, preset=preset, settings=settings, layout=layout, factor=factor,
-                   axis_factors=axis_factors, operator=operator, noise=noise, camera=camera, seed=seed,
-                   percentiles=percentiles, normalise=options.normalise, sources=sources, output_shape=output_shape,
-                   parameters=parameters, speckle=speckle)
 
 
 def task_settings(spec: Task, preset: str, factor: int, options: RestoreOptions) -> Settings:

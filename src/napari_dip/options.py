@@ -62,9 +62,19 @@ class RestoreOptions:
         >>> options.task, options.factor, options.settings
         ('superres', 2, {'lr': 0.005})
         """
-        names = {f.name for f in dataclasses.fields(cls)} - {"settings"}
+        return cls().updated(**keywords)
+
+    def updated(self, **keywords) -> RestoreOptions:
+        """These options with ``keywords`` applied: an option's name replaces that option, any other name is a
+        setting (added to, or replacing one of, ``settings``).
+
+        >>> options = RestoreOptions(task="inpaint").updated(preset="paper", lr=0.01)
+        >>> options.task, options.preset, options.settings
+        ('inpaint', 'paper', {'lr': 0.01})
+        """
+        names = {f.name for f in dataclasses.fields(self)} - {"settings"}
         settings = {name: keywords.pop(name) for name in list(keywords) if name not in names}
-        return cls(**keywords, settings=settings)
+        return dataclasses.replace(self, **keywords, settings={**self.settings, **settings})
 
 
 def signature(returns) -> inspect.Signature:

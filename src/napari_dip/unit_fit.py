@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .job import JobSpec, Skipped, fallback, fit_units_together, prepare_unit, unit_quality
+from .record import UnitRecord
 
 if TYPE_CHECKING:
     from .executor import Unit
@@ -28,13 +29,13 @@ class Progress:
     metrics: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)
     backtracks: int = 0
-    entry: dict | None = None  # set when the unit is finished (restored, skipped or stopped)
+    entry: UnitRecord | None = None  # set when the unit is finished (restored, skipped or stopped)
     fitted: object = None  # a finished unit's core.loop.FittedState, where later units may start (WarmStarts)
 
 
 
-def fit_steps(spec: JobSpec, unit: Unit, pieces: dict, normalisation, start_from, entry: dict, device, should_stop,
-              kind: str, job=None):
+def fit_steps(spec: JobSpec, unit: Unit, pieces: dict, normalisation, start_from, entry: UnitRecord, device,
+              should_stop, kind: str, job=None):
     """Prepare (unless ``job`` is given) and fit one unit. Yields a :class:`Progress` per step of the fit; the
     last one is finished: it has the unit's record ``entry``, its result and its fitted state. A unit that is
     not restored (nothing to fit there, or the run stopped before it) finishes at once, the input standing in.
@@ -44,7 +45,7 @@ def fit_steps(spec: JobSpec, unit: Unit, pieces: dict, normalisation, start_from
 
 
 def fit_group_steps(spec: JobSpec, units: list[Unit], pieces: list[dict], normalisation, start_from,
-                    entries: list[dict], device, should_stop, kind: str, jobs: list | None = None):
+                    entries: list[UnitRecord], device, should_stop, kind: str, jobs: list | None = None):
     """As :func:`fit_steps` for several units fitted together in one network (those of one shape; a unit of
     another shape is fitted after them); a unit finishes when its own stopping rule says so."""
     ready = []  # (index in units, UnitJob)
@@ -55,7 +56,7 @@ def fit_group_steps(spec: JobSpec, units: list[Unit], pieces: list[dict], normal
             job = prepare_unit(spec, pieces[i], unit.plane, normalisation)
         if isinstance(job, Skipped):
             yield Progress(unit.number, fallback(spec, pieces[i]),
-                           entry=dict(entries[i], iterations=0, stop_reason=job.reason, seconds=0.0))
+                           entry=replace(entries[i], iterations=0, stop_reason=job.reason, seconds=0.0))
             continue
         job.device = device
         ready.append((i, job))
@@ -65,10 +66,10 @@ def fit_group_steps(spec: JobSpec, units: list[Unit], pieces: list[dict], normal
     for group in shapes.values():
         group_start = time.perf_counter()
         for i, _ in group:
-            entries[i]["started_from"] = "random initialisation" if start_from is None else \
+            entries[i].started_from = "random initialisation" if start_from is None else \
                 f"{kind} {start_from[0] + 1}"
             if len(group) > 1:
-                entries[i]["fitted_with"] = [units[j].number for j, _ in group if j != i]
+                entries[i].fitted_with = [units[j].number for j, _ in group if j != i]
         for index, step in fit_units_together([job for _, job in group], should_stop,
                                               None if start_from is None else start_from[1]):
             i, job = group[index]
@@ -76,8 +77,8 @@ def fit_group_steps(spec: JobSpec, units: list[Unit], pieces: list[dict], normal
             progress = Progress(units[i].number, step.image, state.iteration, state.total, state.loss, step.metrics,
                                 step.quality, state.backtracks)
             if state.done:
-                progress.entry = dict(
-                    entries[i], iterations=state.iteration, stop_reason=state.stop_reason,
+                progress.entry = replace(
+                    entries[i], restored=True, iterations=state.iteration, stop_reason=state.stop_reason,
                     seconds=round(time.perf_counter() - group_start, 3), noise_estimate=job.noise_estimate,
                     missing_pixels=job.missing_pixels, metrics=step.metrics, quality=unit_quality(step),
                     **({"normalisation": normalisation_entry(job.normalisation, spec)}

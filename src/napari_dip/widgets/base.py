@@ -12,7 +12,7 @@ napari starts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import napari.layers
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
@@ -47,11 +47,11 @@ NETWORK_KINDS = ("skip", "hourglass", "light")
 
 @dataclass
 class RunRequest:
-    """What one run needs: the input chosen in the form, the engine's keywords (RestoreOptions' fields and
-    settings, as the form has them) and where the result goes."""
+    """What one run needs: the input chosen in the form, the engine's options as the form has them, and where
+    the result goes."""
 
     selection: InputSelection
-    kwargs: dict
+    options: RestoreOptions
     placement: Placement
 
 
@@ -295,31 +295,35 @@ class RestorationWidget(QWidget):
         if layer is None:
             raise DIPInputError("choose an image layer to restore (File → Open Sample → napari-dip has examples)")
         selection = select_input(layer, self.viewer, self._plane_mode(), self.channel_axis.value)
-        kwargs = dict(preset=self.preset.value, iterations=self.iterations.value, seed=self.seed.value,
-                      device=self.device.value, channel_axis=selection.channel_axis,
-                      volumetric=selection.volumetric, snapshot_every=self.display_every.value)
-        if self._changed(self.network):
-            kwargs["network_kind"] = self.network.value
-        if self._changed(self.lr):
-            kwargs["lr"] = self.lr.value
-        if self._changed(self.jitter):
-            kwargs["reg_noise_std"] = self.jitter.value
-        if self._changed(self.ema):
-            kwargs["ema"] = self.ema.value or None
-        if self._changed(self.early_stopping):
-            kwargs["early_stopping"] = self.early_stopping.value
-        kwargs["auto_stop"] = self.auto_stop.value
-        kwargs["amortise"] = AMORTISE_WORDS[self.amortise.value]
+        ground_truth = None
         if self.ground_truth.value is not None:
-            kwargs["ground_truth"] = companion_array(layer_array(self.ground_truth.value), selection)
-        kwargs.update(self.task_arguments(selection))
-        kwargs.update(self.extra_settings)
-        if kwargs.get("early_stopping") and "auto_stop" not in self.extra_settings:
-            kwargs["auto_stop"] = False  # the engine takes one stopping rule at a time
+            ground_truth = companion_array(layer_array(self.ground_truth.value), selection)
+        options = RestoreOptions(
+            task=self.task, preset=self.preset.value, iterations=self.iterations.value, seed=self.seed.value,
+            device=self.device.value, channel_axis=selection.channel_axis, volumetric=selection.volumetric,
+            snapshot_every=self.display_every.value, ground_truth=ground_truth, auto_stop=self.auto_stop.value,
+            early_stopping=self.early_stopping.value if self._changed(self.early_stopping) else None,
+            amortise=AMORTISE_WORDS[self.amortise.value], settings=self._changed_settings())
+        options = options.updated(**self.task_arguments(selection)).updated(**self.extra_settings)
+        if options.early_stopping and "auto_stop" not in self.extra_settings:
+            options = replace(options, auto_stop=False)  # the engine takes one stopping rule at a time
         spatial_dims = 3 if selection.volumetric else 2
-        factors = get_task(self.task).axis_factors(kwargs.get("factor") or 1, spatial_dims)
+        factors = get_task(self.task).axis_factors(options.factor or 1, spatial_dims)
         placement = result_placement(selection, self.result_name(layer.name), factors)
-        return RunRequest(selection, kwargs, placement)
+        return RunRequest(selection, options, placement)
+
+    def _changed_settings(self) -> dict:
+        """The settings the user changed from the preset's (the preset's own values are used exactly)."""
+        settings = {}
+        if self._changed(self.network):
+            settings["network_kind"] = self.network.value
+        if self._changed(self.lr):
+            settings["lr"] = self.lr.value
+        if self._changed(self.jitter):
+            settings["reg_noise_std"] = self.jitter.value
+        if self._changed(self.ema):
+            settings["ema"] = self.ema.value or None
+        return settings
 
     # ----------------------------------------------------------------------------------------------
     # the device line
@@ -430,7 +434,7 @@ class RestorationWidget(QWidget):
         self.progress.setFormat("starting…")
         self.status.setText("")
         self.controller.start(f"{self.title} on {request.selection.layer.name!r}", request.selection.data,
-                              RestoreOptions.from_keywords(task=self.task, **request.kwargs))
+                              request.options)
 
     def stop_restoration(self):
         """End the run after the current iteration; its best result so far stays in the viewer."""
@@ -497,16 +501,16 @@ class RestorationWidget(QWidget):
         if snapshot.done:
             self.progress.setFormat(f"done · {done} iterations in {format_seconds(snapshot.seconds)}")
             if done:
-                self.device_label.setText(f"{snapshot.record['device']}: the last run took "
+                self.device_label.setText(f"{snapshot.record.device}: the last run took "
                                           f"{snapshot.seconds / done:.2g} s per iteration")
             sentences = [f"Finished: {snapshot.stop_reason}"]
-            kept = kept_description((snapshot.record or {}).get("quality"), quality)
+            kept = kept_description(snapshot.record.quality if snapshot.record else None, quality)
             if kept:
                 sentences.append(kept)
             if "psnr" in snapshot.metrics:
                 sentences.append(f"PSNR {snapshot.metrics['psnr']:.2f} dB, SSIM {snapshot.metrics['ssim']:.3f}")
             if snapshot.record:
-                noise = noise_summary(snapshot.record["parameters"])
+                noise = noise_summary(snapshot.record.parameters)
                 sentences.append(noise[0].upper() + noise[1:])
                 amortised = amortised_summary(snapshot.record)
                 if amortised:

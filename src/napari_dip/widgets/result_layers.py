@@ -68,8 +68,10 @@ class ResultLayers:
         if self.history_layer is not None:
             self.history_layer.metadata[METADATA_KEY] = {"snapshot_iterations": list(self._frame_iterations)}
 
-    def finish(self, record: dict):
-        """Attach the run record to the final result."""
+    def finish(self, record):
+        """Attach the run record (a record.RunRecord, None where there is none) to the final result, as the
+        dictionaries of its JSON, so that the layer's metadata saves and reads like any other."""
+        record = record.as_dict() if record is not None else None
         if self._alive(self.layer):
             self.layer.metadata[METADATA_KEY] = record
         if self._alive(self.history_layer):
