@@ -7,10 +7,11 @@ import pytest
 import torch
 from conftest import DEVICE
 
-from napari_dip.core import loop
-from napari_dip.core.loop import EarlyStopping, MovingVariance, Problem, data_term
+from napari_dip.core import acceleration, loop
+from napari_dip.core.loop import Problem, data_term
 from napari_dip.core.networks import NetworkSpec
 from napari_dip.core.presets import Settings
+from napari_dip.core.stopping import EarlyStopping, MovingVariance
 
 TINY = NetworkSpec(kind="skip", down=(8, 16), up=(8, 16), skip=(2, 2))
 
@@ -131,7 +132,7 @@ def test_early_stopping_ends_a_run_and_returns_the_best_iterate():
     assert final.iteration < 3000
     assert final.stop_reason.startswith("early stopping")
     # the stop is read on the host every sync interval (every iteration on the CPU, up to 25 on a GPU)
-    every = loop._sync_interval(settings, torch.device(DEVICE))
+    every = acceleration.sync_interval(settings, torch.device(DEVICE))
     assert final.best_iteration + 40 <= final.iteration < final.best_iteration + 40 + every
 
 
@@ -208,10 +209,10 @@ def test_a_warm_start_hands_on_the_kept_iterates_network_and_its_place_in_the_co
 
 
 def test_channels_last_auto_is_on_for_the_cpu_only():
-    assert loop._channels_last("auto", torch.device("cpu")) is True
-    assert loop._channels_last("auto", torch.device("cuda")) is False  # measured slower there (docs/benchmarks.md)
-    assert loop._channels_last(True, torch.device("cuda")) is True
-    assert loop._channels_last(False, torch.device("cpu")) is False
+    assert acceleration.uses_channels_last("auto", torch.device("cpu")) is True
+    assert acceleration.uses_channels_last("auto", torch.device("cuda")) is False  # slower there: docs/benchmarks.md
+    assert acceleration.uses_channels_last(True, torch.device("cuda")) is True
+    assert acceleration.uses_channels_last(False, torch.device("cpu")) is False
 
 
 def test_a_failed_compile_runs_eagerly_and_says_so(monkeypatch):
@@ -220,10 +221,10 @@ def test_a_failed_compile_runs_eagerly_and_says_so(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no C compiler")
 
-    monkeypatch.setattr(loop.torch, "compile", broken)
+    monkeypatch.setattr(acceleration.torch, "compile", broken)
     net = torch.nn.Conv2d(1, 1, 3, padding=1)
     with pytest.warns(RuntimeWarning, match="torch.compile failed.*no C compiler"):
-        forward, failure = loop._maybe_compile(net, torch.zeros(1, 1, 8, 8), torch.device("cuda"), True,
+        forward, failure = acceleration.maybe_compile(net, torch.zeros(1, 1, 8, 8), torch.device("cuda"), True,
                                                contextlib.nullcontext())
     assert forward is net and "ran eagerly" in failure
-    assert loop._maybe_compile(net, None, torch.device("cpu"), True, contextlib.nullcontext()) == (net, None)
+    assert acceleration.maybe_compile(net, None, torch.device("cpu"), True, contextlib.nullcontext()) == (net, None)

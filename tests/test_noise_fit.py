@@ -170,7 +170,7 @@ def test_camera_settings_imply_the_camera_model_and_bad_ones_still_say_what_to_d
 def test_auto_never_fails_on_the_camera_it_chose():
     # wide gaps (masked) filled with the median can hide the rising variance from the camera estimate; the model
     # that noise='auto' chose then takes its camera from its own variance line instead of refusing to run
-    from napari_dip.job import _camera_model, _line_camera
+    from napari_dip.intensities import _camera_model, _line_camera
 
     adu = _camera(_ramp(256) * 100 + 5)[None, None]
     missing = np.zeros(adu.shape, bool)

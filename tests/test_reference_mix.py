@@ -8,7 +8,8 @@ from conftest import DEVICE
 
 import napari_dip
 from napari_dip.core import reference
-from napari_dip.core.loop import ReferenceMix, masked_mean
+from napari_dip.core.mixing import ReferenceMix
+from napari_dip.core.noise import masked_mean
 from napari_dip.errors import DIPInputError
 
 TINY = dict(preset="fast", device=DEVICE, iterations=60, snapshot_every=20, cpu_bf16=False)

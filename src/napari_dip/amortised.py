@@ -23,7 +23,9 @@ import numpy as np
 from .core import data
 from .errors import DIPInputError
 from .executor import Restoration, RestorationRun, Snapshot, measurement_sample, read_unit
-from .job import JobSpec, choose_noise, fit_intensities, missing_planes, whole_metric_pair
+from .intensities import choose_noise, fit_intensities
+from .job import JobSpec, missing_planes
+from .metrics import metric_pair, whole_metric_pair
 from .record import RunRecord, input_entry, output_entry, versions
 
 AMORTISE_WORDS = {"auto": "auto", "on": True, "off": False}  # the command line's and the widgets' words for them
@@ -653,8 +655,6 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
         unmasked = spec_normalisation[0].inverse(result)
         as_truth = data.PlaneLayout(truth.shape, _channels_last(spec), spec.layout.spatial_dims)
         student_image = as_truth.from_planes(unmasked[None])
-        from .job import metric_pair
-
         psnr_student = metric_pair(student_image, truth, None, ssim=False)["psnr"]
         psnr_teacher = metric_pair(judge["truth_result"].astype(np.float32), truth, None, ssim=False)["psnr"]
         if psnr_student is not None and psnr_teacher is not None:

@@ -26,17 +26,9 @@ import numpy as np
 from .core import data
 from .core.tiling import Tile, TilePlan, plan_tiles
 from .errors import DIPInputError
-from .job import (
-    JobSpec,
-    Skipped,
-    choose_noise,
-    fallback,
-    fit_intensities,
-    missing_planes,
-    prepare_unit,
-    whole_metric_pair,
-    with_speckle_looks,
-)
+from .intensities import choose_noise, fit_intensities, with_speckle_looks
+from .job import JobSpec, Skipped, fallback, missing_planes, prepare_unit
+from .metrics import whole_metric_pair
 from .options import RestoreOptions
 from .processes import WarmStarts, WorkerPlan, at_once, fit_in_processes, plan_workers
 from .record import RunRecord, UnitRecord, input_entry, output_entry, versions

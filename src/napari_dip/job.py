@@ -16,6 +16,9 @@ import numpy as np
 
 from .core import data
 from .errors import DIPInputError, DIPMemoryError
+from .intensities import fit_intensities
+from .metrics import unit_metrics
+from .unit_reference import classical_estimate
 
 if TYPE_CHECKING:  # torch is imported when a job runs, not when this module is
     from .core.operators import Operator
@@ -402,118 +405,6 @@ def missing_planes(spec: JobSpec, pieces: dict) -> tuple[data.PlaneLayout, np.nd
     return layout, planes, missing
 
 
-def choose_noise(spec: JobSpec, planes: np.ndarray, missing: np.ndarray) -> JobSpec:
-    """``spec`` with noise='auto' replaced by the model the planes' mean-variance fit chooses (core/noise_fit.py);
-    other specs as they are."""
-    import dataclasses
-
-    from .core.noise_fit import fit_noise
-
-    if spec.noise != "auto":
-        return spec
-    fitted = fit_noise(planes, missing)
-    return dataclasses.replace(spec, noise=fitted.model, noise_fit=fitted.as_dict(),
-                               parameters=dict(spec.parameters, noise=fitted.model, noise_fit=fitted.as_dict()))
-
-
-def with_speckle_looks(spec: JobSpec, estimate: dict) -> JobSpec:
-    """``spec`` with the looks of its speckle noise estimate in the record's parameters (estimated ones say how);
-    other specs as they are."""
-    import dataclasses
-
-    if spec.noise != "speckle":
-        return spec
-    speckle = dict(spec.speckle, looks=estimate["looks"])
-    recorded = dict(speckle, looks_estimated=estimate.get("looks_estimated"))
-    return dataclasses.replace(spec, speckle=speckle, parameters=dict(spec.parameters, speckle=recorded))
-
-
-def fit_intensities(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
-    """The normalisation of ``planes`` (and the camera model for Poisson-Gaussian data) as a noise-estimate dict."""
-    values = planes[~missing]
-    estimate = {"model": spec.noise}
-    if spec.noise == "gaussian":
-        return data.fit_normalisation(values, spec.percentiles), estimate
-    if spec.noise == "speckle":
-        return _speckle_model(spec, planes, missing)
-    camera = _camera_model(planes, missing, **spec.camera, fitted=spec.noise_fit) \
-        if spec.noise == "poisson-gaussian" else {"gain": 1.0, "effective_offset": 0.0}
-    normalisation = data.fit_normalisation(values, spec.percentiles, zero_low=True)
-    # photon counts c = (y − effective offset) / gain map to c / (counts at 1) in the network's units
-    normalisation = data.Normalisation(camera["effective_offset"],
-                                       max(normalisation.high, camera["effective_offset"] + camera["gain"]))
-    estimate.update(camera)
-    estimate["photons_at_1"] = normalisation.span / camera["gain"]
-    return normalisation, estimate
-
-
-def _speckle_model(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
-    """The log normalisation of speckled data, and the speckle's kind and looks (given, else estimated)."""
-    from .core import speckle
-
-    kind, looks = spec.speckle["kind"], spec.speckle["looks"]
-    estimate = {"model": "speckle", "speckle": kind}
-    if looks is None:
-        found, how = speckle.estimate_looks(speckle.intensity(np.where(missing, 0.0, planes), kind), missing)
-        if found is None:
-            looks, how = 1.0, f"{how}: one look assumed (pass looks= if you know it)"
-        elif found < 1.0:
-            looks, how = 1.0, f"{how} gave {found:.2f}, under one look (texture): one look assumed"
-        else:
-            looks = found
-        estimate.update(looks=round(looks, 3), looks_estimated=how)
-    else:
-        estimate["looks"] = looks
-    bias, variance = speckle.log_moments(looks)
-    normalisation = data.fit_log_normalisation(planes, missing, speckle.POWER[kind], bias, spec.percentiles)
-    estimate.update(log_bias=bias, log_variance=variance)
-    return normalisation, estimate
-
-
-def _camera_model(planes, missing, gain, offset, read_noise, fitted: dict | None = None) -> dict:
-    """Gain and effective offset of Poisson-Gaussian camera data: the user's values, else estimated. With
-    noise='auto' (``fitted``: the NoiseFit.as_dict that chose the model), where the camera estimate finds no rising
-    variance (it fills masked pixels, which gaps can upset), the chosen model's own variance line gives them."""
-    from .core.quality import estimate_camera_gain_offset
-
-    values = planes[~missing]
-    model = {"gain": gain, "offset": offset, "read_noise": read_noise, "estimated": []}
-    if gain is None or offset is None:
-        filled = np.where(missing, np.median(values), planes)
-        try:
-            fitted_gain, fitted_offset = estimate_camera_gain_offset(filled)
-        except ValueError as exc:
-            if not fitted:
-                raise DIPInputError(str(exc)) from None
-            fitted_gain, fitted_offset = _line_camera(fitted)
-        if gain is None:
-            model["gain"], gain = fitted_gain, fitted_gain
-            model["estimated"].append("gain")
-        if offset is None:
-            # the fitted line's zero already folds the read noise in (offset − read_noise² / gain)
-            model["estimated"].append("offset")
-            model["effective_offset"] = fitted_offset
-    if offset is not None:
-        if offset >= float(values.max()):
-            raise DIPInputError(f"the camera offset {offset} is at or above every pixel value (max "
-                                f"{float(values.max()):.4g}): nothing would be left to count; check the offset")
-        model["effective_offset"] = offset - (read_noise or 0.0) ** 2 / gain
-    if float(np.median(values)) <= model["effective_offset"]:
-        raise DIPInputError(f"half the pixels lie below the camera offset ({model['effective_offset']:.4g}): "
-                            "check offset= (the dark level, in ADU) or use noise='gaussian'")
-    return model
-
-
-def _line_camera(fitted: dict) -> tuple[float, float]:
-    """(gain, effective offset) of the variance line var = slope · mean + intercept: the slope, and where the line
-    meets zero; over the channels whose variance rises, their median."""
-    rising = [(a, b) for a, b in zip(fitted["slope"], fitted["intercept"]) if a > 0]
-    if not rising:
-        raise DIPInputError("the image's variance does not grow with its intensity: use noise='gaussian'")
-    gain = float(np.median([a for a, _ in rising]))
-    return gain, float(-np.median([b for _, b in rising]) / gain)
-
-
 # ---------------------------------------------------------------------------------------------
 # one unit
 
@@ -658,7 +549,7 @@ def _problem(job: UnitJob):
     known = data.pad_reflect(job.known, meas_pads) if job.known is not None else None
     guide = data.pad_reflect(job.guide_planes, out_pads) if job.guide_planes is not None else None
     heldout, known = _heldout(job, meas_pads, known)
-    reference, reference_scored, mixing = _reference(job, heldout, meas_pads, out_pads)
+    reference, reference_scored, mixing = classical_estimate(job, heldout, meas_pads, out_pads)
     problem = Problem(
         target=torch.from_numpy(target), out_channels=layout.channels,
         out_spatial=tuple(s * f for s, f in zip(target.shape[2:], axis_factor)),
@@ -722,68 +613,6 @@ def _result_maker(job: UnitJob, out_pads):
         return plane if measured is None else np.where(measured, original, plane)
 
     return as_result
-
-
-def _reference(job: UnitJob, heldout, meas_pads, out_pads):
-    """The classical estimate to mix into the result (core/reference.py), if the settings ask.
-
-    Returns (the estimate from every measured pixel, the same without the held-out pixels' values, a note for the
-    record), padded like the network's output; the estimates are None, and the note says why, where none is used.
-    """
-    import torch
-
-    from .core import reference
-    from .core.operators import BlurOperator, IdentityOperator
-
-    method = job.spec.settings.mix_with
-    if method is None:
-        return None, None, None
-    operator = job.spec.operator
-    deconvolving = method == "richardson-lucy"
-    if heldout is None or not isinstance(operator, BlurOperator if deconvolving else IdentityOperator):
-        needs = "a blur alone (the deconvolve task)" if deconvolving else "no resampling or blur in the task"
-        return None, None, {"used": False, "method": method, "why": f"needs automatic stopping, and {needs}"}
-    plane = job.planes[0]
-    known = job.known[0] if job.known is not None else np.ones((1,) + plane.shape[1:], np.float32)
-    excluded = data.crop(heldout.numpy(), meas_pads)[0]
-    note = {"used": True, "method": method}
-    if deconvolving:
-        reach = min(operator.psf_array.shape) // 2
-        if job.known is not None and reference.gap_distances(known).max(initial=0.0) > reach:
-            # Richardson–Lucy knows nothing of a pixel that no measurement's blur reaches: it would stay dark
-            return None, None, dict(note, used=False, why=(
-                f"some missing pixels lie farther than the PSF reaches ({reach} px) from a measured pixel"))
-        *estimates, note["iterations"] = reference.richardson_lucy(plane, known, excluded, operator.psf_array)
-    elif method == "biharmonic":
-        gap = reference.mean_gap_distance(known)
-        note["gap_distance"] = round(gap, 2)
-        if job.known is None:
-            return None, None, dict(note, used=False, why="no pixel is missing")
-        if gap > reference.MAX_SCATTERED_GAP:
-            return None, None, dict(note, used=False, why=(
-                f"the gaps are wide (mean distance to a measured pixel {gap:.1f} px, more than "
-                f"{reference.MAX_SCATTERED_GAP:g}): held-out pixels cannot judge a fill there"))
-        estimates = [reference.biharmonic_fill(plane, k) for k in (known, known * (1.0 - excluded))]
-    else:
-        gaussian = reference.block_matching if method == "block-matching" else reference.nl_means
-
-        def denoise(x, hidden):
-            if job.spec.noise == "gaussian":
-                return gaussian(x, float(job.noise_estimate["sigma_normalised"]))
-            if job.spec.noise == "speckle":  # the denoiser inside the speckle likelihood, in the log domain
-                return reference.speckle_block_matching(x, 1.0 - hidden, float(job.noise_estimate["looks"]),
-                                                        job.normalisation.span, gaussian)
-            # photon counts: Anscombe's transform makes the noise Gaussian with σ = 1
-            photons = float(job.noise_estimate["photons_at_1"])
-            return reference.anscombe(x * photons, lambda a: gaussian(a, 1.0)) / photons
-
-        unmeasured = 1.0 - known
-        estimates = [denoise(reference.neighbour_mean_fill(plane, hidden), hidden)
-                     for hidden in (unmeasured, np.maximum(unmeasured, excluded))]
-        if job.spec.noise == "speckle":
-            note["how"] = "in the speckle likelihood, on the logarithm (MuLoG's plug-and-play ADMM)"
-    padded = [torch.from_numpy(data.pad_reflect(e[None], out_pads)) for e in estimates]
-    return padded[0], padded[1], note
 
 
 def _as_tensor(value):
@@ -854,48 +683,6 @@ def unit_quality(step: UnitStep) -> dict:
             mixing = dict(mixing, network_weight=quality.get("network_weight"))
         entry["mixed_with"] = mixing
     return entry
-
-
-def metric_pair(result, truth, channel_axis, ssim: bool = True) -> dict:
-    """PSNR (and SSIM) of ``result`` against ``truth``, with the truth's range as the peak."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    data_range = float(truth.max() - truth.min()) or 1.0
-    with np.errstate(divide="ignore"):
-        psnr = peak_signal_noise_ratio(truth, result, data_range=data_range)
-    psnr = None if not np.isfinite(psnr) else float(psnr)  # identical images: JSON has no infinity
-    if not ssim:
-        return {"psnr": psnr}
-    min_side = min(truth.shape[-2:]) if channel_axis is None else min(
-        s for i, s in enumerate(truth.shape) if i != channel_axis % truth.ndim)
-    win = min(7, min_side if min_side % 2 else min_side - 1)
-    similarity = structural_similarity(truth, result, data_range=data_range, channel_axis=channel_axis,
-                                       win_size=win)
-    return {"psnr": psnr, "ssim": float(similarity)}
-
-
-def plane_metric_pair(result, truth, ssim: bool = True) -> dict:
-    """PSNR/SSIM (or PSNR alone) of one plane (C, *spatial) against the truth's; volumes: the first channel."""
-    if result.ndim == 3:
-        return metric_pair(result, truth, 0, ssim)
-    return metric_pair(result[0], truth[0], None, ssim)
-
-
-def unit_metrics(result, job: UnitJob, ssim: bool = True) -> dict:
-    """PSNR/SSIM (or PSNR alone) of a unit's result (C, *spatial) against its ground truth."""
-    truth = data.PlaneLayout(job.ground_truth.shape, job.layout.channel_axis,
-                             job.layout.spatial_dims).to_planes(job.ground_truth)[0]
-    return plane_metric_pair(result, truth, ssim)
-
-
-def whole_metric_pair(result, truth, layout: data.PlaneLayout) -> dict:
-    """PSNR of a whole result against the truth, and SSIM: of the image, or the mean over a stack's planes."""
-    if layout.planes == 1:
-        return metric_pair(result, truth, layout.channel_axis)
-    out_layout = data.PlaneLayout(truth.shape, layout.channel_axis, layout.spatial_dims)
-    pairs = [plane_metric_pair(r, t) for r, t in zip(out_layout.to_planes(result), out_layout.to_planes(truth))]
-    return {"psnr": metric_pair(result, truth, None, ssim=False)["psnr"],
-            "ssim": float(np.mean([p["ssim"] for p in pairs]))}
 
 
 def _raise_if_out_of_memory(exc: Exception, job: UnitJob, units: int = 1):

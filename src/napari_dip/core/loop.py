@@ -6,25 +6,27 @@
 :class:`Schedule` (coarse-to-fine stages, learning rate), :class:`Backtracking`, :class:`OutputAverage` (the
 exponential moving average of outputs), :class:`HeldOutScore` (the ground-truth-free estimate, mixed with a
 classical estimate if there is one), a :class:`StoppingRule` (held-out automatic stop, ES-WMV, or none) and the
-:class:`KeptIterate`.
+:class:`KeptIterate`. The held-out score (core/heldout.py), the classical mix (core/mixing.py), the stopping
+rules (core/stopping.py) and the device plumbing (core/acceleration.py) are modules of their own.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from .acceleration import adam, autocast, maybe_compile, sync_interval, uses_channels_last
+from .heldout import HeldOutScore
 from .inputs import input_channels, make_input
 from .networks import build_network
 from .noise import NoiseModel, get_noise_model, masked_mean
 from .operators import IdentityOperator, Operator
 from .presets import Settings
-from .quality import AutoStop, RunningMinimum
+from .stopping import HeldOutStop, StoppingRule, VarianceStop
 
 
 @dataclass
@@ -124,142 +126,6 @@ def data_term(prediction, target, known, noise: str | NoiseModel):
     return get_noise_model(noise).data_term(prediction, target, known)
 
 
-class ReferenceMix:
-    """Mixes each iterate x with a classical estimate r as r + w·(x − r), w in [0, 1] least-squares at the held-out
-    pixels (core/reference.py says why). ``reference_measured`` is A(r') for the r' made without the held-out
-    pixels; the mixed iterate's held-out error is kept beside its weight, for the iterate the loop keeps."""
-
-    def __init__(self, reference, reference_measured, target, scored, shrink: bool = False):
-        self.reference = reference
-        self.reference_measured = reference_measured
-        self.residual = target - reference_measured  # what the reference misses, at the measurements
-        self.scored = scored
-        # ``shrink``: the weight is pulled towards the reference by its own uncertainty, w·(1 − s.e.² / w²)⁺ (one
-        # parameter's positive-part James–Stein rule), where the noise at the held-out pixels dwarfs the
-        # difference between the two estimates (speckle: core/noise.py SpeckleNoise)
-        self.shrink = shrink
-        self.count = scored.expand_as(target).sum().clamp_min(1) if shrink else None
-        self.current = None
-        self._now = None  # (weight, held-out error) of the latest iterate, 0-d tensors on the device
-        self._kept = None
-
-    def mix(self, iterate, iterate_measured):
-        """The mixed iterate (kept as ``current``); weight and held-out error stay on the device."""
-        difference = iterate_measured - self.reference_measured
-        spread = masked_mean(difference * difference, self.scored).clamp_min(1e-12)
-        weight = (masked_mean(difference * self.residual, self.scored) / spread).clamp(0.0, 1.0)
-        if self.shrink:
-            variance = masked_mean((weight * difference - self.residual) ** 2, self.scored) / (self.count * spread)
-            weight = weight * (1.0 - variance / (weight * weight).clamp_min(1e-12)).clamp(0.0, 1.0)
-        error = masked_mean((weight * difference - self.residual) ** 2, self.scored)
-        self._now = torch.stack([weight, error])
-        self.current = self.reference + weight * (iterate - self.reference)
-        return self.current
-
-    def keep(self, improved):
-        """Remember the weight and error of the iterate that the stopping rule keeps (``improved``: 0-d bool)."""
-        self._kept = self._now if self._kept is None else torch.where(improved, self._now, self._kept)
-
-    def weight(self, best: bool = False) -> float | None:
-        value = self._kept if best else self._now
-        return None if value is None else float(value[0])
-
-    def error(self, best: bool = False) -> float | None:
-        value = self._kept if best else self._now
-        return None if value is None else float(value[1])
-
-
-class MovingVariance:
-    """Variance of the last ``window`` iterates, averaged over pixels.
-
-    Running sums make each update O(pixels); they are recomputed exactly once per
-    window so float rounding cannot accumulate.
-    """
-
-    def __init__(self, window: int):
-        self.window = window
-        self.buffer: list[torch.Tensor] = []
-        self.sum = None
-        self.sum_sq = None
-        self.count = 0
-
-    def update(self, x: torch.Tensor) -> torch.Tensor | None:
-        """Add an iterate; once the window is full, its variance as a 0-d tensor on the iterate's device (no host
-        read, so that a GPU is not stalled every iteration)."""
-        x = x.detach().float()
-        self.count += 1
-        if self.sum is None:
-            self.sum = torch.zeros_like(x)
-            self.sum_sq = torch.zeros_like(x)
-        self.buffer.append(x)
-        self.sum += x
-        self.sum_sq += x * x
-        if len(self.buffer) > self.window:
-            old = self.buffer.pop(0)
-            self.sum -= old
-            self.sum_sq -= old * old
-        if self.count % self.window == 0:
-            stack = torch.stack(self.buffer)
-            self.sum = stack.sum(0)
-            self.sum_sq = (stack * stack).sum(0)
-        if len(self.buffer) < self.window:
-            return None
-        mean = self.sum / self.window
-        return (self.sum_sq / self.window - mean * mean).clamp_min(0).mean()
-
-
-class EarlyStopping:
-    """ES-WMV (Wang et al., TMLR 2023): stop when the moving variance of the iterates
-    has not reached a new minimum for ``patience`` iterations; the iterate at the
-    minimum is the result.
-    """
-
-    def __init__(self, window: int = 100, patience: int = 1000):
-        self.variance = MovingVariance(window)
-        self.patience = patience
-        self.best_variance = math.inf
-        self.best_iteration: int | None = None
-
-    def should_stop(self, iteration: int) -> bool:
-        return self.best_iteration is not None and iteration - self.best_iteration >= self.patience
-
-    # the minimum and its iteration stay tensors on the device, so that a GPU is not stalled by a host read every
-    # iteration; ``sync`` brings ``best_iteration`` to the host
-    _minimum = None
-
-    def update(self, iteration: torch.Tensor, iterate: torch.Tensor) -> torch.Tensor | None:
-        """Record an iterate; returns a 0-d bool tensor, True when it sets a new variance minimum (keep it as the
-        best). ``iteration`` is a 0-d integer tensor on the iterate's device."""
-        var = self.variance.update(iterate)
-        if var is None:
-            return None
-        if self._minimum is None:
-            self._minimum = RunningMinimum()
-        return self._minimum.update(iteration, var)
-
-    def sync(self) -> None:
-        """Copy the device-side minimum to ``best_variance`` and ``best_iteration`` (one host read)."""
-        found = self._minimum.read() if self._minimum is not None else None
-        if found is not None:
-            self.best_variance, self.best_iteration = found
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    if cpu_bf16 and device.type == "cpu" and _cpu_has_native_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 def learning_rate(settings: Settings, iteration: int, total: int) -> float:
     """The learning rate at ``iteration`` (1-based) of ``total`` under ``settings.lr_schedule``."""
     schedule = settings.lr_schedule
@@ -291,63 +157,6 @@ def coarse_stages(settings: Settings, net, total: int) -> list[tuple[int, int]]:
         end += float(fraction) * total if fraction < 1 else float(fraction)
         stages.append((int(round(end)), skipped))
     return stages
-
-
-def _maybe_compile(net, z, device: torch.device, enabled: bool | str, autocast) -> tuple:
-    """(the network to call, why compiling failed or None): torch.compile on CUDA when asked (True, or the name of a
-    mode such as 'max-autotune'); the eager network when not, or when compiling fails (a warning, and the unit's
-    stop reason says so).
-
-    One forward and backward pass on ``z`` under ``autocast`` triggers the compilation here,
-    so that a failure (no compiler, an unsupported operation) falls back before the loop starts.
-    """
-    if not enabled or device.type != "cuda" or not hasattr(torch, "compile"):
-        return net, None
-    try:
-        compiled = torch.compile(net, mode=enabled if isinstance(enabled, str) else None)
-        with autocast:
-            out = compiled(z)
-        out.float().mean().backward()
-        net.zero_grad(set_to_none=True)
-        return compiled, None
-    except Exception as exc:  # noqa: BLE001 - any failure means: run eagerly, and say so
-        failure = f"torch.compile failed, the network ran eagerly (same result, slower): {type(exc).__name__}: {exc}"
-        warnings.warn(failure, RuntimeWarning, stacklevel=2)
-        net.zero_grad(set_to_none=True)
-        return net, failure
-
-
-def _channels_last(setting: bool | str, device: torch.device) -> bool:
-    """Whether a 2D network runs in NHWC layout: as set, or with "auto" on the CPU only (measured in
-    docs/benchmarks.md: oneDNN's NHWC kernels win on CPUs, cuDNN's NCHW ones under bf16 on an H200)."""
-    if setting == "auto":
-        return device.type == "cpu"
-    if isinstance(setting, bool):
-        return setting
-    raise ValueError(f"channels_last must be True, False or 'auto'; got {setting!r}")
-
-
-def _optimiser(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """Adam; the fused CUDA kernel where available (one launch for all parameters)."""
-    params = list(params)
-    if device.type == "cuda":
-        try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            pass
-    return torch.optim.Adam(params, lr=lr)
-
-
-def _sync_interval(settings: Settings, device: torch.device) -> int:
-    """Iterations between host reads of the early-stopping and backtracking checks.
-
-    On the CPU a read costs nothing, so every iteration (exactly the rule as written);
-    on a GPU every read stalls the queue of kernels, so every ``snapshot_every`` at most 25.
-    """
-    every = settings.sync_every or 0
-    if every > 0:
-        return every
-    return 1 if device.type == "cpu" else max(1, min(25, settings.snapshot_every))
 
 
 class NetworkFit:
@@ -396,19 +205,19 @@ class NetworkFit:
         net, z = net.to(device), z.to(device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # same sizes every iteration: pick the fastest kernels once
-        if _channels_last(settings.channels_last, device) and dims == 2:
+        if uses_channels_last(settings.channels_last, device) and dims == 2:
             net = net.to(memory_format=torch.channels_last)
             z = z.contiguous(memory_format=torch.channels_last)
         self.net, self.z = net, z
         # the jitter comes from its own seeded generator, on the device, so runs repeat
         self.jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
-        self.optimiser = _optimiser(net.parameters(), learning_rate(settings, 1, settings.iterations), device)
+        self.optimiser = adam(net.parameters(), learning_rate(settings, 1, settings.iterations), device)
         if start_from is not None:
             # the moments too: a fresh Adam's first steps are full-size and would shake the fitted network loose
             self.optimiser.load_state_dict(start_from.optimiser)
         self.cpu_bf16 = settings.cpu_bf16
-        self.forward, self.compile_failure = _maybe_compile(net, z, device, settings.compile,
-                                                            _autocast(device, settings.amp, self.cpu_bf16))
+        self.forward, self.compile_failure = maybe_compile(net, z, device, settings.compile,
+                                                            autocast(device, settings.amp, self.cpu_bf16))
 
     def outputs(self) -> list[torch.Tensor]:
         """f(z + jitter) on the output grid, per unit (members, C, *out_spatial): a coarse stage's output is
@@ -417,7 +226,7 @@ class NetworkFit:
         if self.settings.reg_noise_std > 0:
             jitter = torch.randn(self.z.shape, generator=self.jitter_gen, device=self.device, dtype=self.z.dtype)
             net_input = self.z + self.settings.reg_noise_std * jitter
-        with _autocast(self.device, self.settings.amp, self.cpu_bf16):
+        with autocast(self.device, self.settings.amp, self.cpu_bf16):
             out = self.forward(net_input)
         out = out.float()
         if self.members * self.units > 1:  # the members' outputs as a batch: the data term averages over them
@@ -547,63 +356,6 @@ class OutputAverage:
         return self.average if self.average is not None else self.output
 
 
-class HeldOutScore:
-    """Judges each iterate at the held-out pixels (core/quality.py), mixed with a classical estimate if there is
-    one; gives the estimated error of the result now and of the kept one."""
-
-    def __init__(self, problem: Problem, measurement: Measurement, device: torch.device):
-        self.measurement = measurement
-        scored = measurement.scored
-        variance = measurement.variance
-        # the mean noise variance at the held-out pixels: fixed for the run, read once
-        self.variance_term = None
-        if variance is not None:
-            self.variance_term = float(masked_mean(variance, scored)) if isinstance(variance, torch.Tensor) \
-                else float(variance)
-        self.mixer = None
-        if problem.reference is not None:
-            self.mixer = ReferenceMix(problem.reference.to(device),
-                                      measurement.operator(problem.reference_scored.to(device)),
-                                      measurement.target, scored, shrink=measurement.noise.shrink_mix)
-        self.score = self.errors = None
-
-    def judge(self, current: torch.Tensor) -> torch.Tensor:
-        """Score ``current`` (kept as ``score``, on the device, with the squared ``errors`` it averages); returns
-        the iterate judged: mixed, or itself (the score: core/noise.py NoiseModel.heldout_score)."""
-        m = self.measurement
-        with torch.no_grad():
-            measured = m.operator(current)
-            self.errors = m.noise.heldout_errors(measured, m.target)
-            self.score = masked_mean(self.errors, m.scored)
-            if self.mixer is not None:
-                # the network's own held-out error picks the iterate; the mix is the result at that iterate
-                current = self.mixer.mix(current, measured)
-        return current
-
-    def keep(self, improved: torch.Tensor) -> None:
-        if self.mixer is not None:
-            self.mixer.keep(improved)
-
-    def judged(self, latest: torch.Tensor) -> torch.Tensor:
-        return self.mixer.current if self.mixer is not None and self.mixer.current is not None else latest
-
-    def scores(self, best_score: float | None):
-        """(estimated MSE now, estimated MSE of the kept iterate, raw held-out error now)."""
-        if self.score is None:
-            return None, None, None
-        if self.mixer is not None:  # the estimate is of the mixed result
-            raw, best = self.mixer.error(), self.mixer.error(best=True)
-        else:
-            raw, best = float(self.score), best_score
-        if self.variance_term is None:
-            return None, None, raw
-        return raw - self.variance_term, None if best is None else best - self.variance_term, raw
-
-    def mix_weights(self) -> dict:
-        return {} if self.mixer is None else {"mix_weight": self.mixer.weight(),
-                                              "best_mix_weight": self.mixer.weight(best=True)}
-
-
 class KeptNetwork:
     """The network's weights and Adam's moments at the kept iterate, updated on the device: a warm-started neighbour
     continues from the result that was kept, not from the iterates past it (docs/benchmarks.md: on smooth stacks
@@ -649,93 +401,6 @@ class KeptIterate:
 
     def keep(self, candidate: torch.Tensor, improved: torch.Tensor) -> None:
         self.tensor = candidate.clone() if self.tensor is None else torch.where(improved, candidate, self.tensor)
-
-
-class StoppingRule:
-    """Chooses the kept iterate and when the run ends. ``observe`` sees each iterate after its step and returns the
-    stop reason once the run should end; decisions are read on the host every ``sync_every`` iterations and at
-    snapshots only. ``tracker`` (AutoStop or EarlyStopping) holds the minimum on the device; None: no rule."""
-
-    tracker = None
-    best_score: float | None = None
-    lowest_error_iteration: int | None = None  # held-out rule: the minimum's iteration (the kept one may be later)
-
-    def observe(self, iteration: int, counter, output, latest, judged, score, check: bool) -> str | None:
-        return None
-
-    def finish(self) -> None:
-        if self.tracker is not None:
-            self.tracker.sync()
-
-    @property
-    def chosen_iteration(self) -> int | None:
-        return self.tracker.best_iteration if self.tracker is not None else None
-
-
-class HeldOutStop(StoppingRule):
-    """Automatic stopping: keep the iterate with the lowest held-out error; stop when it has not improved for the
-    patience (core/quality.py AutoStop), counted from the full-resolution stage at the earliest."""
-
-    def __init__(self, settings: Settings, scorer: HeldOutScore, kept: KeptIterate, full_resolution_from: int,
-                 kept_network: KeptNetwork | None = None):
-        self.auto = self.tracker = AutoStop(settings.stop_patience, settings.stop_patience_growth,
-                                            settings.stop_margin)
-        self.scorer, self.kept, self.full_resolution_from = scorer, kept, full_resolution_from
-        self.kept_network = kept_network  # with warm starts: the network at the kept iterate, for the next unit
-
-    def observe(self, iteration, counter, output, latest, judged, score, check):
-        improved = self.auto.update(counter, score, self.scorer.errors, self.scorer.measurement.scored)
-        self.scorer.keep(improved)
-        self.kept.keep(judged, improved)
-        if self.kept_network is not None:
-            self.kept_network.keep(improved)
-        if check:
-            self.auto.sync()
-            if self.auto.should_stop(iteration, full_resolution_from=self.full_resolution_from):
-                return (f"automatic stop: the held-out error was lowest at iteration {self.auto.best_iteration} and "
-                        f"did not improve for {iteration - self.auto.best_iteration} iterations")
-        return None
-
-    def finish(self) -> None:
-        super().finish()
-        self.lowest_error_iteration = self.auto.best_iteration
-
-    def kept_note(self) -> str:
-        """Why the kept iterate is not the lowest-error one, for the stop reason ('' when it is)."""
-        kept, lowest = self.auto.kept_iteration, self.auto.best_iteration
-        if kept is None or kept == lowest:
-            return ""
-        errors = "standard error" if self.auto.margin == 1 else "standard errors"
-        return f"; kept iteration {kept}, as good as iteration {lowest} within {self.auto.margin:g} {errors}"
-
-    @property
-    def chosen_iteration(self) -> int | None:
-        return self.auto.kept_iteration
-
-    @property
-    def best_score(self):
-        return self.auto.kept_score if math.isfinite(self.auto.kept_score) else None
-
-
-class VarianceStop(StoppingRule):
-    """ES-WMV: keep the iterate at the minimum of the iterates' moving variance, at full resolution only."""
-
-    def __init__(self, settings: Settings, kept: KeptIterate, schedule: Schedule, fitting: NetworkFit):
-        self.stopper = self.tracker = EarlyStopping(settings.es_window, settings.es_patience)
-        self.kept, self.schedule, self.fitting = kept, schedule, fitting
-
-    def observe(self, iteration, counter, output, latest, judged, score, check):
-        if self.schedule.coarse(self.fitting):
-            return None
-        counter.fill_(iteration)
-        improved = self.stopper.update(counter, output)
-        if improved is not None:
-            self.kept.keep(latest, improved)
-        if check:
-            self.stopper.sync()
-            if self.stopper.should_stop(iteration):
-                return f"early stopping (ES-WMV): best at iteration {self.stopper.best_iteration}"
-        return None
 
 
 class UnitTrack:
@@ -834,7 +499,7 @@ def fit_units(problems: list[Problem], settings: Settings, *, seed: int = 0, dev
     total = settings.iterations
     position = start_from.position if start_from is not None else 0
     schedule = Schedule(settings, fitting.net, total, position)
-    sync_every = _sync_interval(settings, device)
+    sync_every = sync_interval(settings, device)
     tracks = [UnitTrack(problem, settings, fitting, unit, schedule, sync_every, device)
               for unit, problem in enumerate(problems)]
     counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device

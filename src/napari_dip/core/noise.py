@@ -23,7 +23,7 @@ class NoiseModel:
     """Base class; ``name`` is what users pass to choose the model."""
 
     name: str = ""
-    # pull the classical estimate's mixing weight towards the estimate by the weight's uncertainty (core/loop.py
+    # pull the classical estimate's mixing weight towards the estimate by the weight's uncertainty (core/mixing.py
     # ReferenceMix): for noise so strong at the held-out pixels that the least-squares weight is mostly chance
     shrink_mix: bool = False
 
