@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .core import data
+from .core.reference import neighbour_mean_fill
 from .errors import DIPInputError
 from .executor import Restoration, RestorationRun, Snapshot, measurement_sample, read_unit
 from .intensities import choose_noise, fit_intensities
@@ -249,8 +250,6 @@ def as_measured(spec: JobSpec, planes: np.ndarray) -> np.ndarray:
 def measured_planes(spec: JobSpec, pieces: dict, normalisation):
     """(planes (C, *spatial) normalised, missing pixels (1, *spatial)) of a unit; missing pixels filled by their
     neighbours' mean."""
-    from .core.reference import neighbour_mean_fill
-
     _, planes, missing = missing_planes(spec, pieces)
     planes = normalisation[0].forward(planes[0])
     if spec.noise in ("poisson", "poisson-gaussian"):

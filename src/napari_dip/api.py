@@ -178,6 +178,28 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
     Restoration
         ``.image``: float32 in the input's units and layout (×factor in Y/X
         for super-resolution); ``.record``: how it was made.
+
+    Examples
+    --------
+    A noisy 32² image and a few iterations (a real run takes the preset's ceiling and stops by itself):
+
+    >>> import numpy as np
+    >>> import napari_dip
+    >>> rng = np.random.default_rng(0)
+    >>> clean = 100 + 80 * np.outer(np.hanning(32), np.hanning(32))
+    >>> noisy = (clean + rng.normal(0, 10, clean.shape)).astype(np.float32)
+    >>> result = napari_dip.restore(noisy, "denoise", noise="gaussian", iterations=20)
+    >>> result.image.shape, result.image.dtype
+    ((32, 32), dtype('float32'))
+    >>> result.record.task, result.record.work_unit, result.record.iterations <= 20
+    ('denoise', 'image', True)
+    >>> result.record.parameters["noise"], result.record.units[0].restored
+    ('gaussian', True)
+
+    Super-resolution returns the larger image:
+
+    >>> napari_dip.restore(noisy, "superres", factor=2, iterations=10).image.shape
+    (64, 64)
     """
     return restore_with(image, RestoreOptions.from_keywords(task=task, **options))
 
@@ -191,7 +213,18 @@ def restore_with(image, options: RestoreOptions) -> Restoration:
 
 
 def restore_iter(image, task: str = "denoise", **options) -> RestorationRun:
-    """Like :func:`restore`, but returns a :class:`RestorationRun` that yields snapshots."""
+    """Like :func:`restore`, but returns a :class:`RestorationRun` that yields snapshots.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import napari_dip
+    >>> noisy = np.random.default_rng(0).normal(100, 10, (32, 32)).astype(np.float32)
+    >>> run = napari_dip.restore_iter(noisy, noise="gaussian", iterations=20, snapshot_every=5)
+    >>> snapshots = list(run)  # or stop early: run.stop() keeps the best result so far
+    >>> snapshots[0].image.shape, snapshots[-1].done, run.result.record.stop_reason.split(";")[0]
+    ((32, 32), True, 'completed 20 iterations')
+    """
     return start_restoration(image, RestoreOptions.from_keywords(task=task, **options))
 
 

@@ -328,6 +328,24 @@ def run_batch(tasks, options, *, scheduler: str | None = None, workers: int | No
         default the CPUs are shared out between the workers.
     tile_size, overlap
         Tiling of large images (see :func:`restore_file`).
+
+    Examples
+    --------
+    Two files restored on a local cluster of one worker, each written with its run record beside it:
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from napari_dip.io import write_image
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("a.tif", "b.tif"):
+    ...     write_image(os.path.join(folder, "in", name), np.random.default_rng(0).random((16, 16), np.float32))
+    >>> tasks = plan_tasks([os.path.join(folder, "in")], os.path.join(folder, "out"))
+    >>> rows = run_batch(tasks, {"iterations": 5, "noise": "gaussian"}, workers=1, threads_per_worker=1,
+    ...                  progress=False)
+    >>> [(row["file"], row["status"], row["iterations"]) for row in rows]
+    [('a.tif', 'done', 5), ('b.tif', 'done', 5)]
+    >>> sorted(os.listdir(os.path.join(folder, "out")))
+    ['a.json', 'a.tif', 'b.json', 'b.tif']
     """
     require_batch_extra()
     from distributed import Client, LocalCluster, as_completed

@@ -28,6 +28,7 @@ import numpy as np
 from . import __version__
 from .amortised import AMORTISE_WORDS, amortised_summary
 from .api import kept_summary, noise_summary, stage_line
+from .core import reference
 from .core.tasks import TASKS as TASK_REGISTRY
 from .errors import DIPInputError, DIPMemoryError
 from .io import enlarged_metadata, format_for, read_image, write_image, write_json
@@ -456,8 +457,6 @@ def classical_demo_result(task: str, demo: dict) -> dict | None:
     """The classical method a newcomer would compare the demo's result with, run on the same input and told the
     true degradation: {'method', 'image', 'seconds'}; None for guided restoration (no classical counterpart here)
     and for super-resolution (the bicubic input shown is the comparison)."""
-    from .core import reference
-
     degraded = demo["degraded"][None] / 255.0
     start = time.perf_counter()
     if task == "denoise":

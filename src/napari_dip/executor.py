@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .core import data
+from .core.threads import ThreadGovernor, cores_used_by_others, usable_cores
 from .core.tiling import Tile, TilePlan, plan_tiles
+from .core.tiling import auto_tile_size as side_for
 from .errors import DIPInputError
 from .intensities import choose_noise, fit_intensities, with_speckle_looks
 from .job import JobSpec, Skipped, fallback, missing_planes, prepare_unit
@@ -292,8 +294,6 @@ def choose_workers(requested, spec: JobSpec, units: list[Unit], device, memory_l
     one per core that other processes leave free (and torch's thread count allows), as many as memory holds."""
     import torch
 
-    from .core.threads import cores_used_by_others, usable_cores
-
     ceiling = min(torch.get_num_threads(), usable_cores())
     if device.type != "cpu":
         return WorkerPlan(1, ceiling, "one process (the units share the device)")
@@ -392,8 +392,6 @@ class _Output:
 
 def _run(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, device, out, normalisation, first, workers,
          together=(1, "one unit at a time")):
-    from .core.threads import ThreadGovernor
-
     # worker processes set their own one thread; one process adapts its threads to the machine's load
     governor = ThreadGovernor().start() if device.type == "cpu" and workers.processes == 1 else None
     try:
@@ -590,8 +588,6 @@ def auto_tile_size(spec: JobSpec, device, memory_limit: float | None = None, ove
     ``memory_limit`` (bytes) caps the CPU memory counted as free, e.g. a dask worker's share.
     """
     import torch
-
-    from .core.tiling import auto_tile_size as side_for
 
     model, planes = _memory_model(spec)
     layout = spec.layout

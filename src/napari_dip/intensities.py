@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .core import data
+from .core import data, speckle
+from .core.noise_fit import fit_noise
 from .errors import DIPInputError
 
 if TYPE_CHECKING:
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
 def choose_noise(spec: JobSpec, planes: np.ndarray, missing: np.ndarray) -> JobSpec:
     """``spec`` with noise='auto' replaced by the model the planes' mean-variance fit chooses (core/noise_fit.py);
     other specs as they are."""
-    from .core.noise_fit import fit_noise
-
     if spec.noise != "auto":
         return spec
     fitted = fit_noise(planes, missing)
@@ -59,8 +58,6 @@ def fit_intensities(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
 
 def _speckle_model(spec: JobSpec, planes: np.ndarray, missing: np.ndarray):
     """The log normalisation of speckled data, and the speckle's kind and looks (given, else estimated)."""
-    from .core import speckle
-
     kind, looks = spec.speckle["kind"], spec.speckle["looks"]
     estimate = {"model": "speckle", "speckle": kind}
     if looks is None:

@@ -102,6 +102,16 @@ def read_image(path):
     ------
     DIPInputError
         The file is missing, its extension unknown, or it cannot be read.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "cells.tif")
+    >>> write_image(path, np.zeros((2, 16, 16), np.uint16))
+    >>> array, metadata = read_image(path)
+    >>> array.shape, metadata["format"], metadata["dtype"]
+    ((2, 16, 16), 'tiff', 'uint16')
     """
     image_format = format_for(path)
     if not os.path.exists(path):
@@ -141,6 +151,18 @@ def write_image(path, array, metadata=None) -> None:
     ------
     DIPInputError
         The extension is unknown, or the format cannot hold this array.
+
+    Examples
+    --------
+    A float result written as PNG is rounded to the integer type of the file it came from:
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "restored.png")
+    >>> write_image(path, np.full((8, 8), 200.4, np.float32), {"dtype": "uint8"})
+    >>> array, metadata = read_image(path)
+    >>> array.dtype, int(array[0, 0])
+    (dtype('uint8'), 200)
     """
     image_format = format_for(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

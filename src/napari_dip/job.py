@@ -8,13 +8,16 @@ work units (a plane, a tile, a plane × tile, a volume), reads each unit's pixel
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .core import data
+from .core import data, reference
+from .core.speckle import SPECKLE_KINDS
+from .core.tasks import get_task
 from .errors import DIPInputError, DIPMemoryError
 from .intensities import fit_intensities
 from .metrics import unit_metrics
@@ -66,8 +69,6 @@ class JobSpec:
 
 def check_task(task):
     """The registered task called ``task``; DIPInputError naming the choices if there is none."""
-    from .core.tasks import get_task
-
     try:
         return get_task(task)
     except ValueError as exc:
@@ -212,11 +213,7 @@ def task_settings(spec: Task, preset: str, factor: int, options: RestoreOptions)
         raise DIPInputError(str(exc)) from None
     check_settings(settings)
     if settings.mix_with in ("auto", "block-matching"):
-        import dataclasses
-
-        from .core.reference import block_matching_available
-
-        available = block_matching_available()
+        available = reference.block_matching_available()  # a module attribute: tests replace it
         if settings.mix_with == "auto":  # the strongest classical denoiser installed (docs/benchmarks.md)
             settings = dataclasses.replace(settings, mix_with="block-matching" if available else "nl-means")
         elif settings.auto_stop and not available:
@@ -259,8 +256,6 @@ def check_settings(settings: Settings) -> None:
 
 def _check_speckle(options: RestoreOptions, noise: str) -> dict:
     """The speckle options (kind, looks) checked: DIPInputError says what to change."""
-    from .core.speckle import SPECKLE_KINDS
-
     if options.speckle not in SPECKLE_KINDS:
         raise DIPInputError(f"speckle must be 'amplitude' (the magnitude of the radar signal) or 'intensity' (its "
                             f"square, power); got {options.speckle!r}")

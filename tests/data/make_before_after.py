@@ -30,6 +30,9 @@ def cases():
     holes = clean.astype(np.float32).copy()
     mask = rng.random(clean.shape) < 0.3
     small = clean[::2, ::2].astype(np.float32)
+    big, _ = image(side=56)
+    frame = (big + rng.normal(0, 20, big.shape)).astype(np.float32)
+    stack = np.stack([clean * (1.0 + 0.1 * k) + rng.normal(0, 20, clean.shape) for k in range(4)]).astype(np.float32)
     # settings added since the fixture was written, at the values that give the engine of then
     common = dict(seed=0, device="cpu", tile_size=None, stop_margin=0.0)
     return {
@@ -46,6 +49,12 @@ def cases():
         # mix_with=None: the network's result, as written (Richardson–Lucy is mixed in by default since)
         "deconvolve_cosine": ((noisy, "deconvolve"), dict(common, psf_sigma=1.0, iterations=60, mix_with=None,
                                                           lr_schedule="cosine-tail", **LIGHT)),
+        # through the executor's tiles (2 × 2, blended) and its units: added with the engine of commit 166e279
+        "tiled_2x2": ((frame, "denoise"), dict(common, tile_size=32, overlap=8, iterations=40, **LIGHT)),
+        # a 4-plane stack, each plane warm-started from the one before, in one process and in two workers
+        "stack_warm": ((stack, "denoise"), dict(common, warm_start=True, workers=1, iterations=40, **LIGHT)),
+        "stack_warm_workers": ((stack, "denoise"), dict(common, warm_start=True, workers=2, iterations=40,
+                                                        **LIGHT)),
     }
 
 
