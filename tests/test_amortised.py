@@ -29,7 +29,7 @@ def spec_of(image, **options):
     return define_job(image, RestoreOptions.from_keywords(**options))
 
 
-def test_auto_amortises_large_denoising_jobs_only():
+def test_auto_amortises_large_jobs_of_the_tasks_it_is_built_for():
     large = np.zeros((16, 256, 256), np.float32)  # a megapixel
     decision = amortised.decide(spec_of(large), RestoreOptions())
     assert decision.amortise and "pixels" in decision.why
@@ -45,7 +45,7 @@ def test_auto_amortises_large_denoising_jobs_only():
     mask = np.zeros((16, 256, 256), bool)
     mask[:, :4] = True
     inpaint = amortised.decide(spec_of(large, task="inpaint", mask=mask), RestoreOptions(task="inpaint"))
-    assert not inpaint.amortise and "denoising and super-resolution" in inpaint.why
+    assert not inpaint.amortise and "denoising, super-resolution and deconvolution" in inpaint.why
     enlarged = amortised.decide(spec_of(large[:4], task="superres", factor=2), RestoreOptions(task="superres"))
     assert enlarged.amortise and "pixels" in enlarged.why  # 4 × 256² enlarged ×2: a megapixel of result
 
@@ -348,13 +348,24 @@ def test_a_frame_is_enlarged_by_a_student_that_sees_it_on_the_results_grid(monke
     assert record.metrics["psnr"] > 10 * np.log10(1.0 / np.mean((repeated - clean) ** 2)) + 3.0
 
 
-def test_deconvolution_is_not_amortised_and_says_why():
-    # tried: the student stayed 15 dB below DIP on a 1024² frame (benchmarks/teach_once.py --cases deconv1024)
-    image = np.zeros((64, 64), np.float32)
-    with pytest.raises(DIPInputError, match="15 dB below DIP.*amortise=False"):
-        napari_dip.restore_iter(image, "deconvolve", psf_sigma=1.5, amortise=True)
+def test_a_blurred_frame_is_deconvolved_by_a_student_that_sees_its_detail(monkeypatch):
+    monkeypatch.setattr(amortised, "TEACHER_SIDE", 64)  # small crops: the machinery, quickly
+    rng = np.random.default_rng(6)
+    clean = ndimage.gaussian_filter(rng.random((192, 192)), 1.5)
+    clean = ((clean - clean.min()) / np.ptp(clean)).astype(np.float32)
+    blurred = (ndimage.gaussian_filter(clean, 1.5) + rng.normal(0, 0.01, clean.shape)).astype(np.float32)
+    run = napari_dip.restore_iter(blurred, "deconvolve", psf_sigma=1.5, amortise=True, student_steps=60,
+                                  amortise_margin=50.0, ground_truth=clean, **dict(QUICK, iterations=100))
+    list(run)
+    record = run.result.record
+    assert record.amortised["used"] and record.amortised["student"]["sees_detail"] is True
+    assert run.result.image.shape == clean.shape
+    assert record.metrics["psnr"] > 10 * np.log10(1.0 / np.mean((blurred - clean) ** 2)) + 1.0
+    # 'auto' amortises deconvolution from a megapixel of result, as denoising
     large = np.zeros((16, 256, 256), np.float32)
-    assert not amortised.decide(spec_of(large, task="deconvolve", psf_sigma=1.5), RestoreOptions()).amortise
+    assert amortised.decide(spec_of(large, task="deconvolve", psf_sigma=1.5), RestoreOptions()).amortise
+    with pytest.raises(DIPInputError, match="denoising, super-resolution and deconvolution, not 'inpaint'"):
+        napari_dip.restore_iter(np.zeros((64, 64), np.float32), "inpaint", mask=np.eye(64), amortise=True)
 
 
 def test_teaching_stops_when_more_teachers_bring_the_student_no_closer():

@@ -90,16 +90,14 @@ def check_amortise(value):
                         f"unit fitted by DIP); got {value!r}")
 
 
-AMORTISED_TASKS = ("denoise", "superres", "axial-superres")
-# tried and measured worse than per-unit fitting (docs/benchmarks.md § Teach once, apply everywhere)
-NOT_AMORTISED = {"deconvolve": "a student taught by DIP's deconvolved crops stayed 15 dB below DIP on a 1024² frame"}
+AMORTISED_TASKS = ("denoise", "superres", "axial-superres", "deconvolve")
 
 
 def unsupported(spec: JobSpec, options) -> str | None:
     """Why this job cannot be amortised yet, or None."""
     if spec.name not in AMORTISED_TASKS:
-        why = f" ({NOT_AMORTISED[spec.name]})" if spec.name in NOT_AMORTISED else ""
-        return f"amortised restoration is built for denoising and super-resolution, not {spec.name!r}{why}"
+        return (f"amortised restoration is built for denoising, super-resolution and deconvolution, not "
+                f"{spec.name!r}")
     if options.out is not None:
         return "amortised restoration keeps the result in memory: it does not write into out="
     if len(candidate_crops(spec)) < 2:
@@ -484,10 +482,11 @@ def _snapshots(run: RestorationRun, image, options, spec: JobSpec, device, decis
     fitting where the judge still finds the student more than the margin below DIP after the last round."""
     from .core.student import StudentSpec
 
-    # an input enlarged in Y/X lacks the detail DIP adds: the student sees it at DIP's scale (axial super-resolution
-    # went 0.1 dB lower with it, denoising 0.9: docs/benchmarks.md § Teach once, apply everywhere)
+    # an input enlarged in Y/X, or blurred, lacks the detail DIP adds: the student sees it at DIP's scale (axial
+    # super-resolution went 0.1 dB lower with it, denoising 0.9; deconvolution 17 dB higher: docs/benchmarks.md
+    # § Teach once, apply everywhere)
     enlarged = spec.task.enlarges == "yx" and spec.axis_factors[-1] > 1
-    student_spec = StudentSpec(steps=int(spec.settings.student_steps), detail=enlarged)
+    student_spec = StudentSpec(steps=int(spec.settings.student_steps), detail=enlarged or "psf" in spec.task.accepts)
     sample = measurement_sample(spec)
     spec = choose_noise(spec, *sample)
     normalisation = fit_intensities(spec, *sample)

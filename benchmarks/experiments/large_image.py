@@ -2,9 +2,9 @@
 
 Run from the repository root (not part of the test suite)::
 
-    python benchmarks/large_image.py                                   # 4000², fast denoise, 512² tiles
-    python benchmarks/large_image.py --size 4000 --iterations 30 --tile-size 512 --json large.json
-    python benchmarks/large_image.py --normalise per-unit              # each tile mapped on its own
+    python benchmarks/experiments/large_image.py                                   # 4000², fast denoise, 512² tiles
+    python benchmarks/experiments/large_image.py --size 4000 --iterations 30 --tile-size 512 --json large.json
+    python benchmarks/experiments/large_image.py --normalise per-unit              # each tile mapped on its own
 
 The image is a smooth pattern with edges (sines and discs, 0…255) plus
 Gaussian noise σ = 25, made here (no download). It is restored with
@@ -30,9 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 
 from images import psnr  # noqa: E402
 

@@ -1,6 +1,6 @@
 """A run beside one competing CPU-bound process: the thread governor (core/threads.py) against fixed thread counts.
 
-    python benchmarks/contention.py [--size 128] [--iterations 300] [--repeats 2]
+    python benchmarks/experiments/contention.py [--size 128] [--iterations 300] [--repeats 2]
 
 The same fixed-length run (``fast`` denoising of a noisy camera crop, automatic stopping off) is timed alone and
 beside one busy process (a Python loop), with torch's threads fixed at the machine's cores, fixed at one, and
@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+BENCHMARKS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, BENCHMARKS)
 import images  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting; the fastest counts")
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "contention.json"))
+    parser.add_argument("--json", default=os.path.join(BENCHMARKS, "results", "contention.json"))
     args = parser.parse_args(argv)
     from napari_dip.core.threads import usable_cores
 

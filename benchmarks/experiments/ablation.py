@@ -2,9 +2,9 @@
 
 Run from the repository root (not part of the test suite)::
 
-    python benchmarks/ablation.py                         # fast denoise preset, 256² gray, CPU
-    python benchmarks/ablation.py --task superres --size 256
-    python benchmarks/ablation.py --device cuda --preset paper --size 512 --channels 3
+    python benchmarks/experiments/ablation.py                         # fast denoise preset, 256² gray, CPU
+    python benchmarks/experiments/ablation.py --task superres --size 256
+    python benchmarks/experiments/ablation.py --device cuda --preset paper --size 512 --channels 3
 
 Variants switch ``cpu_bf16`` / ``amp`` and ``channels_last`` on and off. They are
 timed in interleaved rounds within one process (so that a busy machine slows
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 

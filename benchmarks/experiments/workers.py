@@ -1,7 +1,8 @@
 """Jobs of several units: one process (torch threads on each unit in turn) against worker processes with one thread
 each (processes.py), alone and beside one busy process.
 
-    python benchmarks/workers.py [--threads 2] [--cases stack,tiles,planes] [--planes 8] [--photos 4] [--no-busy]
+    python benchmarks/experiments/workers.py [--threads 2] [--cases stack,tiles,planes] [--planes 8] [--photos 4]
+        [--no-busy]
 
 Cases, restored with the defaults as a user would call them (only ``workers`` changes):
 stack: scale.py's time-lapse (b) as ``--planes`` planes of 128² (Poisson counts, warm starts between planes);
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import images  # noqa: E402

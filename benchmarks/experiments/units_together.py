@@ -1,6 +1,7 @@
 """Units fitted together in one network call (core/loop.py fit_units) against the same units one after the other.
 
-    python benchmarks/units_together.py [--threads 2] [--sizes 64,128,256] [--units 1,2,4,8] [--iterations 60]
+    python benchmarks/experiments/units_together.py [--threads 2] [--sizes 64,128,256] [--units 1,2,4,8]
+        [--iterations 60]
                                         [--device cpu] [--dims 2] [--out FILE]
 
 Per unit size and count: the `fast` denoising network (light decoder, two members) at full resolution for a fixed
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from napari_dip.core import loop  # noqa: E402

@@ -2,7 +2,8 @@
 
 Run from the repository root (not part of the test suite; about 15 minutes on 2 cores)::
 
-    python benchmarks/deconvolution_mix.py [--json benchmarks/results/deconvolution_mix.json] [--only coffee,σ=3]
+    python benchmarks/experiments/deconvolution_mix.py [--json benchmarks/results/deconvolution_mix.json]
+        [--only coffee,σ=3]
 
 A grid of blurred images nobody tuned on: smooth synthetic cells (32², 64², 128²), photos (gray and RGB,
 64² and 128²), Gaussian blur σ = 1, 2 or 3 px with 1–2 % Gaussian noise, and photon counts (Poisson, 50 photons
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 

@@ -1,7 +1,8 @@
 """Levers for 3D at real sizes (issue 17, item 6): the scale benchmark's volume cases, shrunken, restored with the
 default and with cheaper variants; PSNR, seconds, iterations and one full-size iteration's seconds per variant.
 
-    python benchmarks/volume_levers.py [--shrink 4] [--threads 2] [--cases c,d] [--variants default,one-member,...]
+    python benchmarks/experiments/volume_levers.py [--shrink 4] [--threads 2] [--cases c,d]
+        [--variants default,one-member,...]
 
 Variants (settings passed to ``restore`` on top of the case's own):
 default: as the package runs; one-member: ``ensemble=1``; thin-body: 1×1×1 convolutions but the full-resolution
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import scale  # noqa: E402
 

@@ -2,8 +2,8 @@
 
 Run from the repository root (not part of the test suite)::
 
-    python benchmarks/time_to_quality.py --device cuda                 # paper preset, 512² RGB, 3000 iterations
-    python benchmarks/time_to_quality.py --device cpu --preset fast --size 256 --gray
+    python benchmarks/experiments/time_to_quality.py --device cuda  # paper preset, 512² RGB, 3000 iterations
+    python benchmarks/experiments/time_to_quality.py --device cpu --preset fast --size 256 --gray
 
 Both runs restore the same noisy image (σ = 25, the central square of
 scikit-image's astronaut resized to ``--size``). The fixed run has early
@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 
 import images  # noqa: E402
 

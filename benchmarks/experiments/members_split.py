@@ -1,6 +1,6 @@
 """Ensemble members as one grouped convolution (as the light decoder runs them) against one convolution per member.
 
-    python benchmarks/members_split.py [--sizes 128,256] [--threads 2]
+    python benchmarks/experiments/members_split.py [--sizes 128,256] [--threads 2]
 
 Times a step (forward, backward, Adam) of the `fast` denoising network (two members) at full resolution, in NCHW
 and channels-last, with its grouped convolutions as they are and split into one convolution per member (the same
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from napari_dip.core.networks import build_network  # noqa: E402

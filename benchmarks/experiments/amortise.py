@@ -1,7 +1,7 @@
 """Warm starts across the units of one job (issue 17 called them amortised fitting): warm against cold starts,
 over a grid of stacks and tiles.
 
-    python benchmarks/amortise.py [--threads 2] [--planes 6] [--size 128] [--quick]
+    python benchmarks/experiments/amortise.py [--threads 2] [--planes 6] [--size 128] [--quick]
 
 Each case is a stack (or a frame cut into tiles) with independent Gaussian or Poisson noise per plane; content
 is smooth (synthetic cells) or textured (bundled photos), and consecutive planes change little (a slow drift of
@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+BENCHMARKS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, BENCHMARKS)
 import images  # noqa: E402
 
 
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every run, a Python literal, e.g. --set stop_patience=100")
     parser.add_argument("--only", choices=("cold", "warm"), default=None, help="run one of the two")
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "amortise.json"))
+    parser.add_argument("--json", default=os.path.join(BENCHMARKS, "results", "amortise.json"))
     args = parser.parse_args(argv)
     import ast
 

@@ -1,6 +1,6 @@
 """Memory layout of 2D networks: NCHW against channels-last (NHWC), per task's ``fast`` preset, on the CPU.
 
-    python benchmarks/layout.py [--threads 2] [--sizes 128,256] [--iterations 30]
+    python benchmarks/experiments/layout.py [--threads 2] [--sizes 128,256] [--iterations 30]
 
 Each task's ``fast`` preset runs a fixed number of full-resolution iterations (automatic stopping and coarse
 stages off, so every iteration costs the same) with ``channels_last`` off and on; the seconds per iteration
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 TASK_INPUTS = {"denoise": {}, "inpaint": "mask", "superres": dict(factor=2), "deconvolve": dict(psf_sigma=1.0),
