@@ -312,7 +312,8 @@ def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
         "seconds": round(seconds, 1), "psnr": None if truth is None else round(score(truth, image), 2),
         "rounds": summary.get("rounds"), "call_at_default_margin": (
             "student" if passes(summary["rounds"][-1], DEFAULT_MARGIN) else "more teachers, then per-unit fitting"),
-        "teacher_crops": len(summary.get("teacher_crops", [])), "candidates": summary.get("candidates")}}
+        "teacher_crops": len(summary.get("teacher_crops", [])), "candidates": summary.get("candidates"),
+        "mixed_with": summary.get("mixed_with")}}
     print(json.dumps(row), flush=True)
     if per_unit and truth is not None:
         planes = case.get("per_unit_planes")

@@ -7,7 +7,7 @@ from conftest import DEVICE, TINY_NETWORK
 from scipy import ndimage
 
 import napari_dip
-from napari_dip import amortised
+from napari_dip import amortised, student_mix
 from napari_dip.core.data import Normalisation
 from napari_dip.core.student import StudentSpec, StudentTraining, apply_student, context_planes, make_student
 from napari_dip.errors import DIPInputError
@@ -406,3 +406,22 @@ def test_stopping_during_the_student_keeps_the_teachers_results():
     crop = record.amortised["teacher_units"][0]["crop"]
     restored = run.result.image[crop["plane"], slice(*crop["y"]), slice(*crop["x"])]
     assert not np.allclose(restored, noisy[crop["plane"], slice(*crop["y"]), slice(*crop["x"])])
+
+
+def test_the_mix_after_the_student_weighs_the_better_estimate_at_pixels_neither_saw():
+    rng = np.random.default_rng(0)
+    truth = ndimage.gaussian_filter(rng.random((1, 96, 96)), (0, 2, 2)).astype(np.float32)
+    planes = truth + rng.normal(0, 0.05, truth.shape).astype(np.float32)
+    hidden = amortised.hidden_blocks(np.zeros((96, 96), bool), 0.2, 1)[None]
+    smoother = [lambda x, e=e: ndimage.gaussian_filter(x, (0, 1.5, 1.5)) + e
+                for e in (0.0, 0.04 * rng.standard_normal(truth.shape).astype(np.float32))]
+    good, off = smoother  # the same smoother, the second with an error of its own added
+    assert student_mix.mix_weight(good, off, planes, hidden) > 0.85
+    assert student_mix.mix_weight(off, good, planes, hidden) < 0.15
+    # two estimates as good as each other, their errors independent: about half each
+    other = lambda x: good(x) + 0.04 * rng.standard_normal(truth.shape).astype(np.float32)  # noqa: E731
+    halves = student_mix.mix_weight(lambda x: good(x) + 0.056 * np.sin(np.arange(96) * 1.7)[None, None], other,
+                                    planes, hidden)
+    assert 0.25 < halves < 0.75
+    mixed = student_mix.mixed(np.ones_like(planes), lambda x: np.zeros_like(x), planes, 0.3)
+    np.testing.assert_allclose(mixed, 0.3)

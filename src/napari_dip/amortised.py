@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import student_mix
 from .core import data
 from .core.reference import neighbour_mean_fill
 from .errors import DIPInputError
@@ -516,8 +517,9 @@ def _snapshots(run: RestorationRun, image, options, spec: JobSpec, device, decis
         return
     summary["choice"] = f"student: {gap:+.2f} dB from DIP on the judge crop (margin {margin} dB" + \
         (", within the judge's standard error)" if gap > margin else ")")
+    estimate, weight, summary["mixed_with"] = _classical_mix(teaching, normalisation, device)
     clock.enter("apply", pass_seconds * spec.layout.planes)
-    yield from _apply(run, teaching.student.net, spec, normalisation, device, preview, clock)
+    yield from _apply(run, teaching.student.net, spec, normalisation, device, preview, clock, (estimate, weight))
     reason = "stopped by user while the student restored the planes" if run.stop_requested else \
         "the student restored every plane"
     yield _final(run, spec, preview.image, summary, clock, normalisation, reason)
@@ -675,8 +677,32 @@ def self_derivative(respond, planes: np.ndarray, output: np.ndarray, seed: int, 
     return total / probes
 
 
-def _apply(run, net, spec: JobSpec, normalisation, device, preview, clock):
-    """The student over every plane, tile by tile, into the preview (which is the result)."""
+def _classical_mix(teaching: _Teaching, normalisation, device) -> tuple:
+    """(the classical estimate to mix into the student's planes or None, the student's weight, the record's
+    note): block matching for denoising, the cubic spline for super-resolution, weighted by the judge crop's
+    hidden pixels (student_mix.py)."""
+    spec, judge = teaching.spec, teaching.results[teaching.judge]
+    planes = measured_planes(spec, judge["pieces"], normalisation)[0]
+    classical = student_mix.classical_for(spec, normalisation[1], planes)
+    if classical is None:
+        return None, 1.0, {"used": False, "why": "a classical estimate is mixed into 2D students of denoising "
+                                                 "(Gaussian or photon noise, where bmnd is installed) and "
+                                                 "super-resolution"}
+    method, estimate = classical
+    hidden = np.asarray(judge["hidden"], bool).reshape((1,) + planes.shape[1:])
+    weight = student_mix.mix_weight(lambda x: student_output(teaching.student.net, x, device), estimate, planes,
+                                    hidden, lambda x: on_result_grid(spec, x), lambda x: as_measured(spec, x))
+    note = {"method": method, "network_weight": round(weight, 3),
+            "weighed": f"at the judge crop's hidden pixels, the student and the {method} blind to them"}
+    if weight > student_mix.SKIP_ABOVE:
+        return None, 1.0, dict(note, used=False, why=f"the student's weight {weight:.2f} is above "
+                                                     f"{student_mix.SKIP_ABOVE}: the mix would change little")
+    return estimate, weight, dict(note, used=True)
+
+
+def _apply(run, net, spec: JobSpec, normalisation, device, preview, clock, mix=(None, 1.0)):
+    """The student over every plane, tile by tile, into the preview (which is the result); ``mix``: (a classical
+    estimate, the student's weight) mixed in, or (None, 1)."""
     from .executor import read_measurement
 
     planes = spec.layout.leads
@@ -689,6 +715,8 @@ def _apply(run, net, spec: JobSpec, normalisation, device, preview, clock):
             clock.fraction = (p + done / total) / len(planes)
 
         restored = student_output(net, planes_in, device, on_tile)
+        if mix[0] is not None:
+            restored = student_mix.mixed(restored, mix[0], planes_in, mix[1])
         preview.write_plane(lead, normalisation[0].inverse(restored))
         yield _progress(clock, float("nan"), preview.image, "apply",
                         f"student: plane {p + 1} of {len(planes)}" if len(planes) > 1 else "student: the frame", {})
@@ -782,4 +810,7 @@ def amortised_summary(record: RunRecord) -> str:
         text += f", a student of {last['student_steps']} steps, judged gap {last['judged_gap_db']:+.2f} dB"
         if "true_gap_db" in last:
             text += f" (true {last['true_gap_db']:+.2f})"
+    mixed = summary.get("mixed_with") or {}
+    if mixed.get("used"):
+        text += f", mixed with the {mixed['method']} (student's weight {mixed['network_weight']:.2f})"
     return text + f"; {summary.get('choice', '')}"
