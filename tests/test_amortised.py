@@ -254,6 +254,9 @@ def test_an_amortised_run_teaches_judges_and_restores_every_plane():
     assert run.result.image.shape == noisy.shape and np.isfinite(run.result.image).all()
     assert record.metrics["psnr"] > 10 * np.log10(np.ptp(clean) ** 2 / np.mean((noisy - clean) ** 2))
     assert "amortised: DIP on" in amortised.amortised_summary(record)
+    mixed = summary["mixed_with"]  # block matching, weighed on the judge crop, or why not
+    assert mixed["method"] == "block-matching" and 0.0 <= mixed["network_weight"] <= 1.0
+    assert mixed["used"] == (mixed["network_weight"] <= student_mix.SKIP_ABOVE)
 
 
 def test_a_volume_is_taught_by_3d_dip_on_sub_volumes_and_restored_plane_by_plane_with_its_neighbours():
@@ -342,6 +345,7 @@ def test_a_frame_is_enlarged_by_a_student_that_sees_it_on_the_results_grid(monke
     record = run.result.record
     assert record.amortised["used"] and "true_gap_db" in record.amortised["rounds"][-1]
     assert record.amortised["student"]["sees_detail"] is True
+    assert record.amortised["mixed_with"]["used"] is False  # tried with the cubic spline: not offered
     # the record names crops in the input's pixels
     assert all(c["y"][1] - c["y"][0] == 32 for c in record.amortised["teacher_crops"])
     repeated = np.repeat(np.repeat(measured, 2, axis=0), 2, axis=1)  # what the layer shows before restoration

@@ -679,19 +679,17 @@ def self_derivative(respond, planes: np.ndarray, output: np.ndarray, seed: int, 
 
 def _classical_mix(teaching: _Teaching, normalisation, device) -> tuple:
     """(the classical estimate to mix into the student's planes or None, the student's weight, the record's
-    note): block matching for denoising, the cubic spline for super-resolution, weighted by the judge crop's
-    hidden pixels (student_mix.py)."""
+    note): block matching for denoising, weighed at the judge crop's hidden pixels (student_mix.py)."""
     spec, judge = teaching.spec, teaching.results[teaching.judge]
     planes = measured_planes(spec, judge["pieces"], normalisation)[0]
     classical = student_mix.classical_for(spec, normalisation[1], planes)
     if classical is None:
-        return None, 1.0, {"used": False, "why": "a classical estimate is mixed into 2D students of denoising "
-                                                 "(Gaussian or photon noise, where bmnd is installed) and "
-                                                 "super-resolution"}
+        return None, 1.0, {"used": False, "why": "block matching is mixed into denoising students of 2D data "
+                                                 "(Gaussian or photon noise, where bmnd is installed)"}
     method, estimate = classical
     hidden = np.asarray(judge["hidden"], bool).reshape((1,) + planes.shape[1:])
     weight = student_mix.mix_weight(lambda x: student_output(teaching.student.net, x, device), estimate, planes,
-                                    hidden, lambda x: on_result_grid(spec, x), lambda x: as_measured(spec, x))
+                                    hidden)
     note = {"method": method, "network_weight": round(weight, 3),
             "weighed": f"at the judge crop's hidden pixels, the student and the {method} blind to them"}
     if weight > student_mix.SKIP_ABOVE:
@@ -812,5 +810,5 @@ def amortised_summary(record: RunRecord) -> str:
             text += f" (true {last['true_gap_db']:+.2f})"
     mixed = summary.get("mixed_with") or {}
     if mixed.get("used"):
-        text += f", mixed with the {mixed['method']} (student's weight {mixed['network_weight']:.2f})"
+        text += f", mixed with {mixed['method']} (student's weight {mixed['network_weight']:.2f})"
     return text + f"; {summary.get('choice', '')}"

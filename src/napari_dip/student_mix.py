@@ -1,8 +1,11 @@
-"""A classical estimate mixed into a student's result, r + w·(s − r), with the weight w that the judge crop's hidden
-pixels choose, as the engine mixes one into DIP's iterates (core/mixing.py): block matching for denoising, the
-cubic spline (the student's own input) for super-resolution. Where the student falls short of the classical
-estimate (textured photos, real noise) the mix takes the better of the two; where the student is the better
-(smooth content) w comes out near 1 and nothing more runs."""
+"""A classical estimate mixed into a denoising student's result, r + w·(s − r), with the weight w that the judge
+crop's hidden pixels choose, as the engine mixes one into DIP's iterates (core/mixing.py). Where the student
+falls short of block matching (textured photos, real noise) the mix takes the better of the two; where the
+student is the better (smooth content) w comes out near 1 and nothing more runs.
+
+Super-resolution was tried with its cubic spline: the weight, which sees the two only through the downsampling,
+came out at 1.00 on a photo where the student is 1.07 dB below the spline (docs/benchmarks.md), so it is not
+offered."""
 
 from __future__ import annotations
 
@@ -17,20 +20,13 @@ from .core import reference
 SKIP_ABOVE = 0.95
 
 
-def _same(planes: np.ndarray) -> np.ndarray:
-    return planes
-
-
 def classical_for(spec, noise_estimate: dict, planes: np.ndarray) -> tuple[str, Callable] | None:
-    """(its name, the classical estimate: the student's input planes → an estimate on the result's grid) for the
-    job, the noise measured on ``planes`` (the judge crop's) where the model needs it; None where there is none
-    to mix: a volume, radar speckle (its estimate lives in the likelihood, on the logarithm), deconvolution
-    (Richardson–Lucy stays far below the student), or no ``bmnd`` for denoising."""
-    if spec.layout.spatial_dims == 3:
-        return None
-    if spec.name == "superres":
-        return "cubic spline", _same  # the student's input is the measurement's cubic spline on the result's grid
-    if spec.name != "denoise" or spec.noise == "speckle" or not reference.block_matching_available():
+    """(its name, the classical estimate: planes (C, H, W, normalised) → estimate) for the job, the noise measured
+    on ``planes`` (the judge crop's) where the model needs it; None where there is none to mix: not denoising
+    (deconvolution's Richardson–Lucy stays far below its student), a volume, radar speckle (its estimate lives in
+    the likelihood, on the logarithm), or no ``bmnd``."""
+    if spec.name != "denoise" or spec.layout.spatial_dims == 3 or spec.noise == "speckle" \
+            or not reference.block_matching_available():
         return None
     if spec.noise == "gaussian":
         from .core.quality import gaussian_noise  # torch: only once a run has started (the widgets import this)
@@ -42,16 +38,13 @@ def classical_for(spec, noise_estimate: dict, planes: np.ndarray) -> tuple[str, 
         x * photons, lambda a: reference.block_matching(a, 1.0)) / photons
 
 
-def mix_weight(student, estimate: Callable, planes: np.ndarray, hidden: np.ndarray, to_input: Callable = _same,
-               measure: Callable = _same) -> float:
+def mix_weight(student, estimate: Callable, planes: np.ndarray, hidden: np.ndarray) -> float:
     """The weight w in [0, 1] of the student in r + w·(s − r) that predicts the judge crop's hidden pixels best,
     from a student's result and a classical estimate that neither saw them (the hidden pixels filled by their
     neighbours' mean in the input of both): there the noise is independent of both, so least squares against
-    the noisy pixels is least squares against the truth plus a constant. ``student`` and ``estimate``: the
-    student's input → result; ``to_input``: measured planes → the student's input (the result's grid);
-    ``measure``: a result → what it predicts of the measurement (the task's forward operator)."""
-    filled = to_input(reference.neighbour_mean_fill(np.where(hidden, 0.0, planes), hidden))
-    s, r = measure(student(filled)), measure(estimate(filled))
+    the noisy pixels is least squares against the truth plus a constant. ``student``: planes → result."""
+    filled = reference.neighbour_mean_fill(np.where(hidden, 0.0, planes), hidden)
+    s, r = student(filled), estimate(filled)
     at = np.broadcast_to(hidden, planes.shape)
     difference, residual = (s - r)[at], (planes - r)[at]
     return float(np.clip(np.dot(difference, residual) / max(float(np.dot(difference, difference)), 1e-12), 0.0, 1.0))
