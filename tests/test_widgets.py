@@ -503,3 +503,18 @@ def test_amortised_run_shows_its_stages_and_says_what_it_chose(viewer, sync_runs
     assert any(f.startswith("student: step") for f in formats)
     assert "Amortised: DIP on 1 teacher crops" in widget.status.text()
     np.testing.assert_array_equal(data, noisy_image((2, 64, 64), seed=3))
+
+
+def test_the_final_status_wraps_and_is_not_cut_off_at_the_docks_default_size(viewer, sync_runs, qtbot,
+                                                                              tiny_network):
+    viewer.add_image(noisy_image(), name="noisy")
+    widget = open_widget(viewer, "Denoise", tiny_network)
+    widget.run_restoration()
+    text = widget.status.text()
+    assert text.startswith("Finished") and len(text) > 150  # several sentences: more than one line's width
+    viewer.window._qt_window.show()  # under Xvfb: laid out at the dock's default size
+    qtbot.waitUntil(lambda: widget.status.width() > 0, timeout=5_000)
+    qtbot.wait(500)  # let the layout settle
+    status, plot = widget.status, widget.plot
+    assert status.wordWrap() and status.height() >= status.heightForWidth(status.width())
+    assert not status.geometry().intersects(plot.geometry())  # the plot starts below the text's last line

@@ -45,6 +45,28 @@ from .worker import seconds_per_iteration, start
 
 NETWORK_KINDS = ("skip", "hourglass", "light")
 
+class WrappedLabel(QLabel):
+    """A word-wrapped label that claims the height its text needs at its width. Qt sizes a wrapped label from a
+    guessed width, so in a dock short of height the final status lost its last lines under the loss plot."""
+
+    def __init__(self, text: str = ""):
+        super().__init__(text)
+        self.setWordWrap(True)
+
+    def setText(self, text: str):  # noqa: N802 - Qt's name
+        super().setText(text)
+        self._claim_height()
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._claim_height()
+
+    def _claim_height(self):
+        needed = self.heightForWidth(self.width()) if self.width() > 0 else -1
+        if needed > 0 and needed != self.minimumHeight():
+            self.setMinimumHeight(needed)
+
+
 @dataclass
 class RunRequest:
     """What one run needs: the input chosen in the form, the engine's options as the form has them, and where
@@ -128,14 +150,12 @@ class RestorationWidget(QWidget):
 
         collapsible = self._advanced_options()
 
-        self.device_label = QLabel()
-        self.device_label.setWordWrap(True)
+        self.device_label = WrappedLabel()
         self.run_button = QPushButton("Run")
         self.progress = QProgressBar()
         self.progress.setFormat("ready")
         self.progress.setValue(0)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
+        self.status = WrappedLabel()
         self.plot = LossPlot()
 
         layout = QVBoxLayout(self)
