@@ -1,6 +1,6 @@
 """The engine's results on a few tasks are those it gave before it was reorganised (tests/data/before_after.npz,
 written by tests/data/make_before_after.py: the single-unit cases with the engine of commit 99f3ee5, the tiled
-frame and the warm-started stacks with that of 166e279; one torch thread).
+frame and the warm-started stack with that of 166e279; one torch thread).
 
 They are bit-identical where the same CPU kernels run; the tolerance (a thousandth of an intensity unit, on images
 of range ~160) leaves room for rounding only. Other vector instructions (AVX-512 against the AVX2 that wrote them)
