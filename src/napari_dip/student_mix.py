@@ -28,14 +28,12 @@ def classical_for(spec, noise_estimate: dict, planes: np.ndarray) -> tuple[str, 
     if spec.name != "denoise" or spec.layout.spatial_dims == 3 or spec.noise == "speckle" \
             or not reference.block_matching_available():
         return None
+    sigma, photons = None, noise_estimate.get("photons_at_1")
     if spec.noise == "gaussian":
         from .core.quality import gaussian_noise  # torch: only once a run has started (the widgets import this)
 
         sigma = gaussian_noise(planes)[0]
-        return "block-matching", lambda x: reference.block_matching(x, sigma)
-    photons = float(noise_estimate["photons_at_1"])  # counts at 1 in the normalised units: Anscombe's σ is 1
-    return "block-matching", lambda x: reference.anscombe(
-        x * photons, lambda a: reference.block_matching(a, 1.0)) / photons
+    return "block-matching", reference.under_noise(reference.block_matching, spec.noise, sigma, photons)
 
 
 def mix_weight(student, estimate: Callable, planes: np.ndarray, hidden: np.ndarray) -> float:

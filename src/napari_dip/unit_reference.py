@@ -55,16 +55,14 @@ def classical_estimate(job: UnitJob, heldout, meas_pads, out_pads):
         estimates = [reference.biharmonic_fill(plane, k) for k in (known, known * (1.0 - excluded))]
     else:
         gaussian = reference.block_matching if method == "block-matching" else reference.nl_means
+        noise, estimate = job.spec.noise, job.noise_estimate
 
         def denoise(x, hidden):
-            if job.spec.noise == "gaussian":
-                return gaussian(x, float(job.noise_estimate["sigma_normalised"]))
-            if job.spec.noise == "speckle":  # the denoiser inside the speckle likelihood, in the log domain
-                return reference.speckle_block_matching(x, 1.0 - hidden, float(job.noise_estimate["looks"]),
+            if noise == "speckle":  # the denoiser inside the speckle likelihood, in the log domain
+                return reference.speckle_block_matching(x, 1.0 - hidden, float(estimate["looks"]),
                                                         job.normalisation.span, gaussian)
-            # photon counts: Anscombe's transform makes the noise Gaussian with σ = 1
-            photons = float(job.noise_estimate["photons_at_1"])
-            return reference.anscombe(x * photons, lambda a: gaussian(a, 1.0)) / photons
+            return reference.under_noise(gaussian, noise, estimate.get("sigma_normalised"),
+                                         estimate.get("photons_at_1"))(x)
 
         unmeasured = 1.0 - known
         estimates = [denoise(reference.neighbour_mean_fill(plane, hidden), hidden)

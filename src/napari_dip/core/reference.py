@@ -219,6 +219,15 @@ def anscombe(counts: np.ndarray, denoise) -> np.ndarray:
     return np.maximum(inverse, 0.0).astype(np.float32)
 
 
+def under_noise(gaussian, noise: str, sigma: float | None = None, photons: float | None = None):
+    """The function x (normalised) → ``gaussian(x, σ)``'s estimate under the noise model ``noise``:
+    with ``sigma`` for Gaussian noise; for photon counts through Anscombe's transform (σ = 1 there), ``photons``
+    counts at 1 in the normalised units."""
+    if noise == "gaussian":
+        return lambda x: gaussian(x, sigma)
+    return lambda x: anscombe(x * photons, lambda a: gaussian(a, 1.0)) / photons
+
+
 # speckle: ADMM rounds, and the penalty in units of the log-speckle's inverse variance (benchmarks/speckle.py chose
 # 6 over 1 to 4 on photos at 1 and 4 looks: 1 lost to the homomorphic start, 6 gained most)
 SPECKLE_ROUNDS = 6
