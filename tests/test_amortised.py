@@ -8,6 +8,7 @@ from scipy import ndimage
 
 import napari_dip
 from napari_dip import amortised, student_mix
+from napari_dip.core import reference
 from napari_dip.core.data import Normalisation
 from napari_dip.core.student import StudentSpec, StudentTraining, apply_student, context_planes, make_student
 from napari_dip.errors import DIPInputError
@@ -256,7 +257,8 @@ def test_an_amortised_run_teaches_judges_and_restores_every_plane():
     assert "amortised: DIP on" in amortised.amortised_summary(record)
     mixed = summary["mixed_with"]  # block matching, weighed on the judge crop, or why not
     assert mixed["method"] == "block-matching" and 0.0 <= mixed["network_weight"] <= 1.0
-    assert mixed["used"] == (mixed["network_weight"] <= student_mix.SKIP_ABOVE)
+    gain = mixed["predicted_gain_db"]
+    assert mixed["used"] == (gain is None or gain >= student_mix.MIN_GAIN_DB)
 
 
 def test_a_volume_is_taught_by_3d_dip_on_sub_volumes_and_restored_plane_by_plane_with_its_neighbours():
@@ -381,8 +383,10 @@ def test_teaching_stops_when_more_teachers_bring_the_student_no_closer():
     assert amortised.stalled(rounds(3.0, 3.0)) and amortised.stalled(rounds(3.0, 4.2))
 
 
-def test_a_starved_student_hands_the_job_to_per_unit_fitting():
-    # one training step: the student is still (nearly) the identity, far below a DIP teacher that denoises
+def test_a_starved_student_hands_the_job_to_per_unit_fitting(monkeypatch):
+    # one training step: the student is still (nearly) the identity, far below a DIP teacher that denoises; with no
+    # block matching to mix in after it (bmnd missing) nothing can close the gap
+    monkeypatch.setattr(reference, "block_matching_available", lambda: False)
     clean, noisy = smooth_stack(planes=2, side=96, seed=5)
     run = napari_dip.restore_iter(noisy, amortise=True, student_steps=1, ground_truth=clean,
                                   **dict(QUICK, iterations=60))
@@ -396,6 +400,24 @@ def test_a_starved_student_hands_the_job_to_per_unit_fitting():
     per_unit = napari_dip.restore(noisy, amortise=False, ground_truth=clean, **dict(QUICK, iterations=60))
     np.testing.assert_array_equal(run.result.image, per_unit.image)
     assert per_unit.record.amortised == {"used": False, "why": "amortise=False: every unit fitted by DIP"}
+
+
+def test_a_starved_student_mixed_with_block_matching_is_judged_as_the_mix_it_delivers():
+    # the same starved student with block matching mixed in after it: the judge measures the mix against DIP, and
+    # the run follows that verdict (here a short DIP run is below block matching, so the mix passes)
+    clean, noisy = smooth_stack(planes=2, side=96, seed=5)
+    run = napari_dip.restore_iter(noisy, amortise=True, student_steps=1, ground_truth=clean,
+                                  **dict(QUICK, iterations=60))
+    list(run)
+    summary = run.result.record.amortised
+    verdict = summary["rounds"][-1]
+    mix = verdict["mix"]
+    assert verdict["judged_gap_db"] > summary["margin_db"] + verdict["judged_gap_se_db"]  # alone, it would fail
+    assert mix["used"] and mix["network_weight"] < 0.2 and mix["judged_gap_db"] < verdict["judged_gap_db"]
+    assert summary["used"] == amortised.passes(verdict, summary["margin_db"])
+    if summary["used"]:
+        assert summary["choice"].startswith("student with block-matching mixed in")
+        assert summary["mixed_with"]["used"] and run.result.record.metrics["psnr"] > verdict["student_psnr"] + 5.0
 
 
 def test_stopping_during_the_student_keeps_the_teachers_results():
@@ -412,20 +434,71 @@ def test_stopping_during_the_student_keeps_the_teachers_results():
     assert not np.allclose(restored, noisy[crop["plane"], slice(*crop["y"]), slice(*crop["x"])])
 
 
-def test_the_mix_after_the_student_weighs_the_better_estimate_at_pixels_neither_saw():
+def test_the_mix_after_the_student_weighs_the_better_estimate_at_pixels_neither_saw_and_predicts_its_gain():
     rng = np.random.default_rng(0)
     truth = ndimage.gaussian_filter(rng.random((1, 96, 96)), (0, 2, 2)).astype(np.float32)
-    planes = truth + rng.normal(0, 0.05, truth.shape).astype(np.float32)
+    sigma = 0.05
+    planes = truth + rng.normal(0, sigma, truth.shape).astype(np.float32)
     hidden = amortised.hidden_blocks(np.zeros((96, 96), bool), 0.2, 1)[None]
+    at = np.broadcast_to(hidden, planes.shape)
     smoother = [lambda x, e=e: ndimage.gaussian_filter(x, (0, 1.5, 1.5)) + e
                 for e in (0.0, 0.04 * rng.standard_normal(truth.shape).astype(np.float32))]
     good, off = smoother  # the same smoother, the second with an error of its own added
-    assert student_mix.mix_weight(good, off, planes, hidden) > 0.85
-    assert student_mix.mix_weight(off, good, planes, hidden) < 0.15
+    noise = lambda signal: np.full_like(signal, sigma ** 2)  # noqa: E731
+
+    def weigh(student, estimate):
+        classical = student_mix.Classical("r", lambda x, hidden=None: estimate(x), noise)
+        return student_mix.mix_weight(student, classical, planes, hidden)
+
+    def true_gain(student, estimate, weight):
+        filled = reference.neighbour_mean_fill(np.where(hidden, 0.0, planes), hidden)
+        s, r = student(filled)[at], estimate(filled)[at]
+        return 10 * np.log10(np.mean((s - truth[at]) ** 2) / np.mean((r + weight * (s - r) - truth[at]) ** 2))
+
+    better = weigh(good, off)
+    assert better.weight > 0.85 and better.predicted_gain_db < student_mix.MIN_GAIN_DB  # nothing worth the cost
+    worse = weigh(off, good)
+    assert worse.weight < 0.15
+    # the prediction measured without the truth against the gain measured with it, at the same pixels
+    assert abs(worse.predicted_gain_db - true_gain(off, good, worse.weight)) < 1.0
+    assert worse.predicted_gain_db > 3.0
     # two estimates as good as each other, their errors independent: about half each
     other = lambda x: good(x) + 0.04 * rng.standard_normal(truth.shape).astype(np.float32)  # noqa: E731
-    halves = student_mix.mix_weight(lambda x: good(x) + 0.056 * np.sin(np.arange(96) * 1.7)[None, None], other,
-                                    planes, hidden)
-    assert 0.25 < halves < 0.75
-    mixed = student_mix.mixed(np.ones_like(planes), lambda x: np.zeros_like(x), planes, 0.3)
+    wavy = lambda x: good(x) + 0.056 * np.sin(np.arange(96) * 1.7)[None, None]  # noqa: E731
+    halves = weigh(wavy, other)
+    assert 0.25 < halves.weight < 0.75
+    assert abs(halves.predicted_gain_db - true_gain(wavy, other, halves.weight)) < 0.5
+    mixed = student_mix.mixed(np.ones_like(planes), lambda x, hidden: np.zeros_like(x), planes, 0.3)
     np.testing.assert_allclose(mixed, 0.3)
+
+
+def test_the_judge_weighs_the_student_mixed_with_a_classical_estimate_and_the_mix_can_let_it_pass():
+    # a poor student (a 3 × 3 mean), a good classical estimate (a wider Gaussian): the mix leans on the estimate,
+    # the judge measures the mixed result's gap to DIP at the hidden pixels, blind as DIP is, and that gap can
+    # pass where the student's alone does not
+    rng = np.random.default_rng(1)
+    side, sigma = 256, 0.1
+    clean = ndimage.gaussian_filter(rng.random((side, side)), 6)
+    clean = ((clean - clean.min()) / np.ptp(clean)).astype(np.float32)
+    noisy = (clean + rng.normal(0, sigma, clean.shape)).astype(np.float32)
+    spec = spec_of(noisy, noise="gaussian", seed=1)
+    teacher = clean + ndimage.gaussian_filter(rng.normal(0, 0.12, clean.shape), 1.5).astype(np.float32)
+    hidden = amortised.hidden_blocks(np.zeros((side, side), bool), amortised.JUDGE_FRACTION, 1)[None]
+    judge = {"pieces": {"image": noisy}, "target": teacher[None], "hidden": hidden,
+             "normalisation": (Normalisation(0.0, 1.0), {"model": "gaussian"})}
+    smooth = lambda x, hidden=None: ndimage.gaussian_filter(x, (0, 2.5, 2.5))  # noqa: E731
+    classical = student_mix.Classical("wide Gaussian", smooth, lambda s: np.full_like(s, sigma ** 2))
+    verdict = amortised.judge_student(_Blur(), judge, spec, "cpu", classical)
+    mix = verdict["mix"]
+    assert mix["used"] and mix["network_weight"] < 0.5 and mix["judged_gap_db"] < verdict["judged_gap_db"] - 1.0
+    # the mixed estimate's true gap, made as the judge makes it (both blind to the hidden pixels)
+    filled = reference.neighbour_mean_fill(np.where(hidden, 0.0, noisy[None]), hidden)
+    blind_student = _Blur()(torch.from_numpy(filled)[None])[0].numpy()
+    blind_mix = smooth(filled) + mix["network_weight"] * (blind_student - smooth(filled))
+    at = hidden[0]
+    true_gap = 10 * np.log10(np.mean((blind_mix[0][at] - clean[at]) ** 2) / np.mean((teacher[at] - clean[at]) ** 2))
+    assert abs(mix["judged_gap_db"] - true_gap) < 1.0, (mix, true_gap)
+    margin = verdict["judged_gap_db"] - verdict["judged_gap_se_db"] - 0.1  # the student alone just fails
+    assert not amortised.passes(dict(verdict, mix=None), margin)
+    assert amortised.passes(verdict, margin) == (mix["judged_gap_db"] - mix["judged_gap_se_db"] <= margin)
+    assert not amortised.passes(dict(verdict, mix=dict(mix, used=False)), margin)

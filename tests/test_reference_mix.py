@@ -236,3 +236,35 @@ def test_deconvolution_mixes_nothing_into_a_hole_the_psf_cannot_reach():
     image = observed[0].copy()
     image[10:13, 10:30] = np.nan  # a 3-row gap: within reach
     assert napari_dip.restore(image, "deconvolve", psf_sigma=1.5, **TINY).record.quality["mixed_with"]["used"]
+
+
+def test_the_network_alone_is_taken_back_out_of_the_kept_mix_and_reported_beside_the_result():
+    from types import SimpleNamespace
+
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from napari_dip import job as job_module
+    from napari_dip.core.data import PlaneLayout
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((16, 16)).astype(np.float32)
+    network = torch.from_numpy(truth + rng.normal(0, 0.05, truth.shape).astype(np.float32))[None, None]
+    classical = torch.from_numpy(truth + rng.normal(0, 0.1, truth.shape).astype(np.float32))[None, None]
+    weight = 0.3
+    kept = classical + weight * (network - classical)  # what the loop keeps: r + w·(x − r)
+    unit = SimpleNamespace(ground_truth=truth, layout=PlaneLayout(truth.shape, None, 2))
+    state = SimpleNamespace(estimate=kept, best_iteration=None, current=None, best_mix_weight=weight,
+                            heldout_error=None)
+    step = job_module._step(unit, state, lambda t: t.numpy()[0], {"used": True}, classical)
+    assert step.metrics["psnr"] == pytest.approx(peak_signal_noise_ratio(truth, kept.numpy()[0, 0],
+                                                                         data_range=np.ptp(truth)), abs=1e-3)
+    assert step.metrics["psnr_network"] == pytest.approx(
+        peak_signal_noise_ratio(truth, network.numpy()[0, 0], data_range=np.ptp(truth)), abs=1e-3)
+    # a run with block matching mixed in says what the network gave before the mix; one without, nothing
+    clean = _smooth()
+    noisy = clean + np.random.default_rng(3).normal(0, 10, clean.shape).astype(np.float32)
+    mixed = napari_dip.restore(noisy, "denoise", noise="gaussian", mix_with="block-matching", ground_truth=clean,
+                               **TINY)
+    assert mixed.record.quality["mixed_with"]["used"] and np.isfinite(mixed.record.metrics["psnr_network"])
+    alone = napari_dip.restore(noisy, "denoise", noise="gaussian", mix_with=None, ground_truth=clean, **TINY)
+    assert "psnr_network" not in alone.record.metrics

@@ -202,3 +202,13 @@ def test_an_amortised_speckle_run_teaches_the_reflectivity_not_the_speckles_mean
     # a teacher's result is a reflectivity, with no log-speckle mean to take out: taught as the noisy data are, the
     # student would come out brighter by exp(γ / 2) ≈ 1.33
     assert np.mean(run.result.image) == pytest.approx(np.mean(clean), rel=0.1)
+    # a 60-step student is far from DIP; block matching in the speckle likelihood, mixed in after it with the
+    # weight the judge crop's hidden pixels choose, takes most of the weight
+    mixed = record.amortised["mixed_with"]
+    assert mixed["method"] == "block matching in the speckle likelihood" and mixed["used"]
+    assert mixed["network_weight"] < 0.5 and mixed["judged_gap_db"] < record.amortised["rounds"][-1]["judged_gap_db"]
+
+    def psnr(image):
+        return 10 * np.log10(np.ptp(clean) ** 2 / np.mean((image - clean) ** 2))
+
+    assert psnr(run.result.image) > psnr(noisy) + 8.0

@@ -340,8 +340,13 @@ class _Clock:
 def passes(verdict: dict, margin: float) -> bool:
     """Whether the judge lets the student restore the job: unless its gap exceeds the margin by more than the
     judge's own standard error (a gap within the judge's noise of the margin does not send a job to per-unit
-    fitting, which can take hours)."""
-    return verdict["judged_gap_db"] - verdict.get("judged_gap_se_db", 0.0) <= margin
+    fitting, which can take hours). Where a classical estimate is mixed in after the student, the mixed result's
+    gap may pass instead."""
+    def within(gaps: dict) -> bool:
+        return gaps["judged_gap_db"] - gaps.get("judged_gap_se_db", 0.0) <= margin
+
+    mix = verdict.get("mix") or {}
+    return within(verdict) or bool(mix.get("used")) and within(mix)
 
 
 def stalled(rounds: list[dict]) -> bool:
@@ -386,7 +391,8 @@ class _Teaching:
         yield from _train(run, self.student, steps, clock, preview)
         if run.stop_requested:
             return
-        verdict = judge_student(self.student.net, self.results[self.judge], self.spec, self.device)
+        verdict = judge_student(self.student.net, self.results[self.judge], self.spec, self.device,
+                                self.classical())
         self.rounds.append(dict(verdict, teacher_crops=len(self.training), student_steps=self.student.steps_done))
 
     def teach(self, run, new: list[int], preview, clock):
@@ -443,6 +449,16 @@ class _Teaching:
             speckle=spec.speckle["kind"],
             settings=dict(self.options.settings, warm_start=False))  # crops far apart: a warm start did not help
 
+    def classical(self) -> student_mix.Classical | None:
+        """The classical estimate to mix in after the student (student_mix.py), its noise measured on the judge
+        crop; None where there is none."""
+        if not hasattr(self, "_classical"):
+            judge = self.results[self.judge]
+            planes = measured_planes(self.spec, judge["pieces"], self.normalisation)[0]
+            self._classical = student_mix.classical_for(self.spec, self.normalisation[1], planes,
+                                                        self.normalisation[0].span)
+        return self._classical
+
     @property
     def accepted(self) -> bool:
         return bool(self.rounds) and passes(self.rounds[-1], self.margin)
@@ -464,12 +480,15 @@ class _Teaching:
 
     def verdict_line(self, more: list[int]) -> str:
         gap, error = self.rounds[-1]["judged_gap_db"], self.rounds[-1]["judged_gap_se_db"]
+        mix = self.rounds[-1].get("mix") or {}
+        mixed = f", {mix['judged_gap_db']:+.2f} ± {mix['judged_gap_se_db']:.2f} dB with {mix['method']} mixed in" \
+            if mix.get("used") else ""
         then = "it restores every plane" if self.accepted else \
             f"{len(more)} more teacher crops" if more else \
             "more teachers did not bring it closer: per-unit fitting takes over" if self.stalled else \
             "per-unit fitting takes over"
-        return (f"the student is {gap:+.2f} ± {error:.2f} dB from DIP on the judge crop (margin {self.margin} dB): "
-                f"{then}")
+        return (f"the student is {gap:+.2f} ± {error:.2f} dB from DIP on the judge crop{mixed} (margin "
+                f"{self.margin} dB): {then}")
 
     def summary(self, why: str) -> dict:
         return {"used": True, "why": why, "margin_db": self.margin,
@@ -515,9 +534,14 @@ def _snapshots(run: RestorationRun, image, options, spec: JobSpec, device, decis
                              f"{len(teaching.training)} teacher crops (margin {margin} dB)")
         yield from _fall_back(run, image, options, summary)
         return
-    summary["choice"] = f"student: {gap:+.2f} dB from DIP on the judge crop (margin {margin} dB" + \
+    mix = teaching.rounds[-1].get("mix") or {}
+    if gap > margin and mix.get("used") and mix["judged_gap_db"] < gap:  # the mix let it pass
+        gap, what = mix["judged_gap_db"], f"student with {mix['method']} mixed in"
+    else:
+        what = "student"
+    summary["choice"] = f"{what}: {gap:+.2f} dB from DIP on the judge crop (margin {margin} dB" + \
         (", within the judge's standard error)" if gap > margin else ")")
-    estimate, weight, summary["mixed_with"] = _classical_mix(teaching, normalisation, device)
+    estimate, weight, summary["mixed_with"] = _classical_mix(teaching)
     clock.enter("apply", pass_seconds * spec.layout.planes)
     yield from _apply(run, teaching.student.net, spec, normalisation, device, preview, clock, (estimate, weight))
     reason = "stopped by user while the student restored the planes" if run.stop_requested else \
@@ -598,8 +622,9 @@ def _train(run, training, steps: int, clock, preview):
                             f"student: step {step + 1} of {steps}", {})
 
 
-def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
-    """The student against DIP on the judge crop, at its hidden pixels (left out of the teacher's fit).
+def judge_student(net, judge: dict, spec: JobSpec, device, classical: student_mix.Classical | None = None) -> dict:
+    """The student against DIP on the judge crop, at its hidden pixels (left out of the teacher's fit); with a
+    ``classical`` estimate, also the student mixed with it (``verdict["mix"]``, :func:`judge_mix`).
 
     There y = x + n, and the teacher never saw n: E(y − t)² = MSE(t) + v. (For a task with a forward operator A,
     axial resolution, all of this holds for the measurements A·s and A·t that the two results predict: the judge
@@ -660,7 +685,36 @@ def judge_student(net, judge: dict, spec: JobSpec, device) -> dict:
         if psnr_student is not None and psnr_teacher is not None:
             verdict.update(true_gap_db=round(psnr_teacher - psnr_student, 3), teacher_psnr=round(psnr_teacher, 2),
                            student_psnr=round(psnr_student, 2))
+    if classical is not None:
+        verdict["mix"] = judge_mix(net, judge, spec, device, classical, (planes, hidden, teacher, teacher_mse),
+                                   result, verdict.get("teacher_psnr"))
     return verdict
+
+
+def judge_mix(net, judge: dict, spec: JobSpec, device, classical, crop, result, teacher_psnr) -> dict:
+    """The student mixed with ``classical`` after it (student_mix.py) against DIP on the judge crop: the weight
+    and predicted gain from the hidden pixels, with both estimates blind to them, and the mixed estimate's gap to
+    DIP there (blind as DIP is, so a little below what the delivered mix, which sees every pixel, does). ``crop``:
+    the judge's (planes, hidden, teacher, teacher's error) in the network's units; ``result``: the student's output
+    on the crop, for the true gap where there is a truth."""
+    planes, hidden, teacher, teacher_mse = crop
+    weighed = student_mix.mix_weight(lambda x: student_output(net, x, device), classical, planes, hidden, teacher)
+    gain = weighed.predicted_gain_db
+    mixed_mse = max(teacher_mse + weighed.excess_over_teacher, 0.1 * teacher_mse)
+    mix = {"method": classical.name, "network_weight": round(weighed.weight, 3),
+           "predicted_gain_db": round(gain, 3) if np.isfinite(gain) else None,
+           "used": bool(gain >= student_mix.MIN_GAIN_DB),
+           "judged_gap_db": round(10.0 * math.log10(mixed_mse / teacher_mse), 3),
+           "judged_gap_se_db": round(10.0 / math.log(10.0) * weighed.excess_standard_error / mixed_mse, 3)}
+    if teacher_psnr is not None:  # for benchmarks: the delivered mix's true gap on the same crop
+        truth = judge["pieces"]["ground_truth"].astype(np.float32)
+        unmasked = judge["normalisation"][0].inverse(student_mix.mixed(result, classical.estimate, planes,
+                                                                       weighed.weight))
+        as_truth = data.PlaneLayout(truth.shape, _channels_last(spec), spec.layout.spatial_dims)
+        psnr = metric_pair(as_truth.from_planes(unmasked[None]), truth, None, ssim=False)["psnr"]
+        if psnr is not None:
+            mix["true_gap_db"] = round(teacher_psnr - psnr, 3)
+    return mix
 
 
 def self_derivative(respond, planes: np.ndarray, output: np.ndarray, seed: int, probes: int = DERIVATIVE_PROBES,
@@ -677,25 +731,21 @@ def self_derivative(respond, planes: np.ndarray, output: np.ndarray, seed: int, 
     return total / probes
 
 
-def _classical_mix(teaching: _Teaching, normalisation, device) -> tuple:
+def _classical_mix(teaching: _Teaching) -> tuple:
     """(the classical estimate to mix into the student's planes or None, the student's weight, the record's
-    note): block matching for denoising, weighed at the judge crop's hidden pixels (student_mix.py)."""
-    spec, judge = teaching.spec, teaching.results[teaching.judge]
-    planes = measured_planes(spec, judge["pieces"], normalisation)[0]
-    classical = student_mix.classical_for(spec, normalisation[1], planes)
-    if classical is None:
+    note), from the last round's judge (student_mix.py)."""
+    classical, mix = teaching.classical(), teaching.rounds[-1].get("mix")
+    if classical is None or mix is None:
         return None, 1.0, {"used": False, "why": "block matching is mixed into denoising students of 2D data "
-                                                 "(Gaussian or photon noise, where bmnd is installed)"}
-    method, estimate = classical
-    hidden = np.asarray(judge["hidden"], bool).reshape((1,) + planes.shape[1:])
-    weight = student_mix.mix_weight(lambda x: student_output(teaching.student.net, x, device), estimate, planes,
-                                    hidden)
-    note = {"method": method, "network_weight": round(weight, 3),
-            "weighed": f"at the judge crop's hidden pixels, the student and the {method} blind to them"}
-    if weight > student_mix.SKIP_ABOVE:
-        return None, 1.0, dict(note, used=False, why=f"the student's weight {weight:.2f} is above "
-                                                     f"{student_mix.SKIP_ABOVE}: the mix would change little")
-    return estimate, weight, dict(note, used=True)
+                                                 "(where bmnd is installed)"}
+    note = dict(mix, weighed=f"at the judge crop's hidden pixels, the student and the {classical.name} blind to "
+                             "them")
+    if not mix["used"]:
+        gain = mix["predicted_gain_db"]
+        return None, 1.0, dict(note, why=f"the mix (student's weight {mix['network_weight']:.2f}) is predicted to "
+                                         f"gain {gain:.2f} dB, under {student_mix.MIN_GAIN_DB} dB: not worth a "
+                                         "whole-frame block matching")
+    return classical.estimate, mix["network_weight"], note
 
 
 def _apply(run, net, spec: JobSpec, normalisation, device, preview, clock, mix=(None, 1.0)):
@@ -810,5 +860,7 @@ def amortised_summary(record: RunRecord) -> str:
             text += f" (true {last['true_gap_db']:+.2f})"
     mixed = summary.get("mixed_with") or {}
     if mixed.get("used"):
-        text += f", mixed with {mixed['method']} (student's weight {mixed['network_weight']:.2f})"
+        gain = mixed.get("predicted_gain_db")
+        text += f", mixed with {mixed['method']} (student's weight {mixed['network_weight']:.2f}" + \
+            (f", predicted gain {gain:+.2f} dB)" if gain is not None else ")")
     return text + f"; {summary.get('choice', '')}"

@@ -440,12 +440,16 @@ def demo_command(args) -> int:
         display_range=(float(clean.min()), float(clean.max()))))
     demo_record = {"image": "skimage.data.camera()", "crop": demo["crop"], "degradation": demo["degradation"],
                    "psnr_input": psnr_input, "psnr_result": psnr_result, "input_shown": demo["shown_label"],
+                   "psnr_network_alone": result.record.metrics.get("psnr_network"),
                    "classical": classical}
     record = write_result(files["result"], result, {},
                           {"files": {k: str(v) for k, v in files.items()}, "demo": demo_record,
                            "command": shlex.join(["napari-dip", *args.argv])})
     print(f"PSNR {psnr_input:.2f} dB ({demo['shown_label']}) -> {psnr_result:.2f} dB (result); "
           f"{_summary(result)}")
+    network = result.record.metrics.get("psnr_network")
+    if network is not None:  # a classical estimate was mixed in: what the network gave before it
+        print(f"the network alone (before the mix): {network:.2f} dB")
     if classical is not None:
         print(f"for comparison, {classical['method']} alone (the truth's noise level given): "
               f"{classical['psnr']:.2f} dB in {classical['seconds']:.1f} s")

@@ -477,8 +477,8 @@ def _run_units(run: RestorationRun, spec: JobSpec, units: list[Unit], plan, devi
     image = output.finish()
     restored = [e for e in entries if e.restored]
     stop_reason = _job_stop_reason(entries, kind, len(restored), run.stop_requested)
-    latest_psnr = (latest.metrics or {}).get("psnr_current") if latest is not None and len(entries) == 1 else None
-    metrics = _metrics(spec, image, output, entries, latest_psnr)
+    single = (latest.metrics or {}) if latest is not None and len(entries) == 1 else {}
+    metrics = _metrics(spec, image, output, entries, single)
     parameters = _job_parameters(spec, entries, restored, normalisation)
     settings = spec.settings
     cpu = dict(governor.describe(), processes=1, why=workers.why) if governor is not None else \
@@ -537,9 +537,10 @@ def _shown(output: _Output, unit_image: np.ndarray) -> np.ndarray:
     return output.preview.copy() if output.preview is not None else unit_image
 
 
-def _metrics(spec: JobSpec, image, output: _Output, entries, latest_psnr: float | None) -> dict:
+def _metrics(spec: JobSpec, image, output: _Output, entries, single: dict) -> dict:
     """PSNR/SSIM of the whole result against the ground truth (with the input's beside it), when both are in
-    memory; else the mean over the units. ``latest_psnr``: a lone unit's last iterate's PSNR, or None."""
+    memory; else the mean over the units. ``single``: a lone unit's last metrics (its last iterate's PSNR and the
+    network's before a mix are kept), or {}."""
     source = spec.sources.get("ground_truth")
     if source is None:
         return {}
@@ -558,8 +559,9 @@ def _metrics(spec: JobSpec, image, output: _Output, entries, latest_psnr: float 
         if np.isfinite(degraded).all():
             base = whole_metric_pair(degraded, truth, spec.layout)
             metrics.update({"psnr_input": base["psnr"], "ssim_input": base["ssim"]})
-    if latest_psnr is not None:
-        metrics["psnr_current"] = latest_psnr  # the last iterate's, beside the kept result's
+    for key in ("psnr_current", "psnr_network"):  # the last iterate's, and the network's before the mix
+        if key in single:
+            metrics[key] = single[key]
     return metrics
 
 

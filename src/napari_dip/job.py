@@ -512,8 +512,8 @@ def fit_units_together(jobs: list[UnitJob], should_stop, start_from=None):
     try:
         for unit, state in fit_units([problem for problem, _, _ in made], job.spec.settings, seed=job.spec.seed,
                                      device=job.device, should_stop=should_stop, start_from=start_from):
-            _, as_result, mixing = made[unit]
-            yield unit, _step(jobs[unit], state, as_result, mixing)
+            problem, as_result, mixing = made[unit]
+            yield unit, _step(jobs[unit], state, as_result, mixing, problem.reference)
     except Exception as exc:  # out of memory becomes a message that says what to do
         _raise_if_out_of_memory(exc, job, len(jobs))
         raise
@@ -555,9 +555,9 @@ def _problem(job: UnitJob):
     return problem, _result_maker(job, out_pads), mixing
 
 
-def _step(job: UnitJob, state, as_result, mixing) -> UnitStep:
+def _step(job: UnitJob, state, as_result, mixing, reference=None) -> UnitStep:
     """A loop state as a :class:`UnitStep`: the result so far laid out as the unit's, scored against the truth when
-    there is one."""
+    there is one (and, where a classical estimate r was mixed in, the network's own x of the kept r + w·(x − r))."""
     result = as_result(state.estimate)
     metrics = {}
     if job.ground_truth is not None:
@@ -565,6 +565,11 @@ def _step(job: UnitJob, state, as_result, mixing) -> UnitStep:
         if state.best_iteration is not None and state.current is not None:
             # the iterate the estimate judges, so that estimate and truth can be compared
             metrics["psnr_current"] = unit_metrics(as_result(state.current), job, ssim=False)["psnr"]
+        weight = getattr(state, "best_mix_weight", None)
+        if reference is not None and weight:  # what the network alone gave, to show what the mix added
+            kept = state.estimate.detach().float().cpu()
+            network = reference + (kept - reference) / weight
+            metrics["psnr_network"] = unit_metrics(as_result(network), job, ssim=False)["psnr"]
     return UnitStep(state, job.layout.from_planes(result[None]), metrics, _quality(state, result, job), mixing)
 
 
