@@ -491,10 +491,10 @@ def test_the_judge_weighs_the_student_mixed_with_a_classical_estimate_and_the_mi
     verdict = amortised.judge_student(_Blur(), judge, spec, "cpu", classical)
     mix = verdict["mix"]
     assert mix["used"] and mix["network_weight"] < 0.5 and mix["judged_gap_db"] < verdict["judged_gap_db"] - 1.0
-    # the mixed estimate's true gap, made as the judge makes it (both blind to the hidden pixels)
+    # judged as the blind mix (both estimates blind to the hidden pixels, as DIP was) against that mix's true gap
     filled = reference.neighbour_mean_fill(np.where(hidden, 0.0, noisy[None]), hidden)
-    blind_student = _Blur()(torch.from_numpy(filled)[None])[0].numpy()
-    blind_mix = smooth(filled) + mix["network_weight"] * (blind_student - smooth(filled))
+    blind_mix = smooth(filled) + mix["network_weight"] * (_Blur()(torch.from_numpy(filled)[None])[0].numpy()
+                                                          - smooth(filled))
     at = hidden[0]
     true_gap = 10 * np.log10(np.mean((blind_mix[0][at] - clean[at]) ** 2) / np.mean((teacher[at] - clean[at]) ** 2))
     assert abs(mix["judged_gap_db"] - true_gap) < 1.0, (mix, true_gap)
