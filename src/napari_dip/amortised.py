@@ -14,6 +14,7 @@ everywhere; docs/quality.md § The judge.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -392,7 +393,7 @@ class _Teaching:
         if run.stop_requested:
             return
         verdict = judge_student(self.student.net, self.results[self.judge], self.spec, self.device,
-                                self.classical())
+                                self.classical)
         self.rounds.append(dict(verdict, teacher_crops=len(self.training), student_steps=self.student.steps_done))
 
     def teach(self, run, new: list[int], preview, clock):
@@ -449,15 +450,13 @@ class _Teaching:
             speckle=spec.speckle["kind"],
             settings=dict(self.options.settings, warm_start=False))  # crops far apart: a warm start did not help
 
+    @functools.cached_property
     def classical(self) -> student_mix.Classical | None:
         """The classical estimate to mix in after the student (student_mix.py), its noise measured on the judge
-        crop; None where there is none."""
-        if not hasattr(self, "_classical"):
-            judge = self.results[self.judge]
-            planes = measured_planes(self.spec, judge["pieces"], self.normalisation)[0]
-            self._classical = student_mix.classical_for(self.spec, self.normalisation[1], planes,
-                                                        self.normalisation[0].span)
-        return self._classical
+        crop (taught by then); None where there is none."""
+        judge = self.results[self.judge]
+        planes = measured_planes(self.spec, judge["pieces"], self.normalisation)[0]
+        return student_mix.classical_for(self.spec, self.normalisation[1], planes, self.normalisation[0].span)
 
     @property
     def accepted(self) -> bool:
@@ -690,14 +689,12 @@ class _JudgeCrop:
     teacher: np.ndarray
     teacher_mse: float
     teacher_error: float | None
-    variance: object
+    variance: float | np.ndarray
 
-    def gap(self, estimate: np.ndarray, derivative: np.ndarray | None) -> dict:
-        """An estimate's gap to DIP in dB and its standard error. ``derivative``: of the estimate at each pixel by
-        that pixel's own input (Stein's term), or None for an estimate blind to the hidden pixels."""
-        squared = (self.planes - estimate) ** 2 - (self.planes - self.teacher) ** 2
-        if derivative is not None:
-            squared = squared + 2.0 * self.variance * derivative
+    def gap(self, estimate: np.ndarray, derivative: np.ndarray) -> dict:
+        """An estimate's gap to DIP in dB and its standard error; ``derivative``: of the estimate at each pixel by
+        that pixel's own input (Stein's term)."""
+        squared = (self.planes - estimate) ** 2 - (self.planes - self.teacher) ** 2 + 2.0 * self.variance * derivative
         difference = float(squared[self.at].mean())
         # hidden pixels come in 2 × 2 blocks whose terms share noise: count the blocks, not the pixels
         difference_error = float(squared[self.at].std() / math.sqrt(max(self.at.sum() / 4, 1)))
@@ -759,7 +756,7 @@ def self_derivative(respond, planes: np.ndarray, output: np.ndarray, seed: int, 
 def _classical_mix(teaching: _Teaching) -> tuple:
     """(the classical estimate to mix into the student's planes or None, the student's weight, the record's
     note), from the last round's judge (student_mix.py)."""
-    classical, mix = teaching.classical(), teaching.rounds[-1].get("mix")
+    classical, mix = teaching.classical, teaching.rounds[-1].get("mix")
     if classical is None or mix is None:
         return None, 1.0, {"used": False, "why": "block matching is mixed into denoising students of 2D data "
                                                  "(where bmnd is installed)"}

@@ -2,8 +2,8 @@
 crop's hidden pixels choose, as the engine mixes one into DIP's iterates (core/mixing.py). Where the student
 falls short of block matching (textured photos, real noise, radar speckle) the mix takes the better of the two.
 A whole-frame block matching is not cheap (2.5 minutes at 2048² on 2 cores, 7 minutes for 32 planes of 512²), so
-it runs only where the same hidden pixels predict that the mix gains at least MIN_GAIN_DB over the student alone,
-or where the student alone falls short of DIP by more than the margin and the mix closes the gap.
+it runs only where the same hidden pixels predict that the mix gains at least MIN_GAIN_DB over the student alone;
+there the judge also weighs the mix against DIP, and the mix may let a student pass that alone would not.
 
 Super-resolution was tried with its cubic spline: the weight, which sees the two only through the downsampling,
 came out at 1.00 on a photo where the student is 1.07 dB below the spline (docs/benchmarks.md), so it is not
