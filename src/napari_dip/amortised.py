@@ -695,11 +695,14 @@ class _JudgeCrop:
         """An estimate's gap to DIP in dB and its standard error; ``derivative``: of the estimate at each pixel by
         that pixel's own input (Stein's term)."""
         squared = (self.planes - estimate) ** 2 - (self.planes - self.teacher) ** 2 + 2.0 * self.variance * derivative
-        difference = float(squared[self.at].mean())
         # hidden pixels come in 2 × 2 blocks whose terms share noise: count the blocks, not the pixels
-        difference_error = float(squared[self.at].std() / math.sqrt(max(self.at.sum() / 4, 1)))
+        return self.in_db(float(squared[self.at].mean()),
+                          float(squared[self.at].std() / math.sqrt(max(self.at.sum() / 4, 1))))
+
+    def in_db(self, difference: float, difference_error: float) -> dict:
+        """A squared-error difference to DIP (and its standard error) as a gap in dB and its standard error, which
+        takes in the teacher's own error's where that was measured."""
         estimate_mse = max(self.teacher_mse + difference, 0.1 * self.teacher_mse)
-        # its standard error, from the difference's and (where measured) the teacher's error's
         relative = [difference_error / estimate_mse, (difference / estimate_mse) * (
             self.teacher_error / self.teacher_mse if self.teacher_error is not None else 0.0)]
         return {"judged_gap_db": round(10.0 * math.log10(estimate_mse / self.teacher_mse), 3),
@@ -728,10 +731,8 @@ def judge_mix(student, judge: dict, spec: JobSpec, classical, crop: _JudgeCrop, 
     mix = {"method": classical.name, "network_weight": round(w, 3),
            "predicted_gain_db": round(gain, 3) if np.isfinite(gain) else None,
            "used": bool(gain >= student_mix.MIN_GAIN_DB)}
-    if mix["used"]:
-        mixed_mse = max(crop.teacher_mse + weighed.excess_over_teacher, 0.1 * crop.teacher_mse)
-        mix.update(judged_gap_db=round(10.0 * math.log10(mixed_mse / crop.teacher_mse), 3),
-                   judged_gap_se_db=round(10.0 / math.log(10.0) * weighed.excess_standard_error / mixed_mse, 3))
+    if mix["used"]:  # in dB as the student's gap is, the teacher's own error's uncertainty included
+        mix.update(crop.in_db(weighed.excess_over_teacher, weighed.excess_standard_error))
     if "teacher_psnr" in verdict:  # for benchmarks: the delivered mix's true gap on the same crop
         psnr = _true_psnr(judge, spec, student_mix.mixed(result, classical.estimate, crop.planes, w))
         if psnr is not None:
