@@ -192,7 +192,9 @@ def synthetic(args) -> list[dict]:
         row["looks_estimated"] = record["parameters"]["speckle"]["looks"]
         taught = record.get("amortised") or {}
         if taught.get("choice"):  # a large scene is taught once: what the judge said and what was mixed in
-            row["amortised"] = {k: taught.get(k) for k in ("choice", "rounds", "mixed_with")}
+            row["amortised"] = dict({k: taught.get(k) for k in ("choice", "rounds", "mixed_with")},
+                                    teacher_network_weights=[(u.get("mixed_with") or {}).get("network_weight")
+                                                             for u in taught.get("teacher_units", [])])
         row["no_reference"] = {m: no_reference(noisy, e, looks, kind) for m, e in estimates.items()}
         for method, estimate in estimates.items():  # the edges against the truth's, where there is one
             row["no_reference"][method]["edges_truth"] = round(edge_preservation(clean, estimate), 3)

@@ -311,7 +311,10 @@ def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
     row = {"case": case["name"], "amortised": {
         "seconds": round(seconds, 1), "psnr": None if truth is None else round(score(truth, image), 2),
         "rounds": summary.get("rounds"), "call_at_default_margin": (
+            "classical estimate alone" if not summary.get("rounds") else
             "student" if passes(summary["rounds"][-1], DEFAULT_MARGIN) else "more teachers, then per-unit fitting"),
+        "teacher_network_weights": [(u.get("mixed_with") or {}).get("network_weight")
+                                    for u in summary.get("teacher_units", [])],
         "teacher_crops": len(summary.get("teacher_crops", [])), "candidates": summary.get("candidates"),
         "mixed_with": summary.get("mixed_with")}}
     print(json.dumps(row), flush=True)

@@ -502,3 +502,32 @@ def test_the_judge_weighs_the_student_mixed_with_a_classical_estimate_and_the_mi
     assert not amortised.passes(dict(verdict, mix=None), margin)
     assert amortised.passes(verdict, margin) == (mix["judged_gap_db"] - mix["judged_gap_se_db"] <= margin)
     assert not amortised.passes(dict(verdict, mix=dict(mix, used=False)), margin)
+
+
+def test_where_dip_gives_its_network_no_weight_the_classical_estimate_restores_the_job_without_a_student(
+        monkeypatch):
+    # a DIP teacher of a few iterations is far below block matching: its held-out pixels give the network no weight
+    # in the mix on every crop, so a student could only imitate block matching: none is trained
+    clean, noisy = smooth_stack(planes=2, side=96, seed=5)
+    run = napari_dip.restore_iter(noisy, amortise=True, student_steps=30, ground_truth=clean,
+                                  **dict(QUICK, iterations=10, auto_stop=True, snapshot_every=5))
+    snapshots = list(run)
+    summary = run.result.record.amortised
+    weights = [u["mixed_with"]["network_weight"] for u in summary["teacher_units"]]
+    assert max(weights) <= amortised.NO_NETWORK_WEIGHT, weights  # the premise of the test
+    assert summary["used"] and summary["rounds"] == [] and summary["choice"].startswith("block-matching alone")
+    assert "student" not in {s.stage for s in snapshots}
+    assert summary["mixed_with"]["teacher_network_weights"] == weights
+    # the result is the classical estimate of each plane: as good as block matching told the true σ
+    expected = np.stack([reference.block_matching(p[None], 0.15)[0] for p in noisy])
+    psnr = lambda x: 10 * np.log10(1.0 / np.mean((x - clean) ** 2))  # noqa: E731
+    assert abs(psnr(run.result.image) - psnr(expected)) < 0.3 and psnr(expected) > psnr(noisy) + 10
+    assert "block-matching alone" in amortised.amortised_summary(run.result.record)
+    # and a single teacher crop that gave the network weight keeps the student
+    teaching = amortised._Teaching.__new__(amortised._Teaching)
+    teaching.rounds, teaching.entries = [], [{"mixed_with": {"used": True, "method": "block-matching",
+                                                             "network_weight": w}} for w in (0.0, 0.3)]
+    monkeypatch.setattr(amortised._Teaching, "classical", object())
+    assert not teaching.network_unused
+    teaching.entries[1]["mixed_with"]["network_weight"] = 0.05
+    assert teaching.network_unused

@@ -44,6 +44,10 @@ MAX_TEACHER_SHARE = 0.5  # more teachers than this share of the data's crops: pe
 JUDGE_FRACTION = 0.2  # of the judge crop's measured pixels (2 × 2 blocks), left out of its teacher's fit to score both
 APPLY_TILE = 512  # the student restores planes in tiles of this side (memory stays flat)
 DERIVATIVE_PROBES = 16  # Monte-Carlo probes of the student's derivative on the judge crop (a pass each)
+# DIP's network weight in its classical mix on every crop it restored at most this: its results there are the
+# classical estimate, which a student could only learn to imitate, so the job takes the estimate alone (a 1024²
+# speckled scene: 740 s through a student whose mix weight came out 0.00, docs/benchmarks.md § Radar speckle)
+NO_NETWORK_WEIGHT = 0.1
 STAGES = ("teacher", "student", "apply")  # with a 'judge' snapshot between a round's student and what follows
 
 
@@ -380,7 +384,7 @@ class _Teaching:
         new = [i for i in self.training + [self.judge] if i not in self.results]
         clock.enter("teacher")
         yield from self.teach(run, new, preview, clock)
-        if run.stop_requested:
+        if run.stop_requested or self.network_unused:
             return
         for i in self.training:
             if i not in self.taught:
@@ -428,8 +432,11 @@ class _Teaching:
         result = teacher.result
         for i, (crop, index) in enumerate(zip(crops, new)):
             role = "judge" if index == self.judge else "teacher"
-            entry = dict(result.record.units[i].as_dict(), crop=crop.as_dict(), role=role)
+            unit = result.record.units[i]
+            entry = dict(unit.as_dict(), crop=crop.as_dict(), role=role)
             entry.pop("unit", None)
+            if (unit.quality or {}).get("mixed_with") is not None:  # the classical mix DIP chose there
+                entry["mixed_with"] = unit.quality["mixed_with"]
             self.entries.append(entry)
             layout = data.PlaneLayout(result.image[i].shape, _channels_last(spec), spec.layout.spatial_dims)
             target = self.normalisation[0].forward_result(layout.to_planes(result.image[i])[0])
@@ -457,6 +464,21 @@ class _Teaching:
         judge = self.results[self.judge]
         planes = measured_planes(self.spec, judge["pieces"], self.normalisation)[0]
         return student_mix.classical_for(self.spec, self.normalisation[1], planes, self.normalisation[0].span)
+
+    def network_weights(self) -> list:
+        """DIP's network weight in its block-matching mix on each crop restored so far (None where it mixed in
+        nothing else)."""
+        mixes = [e.get("mixed_with") or {} for e in self.entries]
+        return [m.get("network_weight") if m.get("used") and m.get("method") == "block-matching" else None
+                for m in mixes]
+
+    @property
+    def network_unused(self) -> bool:
+        """Whether, before any student, DIP gave its network at most :data:`NO_NETWORK_WEIGHT` on every crop it
+        restored and the same classical estimate can restore the job."""
+        weights = self.network_weights()
+        return not self.rounds and bool(weights) and all(w is not None and w <= NO_NETWORK_WEIGHT for w in weights) \
+            and self.classical is not None
 
     @property
     def accepted(self) -> bool:
@@ -522,6 +544,9 @@ def _snapshots(run: RestorationRun, image, options, spec: JobSpec, device, decis
                            choice="stopped by user: the teacher's crops are restored, the rest keeps the input")
             yield _final(run, spec, preview.image, summary, clock, normalisation, "stopped by user")
             return
+        if teaching.network_unused:
+            yield from _classical_alone(run, spec, teaching, normalisation, preview, clock, decision)
+            return
         more = teaching.more_crops()
         yield _progress(clock, float("nan"), preview.image, "judge", teaching.verdict_line(more), {})
         if not more:
@@ -547,6 +572,34 @@ def _snapshots(run: RestorationRun, image, options, spec: JobSpec, device, decis
     yield from _apply(run, teaching.student.net, spec, normalisation, device, preview, clock, (estimate, weight))
     reason = "stopped by user while the student restored the planes" if run.stop_requested else \
         "the student restored every plane"
+    yield _final(run, spec, preview.image, summary, clock, normalisation, reason)
+
+
+def _classical_alone(run, spec: JobSpec, teaching: _Teaching, normalisation, preview, clock, decision: Decision):
+    """The job restored by the classical estimate alone, plane by plane: DIP gave its network no weight on the
+    crops it restored (:attr:`_Teaching.network_unused`), so no student is trained and none judged."""
+    from .executor import read_measurement
+
+    classical = teaching.classical
+    weights = teaching.network_weights()
+    summary = dict(teaching.summary(decision.why), mixed_with={
+        "used": True, "method": classical.name, "network_weight": 0.0, "teacher_network_weights": weights,
+        "why": f"DIP gave its network a weight of at most {max(weights):.2f} in its mix on the {len(weights)} crops "
+               f"it restored"})
+    summary["choice"] = (f"{classical.name} alone: DIP gave its network a weight of at most {max(weights):.2f} on "
+                         f"the {len(weights)} crops it restored, so a student would only imitate the estimate")
+    clock.enter("apply")  # the estimate's time is not known beforehand: the bar moves plane by plane
+    leads = spec.layout.leads
+    for p, lead in enumerate(leads):
+        if run.stop_requested:
+            break
+        planes = measured_planes(spec, read_measurement(spec, lead), normalisation)[0]
+        preview.write_plane(lead, normalisation[0].inverse(classical.estimate(planes, None)))
+        clock.fraction = (p + 1) / len(leads)
+        yield _progress(clock, float("nan"), preview.image, "apply",
+                        f"{classical.name}: plane {p + 1} of {len(leads)}", {})
+    reason = f"stopped by user while {classical.name} restored the planes" if run.stop_requested else \
+        f"{classical.name} restored every plane"
     yield _final(run, spec, preview.image, summary, clock, normalisation, reason)
 
 
@@ -829,7 +882,8 @@ def _final(run, spec: JobSpec, image, summary: dict, clock, normalisation, stop_
         version=versions(), metrics=metrics,
         # the teacher crops' own choices are under amortised.teacher_units; the result is the student's
         quality={"automatic_stopping": spec.settings.auto_stop, "units": [],
-                 "method": "the judge: the student against DIP on a crop it never saw (amortised.rounds)"},
+                 "method": "the judge: the student against DIP on a crop it never saw (amortised.rounds)"
+                 if summary["rounds"] else "no student: the classical estimate alone (amortised.choice)"},
         input=input_entry(spec), output=output_entry(spec), amortised=summary)
     run.result = Restoration(image, record)
     return Snapshot(iteration=1000, total=1000, loss=float("nan"), image=image, seconds=record.seconds,
@@ -882,7 +936,7 @@ def amortised_summary(record: RunRecord) -> str:
         if "true_gap_db" in last:
             text += f" (true {last['true_gap_db']:+.2f})"
     mixed = summary.get("mixed_with") or {}
-    if mixed.get("used"):
+    if mixed.get("used") and rounds:  # without rounds the estimate stands alone: the choice says so
         gain = mixed.get("predicted_gain_db")
         text += f", mixed with {mixed['method']} (student's weight {mixed['network_weight']:.2f}" + \
             (f", predicted gain {gain:+.2f} dB)" if gain is not None else ")")
