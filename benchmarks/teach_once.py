@@ -32,6 +32,11 @@ Cases (Gaussian σ in 0…255 units unless said):
   superres_w2s            super-resolution ×2 of the 8 W2S 400-frame averages of --data/w2s (real fluorescence,
                           each field different) measured at 256² (the task's downsampling, σ = 1 % noise), one
                           8 × 256² stack to 8 × 512²; --per-unit fits planes 0 and 5;
+  missing_cells           inpainting of 1024² synthetic cells with half of the pixels missing at random (no noise);
+                          scored by PSNR at the missing pixels; reference the biharmonic fill; --per-unit fits the
+                          central 256² alone;
+  scanlines_photo         inpainting of Landsat-7-like scan-line gaps (tilted stripes, widest at the edges, about
+                          a quarter of the pixels) in the bundled astronaut photo (grey) at 1024²; as above;
   w2s                     the 8 real W2S wide-field frames of --data/w2s (512², 8-bit) as one 8 × 512² stack, each
                           plane scored by PSNR after its least-squares affine fit to the 400-frame average (as
                           benchmarks/real_noise.py), the mean over planes; reference GAT + BM3D per plane (the
@@ -63,6 +68,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 import images  # noqa: E402
 import scale  # noqa: E402
+
+from napari_dip._sample_data import scan_line_gaps  # noqa: E402
 
 DEFAULT_MARGIN = 0.2  # Settings.amortise_margin
 
@@ -264,6 +271,29 @@ def case_w2s(folder: str) -> dict:
                 reference=reference, per_unit_planes=[0, 5], score=score, judge_truth=False)
 
 
+def case_inpaint(clean: np.ndarray, missing: np.ndarray, name: str) -> dict:
+    """Inpainting of ``clean`` (0…1) where ``missing``, the measured pixels exact; scored at the missing pixels;
+    reference the biharmonic fill; --per-unit fits the central 256² alone."""
+    from skimage.restoration import inpaint_biharmonic
+
+    measured = np.where(missing, 0.0, clean).astype(np.float32)
+    middle = clean.shape[0] // 2
+    return dict(name=f"inpainting {name}, {100 * missing.mean():.0f} % missing", input=measured, truth=clean,
+                task="inpaint", kwargs=dict(mask=missing.astype(np.uint8)), score_mask=missing,
+                reference=("biharmonic fill", lambda: inpaint_biharmonic(measured, missing).astype(np.float32)),
+                per_unit_region=(slice(middle - 128, middle + 128),) * 2)
+
+
+def score_of(case: dict, truth, image, part=None) -> float:
+    """The case's score of ``image`` against ``truth`` (the whole, or the region ``part``): PSNR at the pixels of
+    ``score_mask`` where the case has one (inpainting: the missing pixels), else its ``score`` or PSNR."""
+    if case.get("score_mask") is None:
+        return case.get("score", psnr)(truth, image)
+    at = case["score_mask"] if part is None else case["score_mask"][part]
+    peak = float(truth.max() - truth.min())
+    return float(10 * np.log10(peak ** 2 / np.mean((np.asarray(image, np.float64)[at] - truth[at]) ** 2)))
+
+
 def restore(case: dict, stop_at_fallback: bool = False, **overrides) -> tuple[np.ndarray, dict, float]:
     import napari_dip
 
@@ -294,7 +324,7 @@ def default_call(case: dict) -> dict:
     summary = record.get("amortised", {})
     kept = summary.get("used", False)
     row = {"seconds_to_choice": round(seconds, 1), "choice": summary.get("choice"), "rounds": summary.get("rounds"),
-           "psnr": round(case.get("score", psnr)(truth, image), 2) if kept and truth is not None else None}
+           "psnr": round(score_of(case, truth, image), 2) if kept and truth is not None else None}
     print(json.dumps(row), flush=True)
     return row
 
@@ -303,13 +333,12 @@ def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
     from napari_dip.amortised import passes
 
     truth = case["truth"]
-    score = case.get("score", psnr)
     # the student is kept whatever the judge says (no per-unit fallback), so that its quality and the judge's call
     # are measured every time; the call at the default margin is reported beside it
     image, record, seconds = restore(case, amortise=True, amortise_margin=1e9, **truth_option(case, truth))
     summary = record.get("amortised", {})
     row = {"case": case["name"], "amortised": {
-        "seconds": round(seconds, 1), "psnr": None if truth is None else round(score(truth, image), 2),
+        "seconds": round(seconds, 1), "psnr": None if truth is None else round(score_of(case, truth, image), 2),
         "rounds": summary.get("rounds"), "call_at_default_margin": (
             "classical estimate alone" if not summary.get("rounds") else
             "student" if passes(summary["rounds"][-1], DEFAULT_MARGIN) else "more teachers, then per-unit fitting"),
@@ -323,11 +352,15 @@ def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
         part = planes if planes else case.get("per_unit_region")
         truth_part = case.get("per_unit_truth_region", part)  # on the result's grid
         sub = dict(case, input=case["input"][part], truth=truth[truth_part]) if part is not None else case
+        if part is not None and "mask" in case["kwargs"]:
+            sub["kwargs"] = dict(case["kwargs"], mask=case["kwargs"]["mask"][part])
         unit_image, unit_record, unit_seconds = restore(sub, amortise=False, **truth_option(case, sub["truth"]))
-        row["per_unit"] = {"seconds": round(unit_seconds, 1), "psnr": round(score(sub["truth"], unit_image), 2),
+        row["per_unit"] = {"seconds": round(unit_seconds, 1),
+                           "psnr": round(score_of(case, sub["truth"], unit_image, truth_part), 2),
                            "planes": planes, "iterations": unit_record["iterations"]}
         if part is not None:
-            row["per_unit"]["student_psnr_same_part"] = round(score(truth[truth_part], image[truth_part]), 2)
+            row["per_unit"]["student_psnr_same_part"] = round(
+                score_of(case, truth[truth_part], image[truth_part], truth_part), 2)
         if planes:
             row["per_unit"]["full_estimate_s"] = round(unit_seconds / len(planes) * len(case["input"]), 0)
         else:
@@ -339,7 +372,7 @@ def measure(case: dict, per_unit: bool, reference: bool = True) -> dict:
             start = time.perf_counter()
             result = run()
             row[key] = {"method": name, "seconds": round(time.perf_counter() - start, 1),
-                        "psnr": round(score(truth, result), 2)}
+                        "psnr": round(score_of(case, truth, result), 2)}
             print(json.dumps(row[key]), flush=True)
     return row
 
@@ -375,7 +408,13 @@ def main(argv=None) -> int:
               "superres_photo": lambda: case_superres(
                   (images.load("astronaut", 1024, gray=True) / 255.0).astype(np.float32), 2, 15,
                   "a 1024² photo (astronaut)"),
-              "superres_w2s": lambda: case_superres_w2s(args.data)}
+              "superres_w2s": lambda: case_superres_w2s(args.data),
+              "missing_cells": lambda: case_inpaint(
+                  (images.synthetic_cells(1024, seed=17) / 255.0).astype(np.float32),
+                  np.random.default_rng(18).random((1024, 1024)) < 0.5, "1024² cells"),
+              "scanlines_photo": lambda: case_inpaint(
+                  (images.load("astronaut", 1024, gray=True) / 255.0).astype(np.float32),
+                  scan_line_gaps((1024, 1024), period=16, seed=2), "a 1024² photo (astronaut), scan-line gaps")}
     if args.default_call:
         rows = [dict(case=key, default_call=default_call(makers[key]())) for key in args.cases.split(",")]
     else:

@@ -525,9 +525,83 @@ def test_where_dip_gives_its_network_no_weight_the_classical_estimate_restores_t
     assert "block-matching alone" in amortised.amortised_summary(run.result.record)
     # and a single teacher crop that gave the network weight keeps the student
     teaching = amortised._Teaching.__new__(amortised._Teaching)
+    teaching.spec = spec_of(noisy[0])
     teaching.rounds, teaching.entries = [], [{"mixed_with": {"used": True, "method": "block-matching",
                                                              "network_weight": w}} for w in (0.0, 0.3)]
     monkeypatch.setattr(amortised._Teaching, "classical", object())
     assert not teaching.network_unused
     teaching.entries[1]["mixed_with"]["network_weight"] = 0.05
     assert teaching.network_unused
+    # inpainting: the biharmonic fill that DIP mixed in is what stands alone (block matching does not count there)
+    teaching = amortised._Teaching.__new__(amortised._Teaching)
+    teaching.spec, teaching.rounds = spec_of(noisy[0], task="inpaint", mask=np.eye(96, dtype=np.uint8)), []
+    teaching.entries = [{"mixed_with": {"used": True, "method": method, "network_weight": 0.0}}
+                        for method in ("biharmonic", "biharmonic")]
+    assert teaching.network_unused and teaching.alone.name == "biharmonic fill"
+    teaching.entries[0]["mixed_with"]["method"] = "block-matching"
+    assert not teaching.network_unused
+
+
+class _FirstChannel(torch.nn.Module):
+    """An inpainting 'student' that keeps its input's first channel: the smooth fill of the gaps it is told of."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = torch.nn.ModuleList([torch.nn.Identity()])
+        self.out_channels = 1
+
+    def forward(self, x):
+        return x[:, :1]
+
+
+@pytest.mark.parametrize("teacher_scale", [0.8, 1.1, 2.0])
+def test_the_judge_of_an_inpainting_student_measures_its_fill_at_pixels_it_is_told_are_missing(teacher_scale):
+    # the student fills the gaps smoothly; the teacher's fill errs by the student's error times a scale (from 1.9 dB
+    # above the student to 6 dB below); the student is told the hidden pixels are missing, so both fill them blind
+    rng = np.random.default_rng(3)
+    side = 256
+    clean = ndimage.gaussian_filter(rng.random((side, side)), 3)
+    clean = ((clean - clean.min()) / np.ptp(clean)).astype(np.float32)
+    missing = rng.random((side, side)) < 0.3
+    measured = np.where(missing, 0.0, clean + rng.normal(0, 0.001, clean.shape)).astype(np.float32)
+    spec = spec_of(measured, task="inpaint", mask=missing.astype(np.uint8))
+    hidden = amortised.hidden_blocks(missing, amortised.JUDGE_FRACTION, 0)[None]
+    blind = missing[None] | hidden
+    fill = reference.smooth_fill(measured[None], blind)[0]
+    teacher = np.where(blind[0], clean + teacher_scale * (fill - clean), measured).astype(np.float32)
+    judge = {"pieces": {"image": measured, "mask": missing.astype(np.uint8)}, "target": teacher[None],
+             "hidden": hidden, "normalisation": (Normalisation(0.0, 1.0), {"model": "gaussian"})}
+    verdict = amortised.judge_student(_FirstChannel(), judge, spec, "cpu")
+    at = hidden[0]
+    assert_judged(verdict, 10 * np.log10(np.mean((fill - clean)[at] ** 2) / np.mean((teacher - clean)[at] ** 2)))
+
+
+def test_an_inpainting_student_learns_from_crops_with_gaps_and_keeps_the_measured_pixels(monkeypatch):
+    monkeypatch.setattr(amortised, "TEACHER_SIDE", 64)  # small crops: the machinery, quickly
+    rng = np.random.default_rng(9)
+    clean = ndimage.gaussian_filter(rng.random((192, 192)), 4)
+    clean = ((clean - clean.min()) / np.ptp(clean)).astype(np.float32)
+    missing = rng.random(clean.shape) < 0.3
+    missing[:, 64:128] = False  # the middle column of crops has no gap: nothing there to learn or restore
+    missing[140:150, 10:40] = True  # and a hole
+    image = np.where(missing, np.nan, clean).astype(np.float32)  # NaN pixels are missing pixels too
+    original = image.copy()
+    run = napari_dip.restore_iter(image, "inpaint", amortise=True, student_steps=30, amortise_margin=50.0,
+                                  ground_truth=clean, **QUICK)
+    snapshots = list(run)
+    np.testing.assert_array_equal(np.isnan(image), np.isnan(original))  # the caller's data is untouched
+    summary = run.result.record.amortised
+    assert summary["used"] and summary["choice"].startswith("student")
+    assert {s.stage for s in snapshots} >= {"teacher", "student", "apply"}
+    for crop in summary["teacher_crops"] + [summary["judge_crop"]]:  # only crops with gaps teach and judge
+        assert missing[slice(*crop["y"]), slice(*crop["x"])].any()
+    assert summary["candidates"] == 6
+    result = run.result.image
+    np.testing.assert_array_equal(result[~missing], clean[~missing])  # measured pixels as measured
+    assert np.isfinite(result).all() and result[missing].min() > -0.5 and result[missing].max() < 1.5
+    assert summary["rounds"][-1]["hidden_pixels"] > 0
+    # a mask that lies within one crop: nothing to amortise
+    one_gap = np.zeros(clean.shape, np.uint8)
+    one_gap[10:20, 10:20] = 1
+    with pytest.raises(DIPInputError, match="within one teacher crop"):
+        napari_dip.restore(clean, "inpaint", mask=one_gap, amortise=True, **QUICK)

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import student_mix
 from .core import data
-from .core.reference import neighbour_mean_fill
+from .core.reference import neighbour_mean_fill, smooth_fill
 from .errors import DIPInputError
 from .executor import Restoration, RestorationRun, Snapshot, measurement_sample, read_unit
 from .intensities import choose_noise, fit_intensities, with_speckle_looks
@@ -48,6 +48,8 @@ DERIVATIVE_PROBES = 16  # Monte-Carlo probes of the student's derivative on the 
 # classical estimate, which a student could only learn to imitate, so the job takes the estimate alone (a 1024²
 # speckled scene: 740 s through a student whose mix weight came out 0.00, docs/benchmarks.md § Radar speckle)
 NO_NETWORK_WEIGHT = 0.1
+# the engine's name, by task, of the classical estimate that can then restore the job alone
+ALONE_METHODS = {"denoise": "block-matching", "inpaint": "biharmonic"}
 STAGES = ("teacher", "student", "apply")  # with a 'judge' snapshot between a round's student and what follows
 
 
@@ -96,18 +98,23 @@ def check_amortise(value):
                         f"unit fitted by DIP); got {value!r}")
 
 
-AMORTISED_TASKS = ("denoise", "superres", "axial-superres", "deconvolve")
+AMORTISED_TASKS = ("denoise", "inpaint", "superres", "axial-superres", "deconvolve")
 
 
 def unsupported(spec: JobSpec, options) -> str | None:
     """Why this job cannot be amortised yet, or None."""
     if spec.name not in AMORTISED_TASKS:
-        return (f"amortised restoration is built for denoising, super-resolution and deconvolution, not "
-                f"{spec.name!r}")
+        return (f"amortised restoration is built for denoising, inpainting, super-resolution and deconvolution, "
+                f"not {spec.name!r}")
     if options.out is not None:
         return "amortised restoration keeps the result in memory: it does not write into out="
-    if len(candidate_crops(spec)) < 2:
+    if spec.name == "inpaint" and spec.layout.spatial_dims == 3:
+        return "amortised inpainting is built for 2D planes, not volumes"
+    crops = candidate_crops(spec)
+    if len(crops) < 2:
         return "the data is one teacher crop: a student needs a crop to learn from and another to be judged on"
+    if spec.name == "inpaint" and len(crops_with_gaps(spec, crops)) < 2:
+        return "the missing pixels lie within one teacher crop: DIP restores it directly"
     return None
 
 
@@ -151,6 +158,12 @@ def candidate_crops(spec: JobSpec) -> list[Crop]:
             for y in starts(shape[-2], side) for x in starts(shape[-1], side)]
 
 
+def crops_with_gaps(spec: JobSpec, crops: list[Crop]) -> list[int]:
+    """The crops (their indices) with a missing pixel: an inpainting student learns from those, and is judged on
+    one (a crop without a gap teaches it nothing the mask asks for)."""
+    return [i for i, crop in enumerate(crops) if missing_planes(spec, read_crop(spec, crop))[2].any()]
+
+
 def read_crop(spec: JobSpec, crop: Crop) -> dict:
     """The crop's pieces of every array of the job (copies, channels last), as :func:`executor.read_unit`'s."""
     pieces = read_unit(spec, crop)
@@ -168,11 +181,13 @@ def result_z(spec: JobSpec, z: tuple[int, int]) -> tuple[int, int]:
 
 def crop_features(spec: JobSpec, crops: list[Crop], normalisation) -> np.ndarray:
     """Per crop: its mean, spread and edge strength (on 2×2 means, so that noise counts less), and its place
-    (plane, Y, X as fractions), each scaled to unit spread over the crops; the place weighs half."""
+    (plane, Y, X as fractions), each scaled to unit spread over the crops; the place weighs half. For inpainting,
+    also the share of its pixels that are missing (teachers with thin and wide gaps alike)."""
     shape = spec.layout.spatial_shape
     rows = []
     for crop in crops:
-        values = measured_planes(spec, read_crop(spec, crop), normalisation)[0].mean(axis=0)
+        values, missing = measured_planes(spec, read_crop(spec, crop), normalisation)
+        values = values.mean(axis=0)
         values = values.reshape(-1, *values.shape[-2:])  # (planes along Z, H, W)
         h, w = values.shape[1] // 2 * 2, values.shape[2] // 2 * 2
         coarse = values[:, :h, :w].reshape(-1, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
@@ -180,11 +195,11 @@ def crop_features(spec: JobSpec, crops: list[Crop], normalisation) -> np.ndarray
         depth = (crop.z[0] + crop.z[1]) / 2 / shape[0] if crop.z is not None else 0.5
         place = (crop.plane / max(spec.layout.planes - 1, 1), depth, (crop.y[0] + crop.y[1]) / 2 / shape[-2],
                  (crop.x[0] + crop.x[1]) / 2 / shape[-1])
-        rows.append([values.mean(), values.std(), edges, *place])
+        rows.append([values.mean(), values.std(), edges, *place] + ([missing.mean()] if spec.name == "inpaint" else []))
     features = np.asarray(rows, np.float64)
     spread = features.std(axis=0)
     features = (features - features.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
-    features[:, 3:] *= 0.5
+    features[:, 3:7] *= 0.5
     return features
 
 
@@ -223,8 +238,27 @@ def typical_untaught(features: np.ndarray, taught: list[int], crops: list[Crop] 
 
 def student_input(spec: JobSpec, pieces: dict, normalisation) -> np.ndarray:
     """What the student sees of a unit: its measured planes (:func:`measured_planes`) on the result's grid
-    (:func:`on_result_grid`), (C, *result spatial)."""
-    return on_result_grid(spec, measured_planes(spec, pieces, normalisation)[0])
+    (:func:`on_result_grid`), (C, *result spatial); for inpainting, :func:`inpainting_input`."""
+    planes, missing = measured_planes(spec, pieces, normalisation)
+    if spec.name == "inpaint":
+        return inpainting_input(planes, missing)
+    return on_result_grid(spec, planes)
+
+
+def inpainting_input(planes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """An inpainting student's input: the planes (C, H, W) with their missing pixels (1, H, W) smoothly filled
+    (:func:`core.reference.smooth_fill`: the start its correction adds to), and the mask as one more channel, so
+    that it knows which pixels to fill and which to keep; (C + 1, H, W)."""
+    return np.concatenate([smooth_fill(planes, missing), missing.astype(np.float32)])
+
+
+def kept_measured(spec: JobSpec, restored: np.ndarray, planes_in: np.ndarray) -> np.ndarray:
+    """Inpainting keeps the measured pixels as the user measured them (as the engine does): the student's result
+    where the mask (the input's last channel) says missing, the measurement elsewhere; other tasks as they are."""
+    if spec.name != "inpaint":
+        return restored
+    channels = restored.shape[0]
+    return np.where(planes_in[channels:channels + 1] > 0, restored, planes_in[:channels]).astype(np.float32)
 
 
 def on_result_grid(spec: JobSpec, planes: np.ndarray) -> np.ndarray:
@@ -267,6 +301,8 @@ def measured_planes(spec: JobSpec, pieces: dict, normalisation):
 def student_channels(spec: JobSpec, student_spec) -> tuple[int, int]:
     """The student's input and output channels: the data's, times the planes it sees at once in a volume."""
     channels = spec.layout.channels
+    if spec.name == "inpaint":  # and the mask
+        return channels + 1, channels
     return (channels * (2 * student_spec.reach + 1) if spec.layout.spatial_dims == 3 else channels), channels
 
 
@@ -370,6 +406,8 @@ class _Teaching:
         self.spec, self.options, self.normalisation, self.device = spec, options, normalisation, device
         self.margin = float(spec.settings.amortise_margin)
         self.crops = candidate_crops(spec)
+        if spec.name == "inpaint":
+            self.crops = [self.crops[i] for i in crops_with_gaps(spec, self.crops)]
         self.features = crop_features(spec, self.crops, normalisation)
         self.limit = max(int(MAX_TEACHER_SHARE * len(self.crops)), 2)  # teacher crops, the judge's included
         self.first = FIRST_TEACHERS[spec.layout.spatial_dims]
@@ -465,12 +503,18 @@ class _Teaching:
         planes = measured_planes(self.spec, judge["pieces"], self.normalisation)[0]
         return student_mix.classical_for(self.spec, self.normalisation[1], planes, self.normalisation[0].span)
 
+    @functools.cached_property
+    def alone(self) -> student_mix.Classical | None:
+        """The classical estimate that restores the job where DIP gives its network no weight (:attr:`network_unused`):
+        the block matching mixed in after a denoising student, the biharmonic fill for inpainting; else None."""
+        return student_mix.biharmonic() if self.spec.name == "inpaint" else self.classical
+
     def network_weights(self) -> list:
-        """DIP's network weight in its block-matching mix on each crop restored so far (None where it mixed in
-        nothing else)."""
+        """DIP's network weight in its mix with :data:`ALONE_METHODS`' estimate on each crop restored so far (None
+        where it mixed in nothing, or another estimate)."""
         mixes = [e.get("mixed_with") or {} for e in self.entries]
-        return [m.get("network_weight") if m.get("used") and m.get("method") == "block-matching" else None
-                for m in mixes]
+        return [m.get("network_weight") if m.get("used") and m.get("method") == ALONE_METHODS.get(self.spec.name)
+                else None for m in mixes]
 
     @property
     def network_unused(self) -> bool:
@@ -478,7 +522,7 @@ class _Teaching:
         restored and the same classical estimate can restore the job."""
         weights = self.network_weights()
         return not self.rounds and bool(weights) and all(w is not None and w <= NO_NETWORK_WEIGHT for w in weights) \
-            and self.classical is not None
+            and self.alone is not None
 
     @property
     def accepted(self) -> bool:
@@ -580,7 +624,7 @@ def _classical_alone(run, spec: JobSpec, teaching: _Teaching, normalisation, pre
     crops it restored (:attr:`_Teaching.network_unused`), so no student is trained and none judged."""
     from .executor import read_measurement
 
-    classical = teaching.classical
+    classical = teaching.alone
     weights = teaching.network_weights()
     summary = dict(teaching.summary(decision.why), mixed_with={
         "used": True, "method": classical.name, "network_weight": 0.0, "teacher_network_weights": weights,
@@ -593,8 +637,8 @@ def _classical_alone(run, spec: JobSpec, teaching: _Teaching, normalisation, pre
     for p, lead in enumerate(leads):
         if run.stop_requested:
             break
-        planes = measured_planes(spec, read_measurement(spec, lead), normalisation)[0]
-        preview.write_plane(lead, normalisation[0].inverse(classical.estimate(planes, None)))
+        planes, missing = measured_planes(spec, read_measurement(spec, lead), normalisation)
+        preview.write_plane(lead, normalisation[0].inverse(classical.estimate(planes, missing)))
         clock.fraction = (p + 1) / len(leads)
         yield _progress(clock, float("nan"), preview.image, "apply",
                         f"{classical.name}: plane {p + 1} of {len(leads)}", {})
@@ -688,28 +732,34 @@ def judge_student(net, judge: dict, spec: JobSpec, device, classical: student_mi
     the squared errors plus 2·v·∂s/∂y measures MSE(s) − MSE(t): the noise variance only enters times the small
     derivative. The teacher's own error comes from neighbouring hidden pixels (:func:`neighbour_products`) and turns
     the difference into decibels; for Gaussian noise v is the teacher's squared error there minus that error.
+    An inpainting student is told that the hidden pixels are missing, so it is as blind to them as DIP: no Stein
+    term, and the hidden pixels measure how well each fills a gap.
     """
     spec_normalisation = judge["normalisation"]
     hidden = judge["hidden"]
-    planes = measured_planes(spec, judge["pieces"], spec_normalisation)[0]
+    planes, missing = measured_planes(spec, judge["pieces"], spec_normalisation)
     teacher = as_measured(spec, judge["target"])
-
-    def measured_student(measured: np.ndarray) -> np.ndarray:
-        return as_measured(spec, student_output(net, on_result_grid(spec, measured), device))
-
     at = np.broadcast_to(hidden, planes.shape)
     teacher_mse, standard_error = neighbour_products(planes - teacher, hidden[0])
-    if spec.noise in ("gaussian", "speckle"):  # speckle: additive and zero-mean in the log units
-        # the noise variance at the hidden pixels themselves: the teacher's squared error there minus its own
-        # error; a wavelet estimate counts texture as noise, and its few per cent would dominate the derivative term
-        variance = max(float(((planes - teacher)[at] ** 2).mean()) - max(teacher_mse, 0.0), 1e-12)
-    else:  # photon counts: a pixel's variance is its mean, c / photons at 1 in the normalised units
-        variance = np.clip(teacher, 0.0, None) / float(spec_normalisation[1]["photons_at_1"])
-    result = student_output(net, on_result_grid(spec, planes), device)
-    student = as_measured(spec, result)
-    # a step well within the student's linear pieces, however much it magnifies its input
-    step = 1e-3 / max(getattr(net, "input_gain", 1.0), 1.0)
-    derivative = self_derivative(measured_student, planes, student, spec.seed, step=step)
+    if spec.name == "inpaint":
+        # the student is told that the hidden pixels are missing too: blind to them, as DIP was, its output there
+        # does not lean on their noise, and Stein's term is zero
+        blind_input = inpainting_input(planes, missing | hidden)
+        result = kept_measured(spec, student_output(net, blind_input, device), blind_input)
+        student, derivative, variance = result, np.zeros_like(planes), 0.0
+    else:
+        if spec.noise in ("gaussian", "speckle"):  # speckle: additive and zero-mean in the log units
+            # the noise variance at the hidden pixels themselves: the teacher's squared error there minus its own
+            # error; a wavelet estimate counts texture as noise, and its few per cent would dominate the derivative
+            variance = max(float(((planes - teacher)[at] ** 2).mean()) - max(teacher_mse, 0.0), 1e-12)
+        else:  # photon counts: a pixel's variance is its mean, c / photons at 1 in the normalised units
+            variance = np.clip(teacher, 0.0, None) / float(spec_normalisation[1]["photons_at_1"])
+        result = student_output(net, on_result_grid(spec, planes), device)
+        student = as_measured(spec, result)
+        # a step well within the student's linear pieces, however much it magnifies its input
+        step = 1e-3 / max(getattr(net, "input_gain", 1.0), 1.0)
+        derivative = self_derivative(lambda x: as_measured(spec, student_output(net, on_result_grid(spec, x), device)),
+                                     planes, student, spec.seed, step=step)
     # where DIP is far better than the input its error is below what one crop can measure: then the judge takes
     # the largest error the crop allows (two standard errors), which understates the gap rather than sending a job
     # that the student does well to hours of per-unit fitting (docs/quality.md § The judge)
@@ -838,7 +888,7 @@ def _apply(run, net, spec: JobSpec, normalisation, device, preview, clock, mix=(
         def on_tile(done, total, p=p):
             clock.fraction = (p + done / total) / len(planes)
 
-        restored = student_output(net, planes_in, device, on_tile)
+        restored = kept_measured(spec, student_output(net, planes_in, device, on_tile), planes_in)
         if mix[0] is not None:
             restored = student_mix.mixed(restored, mix[0], planes_in, mix[1])
         preview.write_plane(lead, normalisation[0].inverse(restored))

@@ -77,6 +77,16 @@ def classical_for(spec, noise_estimate: dict, planes: np.ndarray, span: float = 
     return Classical("block-matching", lambda x, hidden=None: under(x), variance)
 
 
+def biharmonic() -> Classical:
+    """Inpainting's classical estimate: the biharmonic fill of the pixels ``hidden`` marks (the missing ones), as the
+    engine mixes it into DIP where the gaps are scattered; it stands alone where DIP gave its network no weight
+    (amortised.py), and is not mixed into an inpainting student."""
+    def fill(x, hidden=None):
+        return x if hidden is None or not hidden.any() else reference.biharmonic_fill(x, 1.0 - hidden)
+
+    return Classical("biharmonic fill", fill, lambda signal: np.zeros_like(signal))
+
+
 def mix_weight(student, classical: Classical, planes: np.ndarray, hidden: np.ndarray,
                teacher: np.ndarray | None = None) -> MixWeight:
     """The weight w in [0, 1] of the student in r + w·(s − r) that predicts the judge crop's hidden pixels best,
