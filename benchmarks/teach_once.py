@@ -37,6 +37,8 @@ Cases (Gaussian σ in 0…255 units unless said):
                           central 256² alone;
   scanlines_photo         inpainting of Landsat-7-like scan-line gaps (tilted stripes, widest at the edges, about
                           a quarter of the pixels) in the bundled astronaut photo (grey) at 1024²; as above;
+  holes_photo             inpainting of round holes (radius 4 to 10 pixels, about a tenth of the pixels: gaps too
+                          wide for the engine to mix in the biharmonic fill) in the same photo; as above;
   w2s                     the 8 real W2S wide-field frames of --data/w2s (512², 8-bit) as one 8 × 512² stack, each
                           plane scored by PSNR after its least-squares affine fit to the 400-frame average (as
                           benchmarks/real_noise.py), the mean over planes; reference GAT + BM3D per plane (the
@@ -284,6 +286,17 @@ def case_inpaint(clean: np.ndarray, missing: np.ndarray, name: str) -> dict:
                 per_unit_region=(slice(middle - 128, middle + 128),) * 2)
 
 
+def round_holes(shape: tuple, share: float, seed: int) -> np.ndarray:
+    """Discs of radius 4 to 10 pixels at random places until they cover ``share`` of the frame."""
+    rng = np.random.default_rng(seed)
+    y, x = np.ogrid[:shape[0], :shape[1]]
+    holes = np.zeros(shape, bool)
+    while holes.mean() < share:
+        cy, cx, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.uniform(4, 10)
+        holes |= (y - cy) ** 2 + (x - cx) ** 2 <= r * r
+    return holes
+
+
 def score_of(case: dict, truth, image, part=None) -> float:
     """The case's score of ``image`` against ``truth`` (the whole, or the region ``part``): PSNR at the pixels of
     ``score_mask`` where the case has one (inpainting: the missing pixels), else its ``score`` or PSNR."""
@@ -414,7 +427,10 @@ def main(argv=None) -> int:
                   np.random.default_rng(18).random((1024, 1024)) < 0.5, "1024² cells"),
               "scanlines_photo": lambda: case_inpaint(
                   (images.load("astronaut", 1024, gray=True) / 255.0).astype(np.float32),
-                  scan_line_gaps((1024, 1024), period=16, seed=2), "a 1024² photo (astronaut), scan-line gaps")}
+                  scan_line_gaps((1024, 1024), period=16, seed=2), "a 1024² photo (astronaut), scan-line gaps"),
+              "holes_photo": lambda: case_inpaint(
+                  (images.load("astronaut", 1024, gray=True) / 255.0).astype(np.float32),
+                  round_holes((1024, 1024), 0.1, seed=19), "a 1024² photo (astronaut), round holes")}
     if args.default_call:
         rows = [dict(case=key, default_call=default_call(makers[key]())) for key in args.cases.split(",")]
     else:

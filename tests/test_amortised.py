@@ -46,7 +46,9 @@ def test_auto_amortises_large_jobs_of_the_tasks_it_is_built_for():
     mask = np.zeros((16, 256, 256), bool)
     mask[:, :4] = True
     inpaint = amortised.decide(spec_of(large, task="inpaint", mask=mask), RestoreOptions(task="inpaint"))
-    assert not inpaint.amortise and "denoising, super-resolution and deconvolution" in inpaint.why
+    assert inpaint.amortise
+    guided = amortised.decide(spec_of(large, task="guided", guide=large), RestoreOptions(task="guided"))
+    assert not guided.amortise and "denoising, inpainting, super-resolution and deconvolution" in guided.why
     enlarged = amortised.decide(spec_of(large[:4], task="superres", factor=2), RestoreOptions(task="superres"))
     assert enlarged.amortise and "pixels" in enlarged.why  # 4 × 256² enlarged ×2: a megapixel of result
 
@@ -370,8 +372,8 @@ def test_a_blurred_frame_is_deconvolved_by_a_student_that_sees_its_detail(monkey
     # 'auto' amortises deconvolution from a megapixel of result, as denoising
     large = np.zeros((16, 256, 256), np.float32)
     assert amortised.decide(spec_of(large, task="deconvolve", psf_sigma=1.5), RestoreOptions()).amortise
-    with pytest.raises(DIPInputError, match="denoising, super-resolution and deconvolution, not 'inpaint'"):
-        napari_dip.restore_iter(np.zeros((64, 64), np.float32), "inpaint", mask=np.eye(64), amortise=True)
+    with pytest.raises(DIPInputError, match="super-resolution and deconvolution, not 'guided'"):
+        napari_dip.restore_iter(np.zeros((64, 64), np.float32), "guided", guide=np.zeros((64, 64)), amortise=True)
 
 
 def test_teaching_stops_when_more_teachers_bring_the_student_no_closer():
@@ -543,7 +545,7 @@ def test_where_dip_gives_its_network_no_weight_the_classical_estimate_restores_t
 
 
 class _FirstChannel(torch.nn.Module):
-    """An inpainting 'student' that keeps its input's first channel: the smooth fill of the gaps it is told of."""
+    """An inpainting 'student' that keeps its input's first channel: the biharmonic fill of the gaps it is told of."""
 
     def __init__(self):
         super().__init__()
@@ -556,8 +558,9 @@ class _FirstChannel(torch.nn.Module):
 
 @pytest.mark.parametrize("teacher_scale", [0.8, 1.1, 2.0])
 def test_the_judge_of_an_inpainting_student_measures_its_fill_at_pixels_it_is_told_are_missing(teacher_scale):
-    # the student fills the gaps smoothly; the teacher's fill errs by the student's error times a scale (from 1.9 dB
-    # above the student to 6 dB below); the student is told the hidden pixels are missing, so both fill them blind
+    # the student fills the gaps by biharmonic interpolation; the teacher's fill errs by the student's error times a
+    # scale (from 1.9 dB above the student to 6 dB below); the student is told the hidden pixels are missing, so both
+    # fill them blind
     rng = np.random.default_rng(3)
     side = 256
     clean = ndimage.gaussian_filter(rng.random((side, side)), 3)
@@ -567,7 +570,7 @@ def test_the_judge_of_an_inpainting_student_measures_its_fill_at_pixels_it_is_to
     spec = spec_of(measured, task="inpaint", mask=missing.astype(np.uint8))
     hidden = amortised.hidden_blocks(missing, amortised.JUDGE_FRACTION, 0)[None]
     blind = missing[None] | hidden
-    fill = reference.smooth_fill(measured[None], blind)[0]
+    fill = reference.biharmonic_fill(measured[None], 1.0 - blind)[0]
     teacher = np.where(blind[0], clean + teacher_scale * (fill - clean), measured).astype(np.float32)
     judge = {"pieces": {"image": measured, "mask": missing.astype(np.uint8)}, "target": teacher[None],
              "hidden": hidden, "normalisation": (Normalisation(0.0, 1.0), {"model": "gaussian"})}

@@ -161,8 +161,8 @@ def restore(image, task: str = "denoise", **options) -> Restoration:
         stops growing with the data. A judge crop that the student never saw
         says how far it is below DIP; beyond ``amortise_margin`` (a setting,
         0.2 dB) more crops teach, then per-unit fitting takes over. 'auto':
-        denoising, super-resolution and deconvolution, and axial
-        super-resolution of volumes, with at least a megapixel (16 × 256²) in
+        denoising, inpainting (2D), super-resolution and deconvolution, and
+        axial super-resolution of volumes, with at least a megapixel (16 × 256²) in
         the result; True: amortise (an error where it
         cannot yet); False: every unit fitted by DIP. The record's ``amortised`` says what ran and why.
     **settings

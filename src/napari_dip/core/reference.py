@@ -79,31 +79,6 @@ def neighbour_mean_fill(plane: np.ndarray, excluded: np.ndarray) -> np.ndarray:
     return np.where(weight > 0, plane, mean).astype(np.float32)
 
 
-def smooth_fill(plane: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    """``plane`` (C, H, W) with the pixels where ``missing`` (1 or C, H, W) is nonzero replaced by the Gaussian-
-    weighted mean of the measured pixels around them, at the smallest σ of 1, 2, 4 … pixels that gives them a
-    measured neighbourhood: a smooth start for gaps thin or wide (a 3×3 mean leaves a wide gap's middle empty).
-    A new float32 array."""
-    from scipy.ndimage import gaussian_filter
-
-    plane = np.asarray(plane, dtype=np.float64)
-    known = (np.broadcast_to(np.asarray(missing) == 0, plane.shape)).astype(np.float64)
-    out = np.where(known > 0, plane, 0.0)
-    for c in range(plane.shape[0]):
-        todo = known[c] == 0
-        sigma = 1.0
-        while todo.any() and sigma <= 2 * max(plane.shape[-2:]):
-            weight = gaussian_filter(known[c], sigma, mode="mirror")
-            ready = todo & (weight > 0.01)  # a measured pixel within about 3σ
-            if ready.any():
-                out[c][ready] = (gaussian_filter(out[c] * known[c], sigma, mode="mirror")[ready] / weight[ready])
-                todo &= ~ready
-            sigma *= 2.0
-        if todo.any():  # nothing measured in the plane
-            out[c][todo] = 0.0
-    return out.astype(np.float32)
-
-
 def nl_means(plane: np.ndarray, sigma: float) -> np.ndarray:
     """scikit-image's non-local means of ``plane`` (C, *spatial) with noise σ ``sigma`` (its units), set as
     its gallery recommends: h = 0.8 σ, 5-pixel patches, search distance 6. A new float32 array."""

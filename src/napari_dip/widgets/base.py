@@ -223,8 +223,8 @@ class RestorationWidget(QWidget):
         self.amortise = ComboBox(label="amortise", choices=tuple(AMORTISE_WORDS), value="auto",
                                  tooltip="Teach once, apply everywhere: DIP restores a few crops, a student network "
                                          "learns from them and restores every plane, judged on a crop it never "
-                                         "saw. auto: for denoising, super-resolution and deconvolution of a "
-                                         "megapixel (16 × 256²) of result or more, and denoising and axial "
+                                         "saw. auto: for denoising, inpainting, super-resolution and deconvolution "
+                                         "of a megapixel (16 × 256²) of result or more, and denoising and axial "
                                          "super-resolution of volumes as large; off: every plane or tile fitted "
                                          "by DIP.")
         self.advanced = Container(widgets=[self.network, self.lr, self.jitter, self.ema, self.auto_stop,
