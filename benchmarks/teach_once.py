@@ -39,6 +39,9 @@ Cases (Gaussian σ in 0…255 units unless said):
                           a quarter of the pixels) in the bundled astronaut photo (grey) at 1024²; as above;
   holes_photo             inpainting of round holes (radius 4 to 10 pixels, about a tenth of the pixels: gaps too
                           wide for the engine to mix in the biharmonic fill) in the same photo; as above;
+  grid                    the student's quality grid: 1024² frames of three contents (synthetic cells; the camera
+                          and astronaut photos, grey, enlarged) at Gaussian σ = 10 and 50 (σ = 25 is the 768²
+                          cases'); reference BM3D (or BMND's block matching); also each as grid_<content>_<σ>;
   w2s                     the 8 real W2S wide-field frames of --data/w2s (512², 8-bit) as one 8 × 512² stack, each
                           plane scored by PSNR after its least-squares affine fit to the 400-frame average (as
                           benchmarks/real_noise.py), the mean over planes; reference GAT + BM3D per plane (the
@@ -108,6 +111,18 @@ def counts_reference(counts: np.ndarray):
         return np.stack(out).reshape(counts.shape)
 
     return f"Anscombe + {name}", run
+
+
+GRID_CONTENTS = ("cells", "camera", "astronaut")
+GRID_SIGMAS = (10, 50)
+
+
+def case_grid(content: str, sigma: float) -> dict:
+    """A 1024² frame of ``content`` with Gaussian noise σ (0…255): the student's quality grid."""
+    clean = images.synthetic_cells(1024, seed=21) if content == "cells" else images.load(content, 1024, gray=True)
+    noisy = (clean + np.random.default_rng(22).normal(0, sigma, clean.shape)).astype(np.float32)
+    return dict(name=f"1024² {content}, σ = {sigma:g}", input=noisy, truth=clean, kwargs={},
+                reference=gaussian_reference(noisy, float(sigma)))
 
 
 def case_768(kind: str) -> dict:
@@ -431,6 +446,11 @@ def main(argv=None) -> int:
               "holes_photo": lambda: case_inpaint(
                   (images.load("astronaut", 1024, gray=True) / 255.0).astype(np.float32),
                   round_holes((1024, 1024), 0.1, seed=19), "a 1024² photo (astronaut), round holes")}
+    for content in GRID_CONTENTS:
+        for sigma in GRID_SIGMAS:
+            makers[f"grid_{content}_{sigma}"] = lambda c=content, s=sigma: case_grid(c, s)
+    args.cases = args.cases.replace("grid", ",".join(f"grid_{c}_{s}" for c in GRID_CONTENTS for s in GRID_SIGMAS)) \
+        if "grid" in args.cases.split(",") else args.cases
     if args.default_call:
         rows = [dict(case=key, default_call=default_call(makers[key]())) for key in args.cases.split(",")]
     else:
