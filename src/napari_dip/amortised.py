@@ -633,7 +633,8 @@ def _classical_alone(run, spec: JobSpec, teaching: _Teaching, normalisation, pre
                f"it restored"})
     summary["choice"] = (f"{classical.name} alone: DIP gave its network a weight of at most {max(weights):.2f} on "
                          f"the {len(weights)} crops it restored, so a student would only imitate the estimate")
-    clock.enter("apply")  # the estimate's time is not known beforehand: the bar moves plane by plane
+    clock.enter("apply")
+    clock.estimates["apply"] = None  # not the student's pass: the estimate's time is known once a plane is done
     leads = spec.layout.leads
     for p, lead in enumerate(leads):
         if run.stop_requested:
