@@ -427,8 +427,7 @@ class _Teaching:
             return
         for i in self.training:
             if i not in self.taught:
-                planes = student_input(self.spec, self.results[i]["pieces"], self.normalisation)
-                self.student.add_pairs(training_pairs(planes, self.results[i]["target"], self.student.spec.reach))
+                self.student.add_pairs(self.pairs(i))
         self.taught.update(self.training)
         steps = self.student.spec.steps if not self.rounds else self.student.spec.steps // 2
         clock.enter("student", steps * step_seconds)
@@ -438,6 +437,19 @@ class _Teaching:
         verdict = judge_student(self.student.net, self.results[self.judge], self.spec, self.device,
                                 self.classical)
         self.rounds.append(dict(verdict, teacher_crops=len(self.training), student_steps=self.student.steps_done))
+
+    def pairs(self, i: int) -> list:
+        """The student's training pairs from teacher crop ``i``; for inpainting also the crop with 2 × 2 blocks of
+        its measured pixels marked missing as the judge hides them, their measured values the target (DIP kept
+        them as measured), so that small gaps are not new to the student where the judge scores it."""
+        result = self.results[i]
+        planes = student_input(self.spec, result["pieces"], self.normalisation)
+        pairs = training_pairs(planes, result["target"], self.student.spec.reach)
+        if self.spec.name == "inpaint":
+            measured, missing = measured_planes(self.spec, result["pieces"], self.normalisation)
+            extra = hidden_blocks(missing[0], JUDGE_FRACTION, self.spec.seed + 37 + i)[None]
+            pairs += training_pairs(inpainting_input(measured, missing | extra), result["target"], 0)
+        return pairs
 
     def teach(self, run, new: list[int], preview, clock):
         """DIP on the crops ``new`` (one run of the engine over them as a stack, the judge crop with its hidden
