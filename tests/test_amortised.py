@@ -47,6 +47,9 @@ def test_auto_amortises_large_jobs_of_the_tasks_it_is_built_for():
     mask[:, :4] = True
     inpaint = amortised.decide(spec_of(large, task="inpaint", mask=mask), RestoreOptions(task="inpaint"))
     assert inpaint.amortise
+    mask[4:] = False  # gaps in 4 planes of 16: per-unit fitting restores those alone, copying the rest
+    sparse = amortised.decide(spec_of(large, task="inpaint", mask=mask), RestoreOptions(task="inpaint"))
+    assert not sparse.amortise and "262,144 pixels in crops with a gap" in sparse.why
     guided = amortised.decide(spec_of(large, task="guided", guide=large), RestoreOptions(task="guided"))
     assert not guided.amortise and "denoising, inpainting, super-resolution and deconvolution" in guided.why
     enlarged = amortised.decide(spec_of(large[:4], task="superres", factor=2), RestoreOptions(task="superres"))

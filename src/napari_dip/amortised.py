@@ -133,6 +133,10 @@ def decide(spec: JobSpec, options) -> Decision:
     if requested is True:
         return Decision(True, "amortise=True")
     word = "voxels" if spec.layout.spatial_dims == 3 else "pixels"
+    if spec.name == "inpaint":  # per-unit fitting copies a tile with nothing to fill: count the crops with a gap
+        crops = candidate_crops(spec)
+        pixels = pixels * len(crops_with_gaps(spec, crops)) // len(crops)
+        word = "pixels in crops with a gap"
     if pixels < AUTO_MIN_PIXELS:
         return Decision(False, f"{pixels:,} {word}: small enough for DIP on every unit (a student pays from "
                                f"{AUTO_MIN_PIXELS:,})")
