@@ -199,13 +199,17 @@ def test_the_judge_measures_the_gap_to_the_teacher_without_the_truth(student_err
     assert_judged(verdict, 10 * np.log10(np.mean((student - clean) ** 2) / np.mean((teacher - clean) ** 2)))
 
 
-class _Blur(torch.nn.Module):
-    """A 'student' that averages each pixel's 3 × 3 neighbourhood, its own noise included."""
+class _OneChannelStub(torch.nn.Module):
+    """A 'student' of one output channel and no halvings (any side), whose forward a subclass gives."""
 
     def __init__(self):
         super().__init__()
         self.down = torch.nn.ModuleList([torch.nn.Identity()])
         self.out_channels = 1
+
+
+class _Blur(_OneChannelStub):
+    """A 'student' that averages each pixel's 3 × 3 neighbourhood, its own noise included."""
 
     def forward(self, x):
         return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), 3, 1)
@@ -556,13 +560,8 @@ def test_where_dip_gives_its_network_no_weight_the_classical_estimate_restores_t
     assert not teaching.network_unused
 
 
-class _FirstChannel(torch.nn.Module):
+class _FirstChannel(_OneChannelStub):
     """An inpainting 'student' that keeps its input's first channel: the biharmonic fill of the gaps it is told of."""
-
-    def __init__(self):
-        super().__init__()
-        self.down = torch.nn.ModuleList([torch.nn.Identity()])
-        self.out_channels = 1
 
     def forward(self, x):
         return x[:, :1]

@@ -110,11 +110,8 @@ def unsupported(spec: JobSpec, options) -> str | None:
         return "amortised restoration keeps the result in memory: it does not write into out="
     if spec.name == "inpaint" and spec.layout.spatial_dims == 3:
         return "amortised inpainting is built for 2D planes, not volumes"
-    crops = candidate_crops(spec)
-    if len(crops) < 2:
+    if len(candidate_crops(spec)) < 2:
         return "the data is one teacher crop: a student needs a crop to learn from and another to be judged on"
-    if spec.name == "inpaint" and len(crops_with_gaps(spec, crops)) < 2:
-        return "the missing pixels lie within one teacher crop: DIP restores it directly"
     return None
 
 
@@ -125,6 +122,11 @@ def decide(spec: JobSpec, options) -> Decision:
     if requested is False:
         return Decision(False, "amortise=False: every unit fitted by DIP")
     why_not = unsupported(spec, options)
+    gaps = None  # inpainting: the crops with a gap, read once for the check and the count below
+    if why_not is None and spec.name == "inpaint":
+        gaps = len(crops_with_gaps(spec, candidate_crops(spec)))
+        if gaps < 2:
+            why_not = "the missing pixels lie within one teacher crop: DIP restores it directly"
     if why_not is not None:
         if requested is True:
             raise DIPInputError(f"{why_not}: pass amortise=False (or 'auto')")
@@ -133,9 +135,8 @@ def decide(spec: JobSpec, options) -> Decision:
     if requested is True:
         return Decision(True, "amortise=True")
     word = "voxels" if spec.layout.spatial_dims == 3 else "pixels"
-    if spec.name == "inpaint":  # per-unit fitting copies a tile with nothing to fill: count the crops with a gap
-        crops = candidate_crops(spec)
-        pixels = pixels * len(crops_with_gaps(spec, crops)) // len(crops)
+    if gaps is not None:  # per-unit fitting copies a tile with nothing to fill: count the crops with a gap
+        pixels = pixels * gaps // len(candidate_crops(spec))
         word = "pixels in crops with a gap"
     if pixels < AUTO_MIN_PIXELS:
         return Decision(False, f"{pixels:,} {word}: small enough for DIP on every unit (a student pays from "
@@ -447,13 +448,12 @@ class _Teaching:
         its measured pixels marked missing as the judge hides them, their measured values the target (DIP kept
         them as measured), so that small gaps are not new to the student where the judge scores it."""
         result = self.results[i]
-        planes = student_input(self.spec, result["pieces"], self.normalisation)
-        pairs = training_pairs(planes, result["target"], self.student.spec.reach)
-        if self.spec.name == "inpaint":
-            measured, missing = measured_planes(self.spec, result["pieces"], self.normalisation)
-            extra = hidden_blocks(missing[0], JUDGE_FRACTION, self.spec.seed + 37 + i)[None]
-            pairs += training_pairs(inpainting_input(measured, missing | extra), result["target"], 0)
-        return pairs
+        if self.spec.name != "inpaint":
+            planes = student_input(self.spec, result["pieces"], self.normalisation)
+            return training_pairs(planes, result["target"], self.student.spec.reach)
+        measured, missing = measured_planes(self.spec, result["pieces"], self.normalisation)
+        extra = hidden_blocks(missing[0], JUDGE_FRACTION, self.spec.seed + 37 + i)[None]
+        return [(inpainting_input(measured, gaps), result["target"]) for gaps in (missing, missing | extra)]
 
     def teach(self, run, new: list[int], preview, clock):
         """DIP on the crops ``new`` (one run of the engine over them as a stack, the judge crop with its hidden
@@ -791,9 +791,8 @@ def judge_student(net, judge: dict, spec: JobSpec, device, classical: student_mi
         # neighbours' mean), judged as the mix is, with no noise model (on real frames Stein's term rests on a
         # fitted camera, docs/benchmarks.md); blind, the student is a little worse than the one delivered
         blind_input = neighbour_mean_fill(np.where(hidden, 0.0, planes), hidden)
-        squared = (planes - student_output(net, blind_input, device)) ** 2 - (planes - teacher) ** 2
-        verdict["blind"] = crop.in_db(float(squared[at].mean()),
-                                      float(squared[at].std() / math.sqrt(max(at.sum() / 4, 1))))
+        verdict["blind"] = crop.squared_gap((planes - student_output(net, blind_input, device)) ** 2
+                                            - (planes - teacher) ** 2)
     if "ground_truth" in judge["pieces"]:  # for benchmarks: the true gap on the same crop
         psnr_student = _true_psnr(judge, spec, result)
         psnr_teacher = metric_pair(judge["truth_result"].astype(np.float32),
@@ -823,7 +822,11 @@ class _JudgeCrop:
     def gap(self, estimate: np.ndarray, derivative: np.ndarray) -> dict:
         """An estimate's gap to DIP in dB and its standard error; ``derivative``: of the estimate at each pixel by
         that pixel's own input (Stein's term)."""
-        squared = (self.planes - estimate) ** 2 - (self.planes - self.teacher) ** 2 + 2.0 * self.variance * derivative
+        return self.squared_gap((self.planes - estimate) ** 2 - (self.planes - self.teacher) ** 2
+                                + 2.0 * self.variance * derivative)
+
+    def squared_gap(self, squared: np.ndarray) -> dict:
+        """:meth:`in_db` of per-pixel squared-error differences to DIP, taken at the hidden pixels."""
         # hidden pixels come in 2 × 2 blocks whose terms share noise: count the blocks, not the pixels
         return self.in_db(float(squared[self.at].mean()),
                           float(squared[self.at].std() / math.sqrt(max(self.at.sum() / 4, 1))))
